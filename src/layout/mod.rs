@@ -1,0 +1,181 @@
+//! Per-distribution normalisation: extracted packages → a relocatable bundle
+//! tree with kernel-packer's root, `BUNDLE_BUILD_DIR` and `BUNDLE_*` files.
+//!
+//! | type                  | root                                  | BUNDLE_BUILD_DIR                 |
+//! |-----------------------|---------------------------------------|----------------------------------|
+//! | debian, garden, kops  | the extraction root (`usr/`, `lib/`)  | `./usr/src/linux-headers-<uname>` |
+//! | ubuntu                | `usr/src/linux-headers-<uname>`       | `.`                              |
+//! | redhat, oracle        | `usr/src/kernels/<uname>`             | `.`                              |
+//! | suse                  | `-obj/<arch>/<flavour>` merged with the base tree | `.`                  |
+//!
+//! See docs/layouts.md.
+
+mod debian;
+mod engine;
+mod meta;
+mod rpm;
+mod suse;
+mod ubuntu;
+
+pub use engine::relative_path;
+pub use meta::Meta;
+
+use crate::package::{Blob, RawEntry};
+use crate::tree::Tree;
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
+/// What one bundle entry is.
+#[derive(Debug, Clone)]
+pub enum EntryKind {
+    Dir,
+    File(Blob),
+    Symlink(String),
+}
+
+/// One entry of a bundle tree. `path` is relative to the bundle root ("" is the root).
+#[derive(Debug, Clone)]
+pub struct BundleEntry {
+    pub path: String,
+    pub kind: EntryKind,
+    pub mode: u32,
+}
+
+/// A bundle tree in canonical order (depth first, names sorted bytewise).
+#[derive(Debug, Clone, Default)]
+pub struct Bundle {
+    pub entries: Vec<BundleEntry>,
+}
+
+impl Bundle {
+    pub fn find(&self, path: &str) -> Option<&BundleEntry> {
+        self.entries.iter().find(|e| e.path == path)
+    }
+
+    /// Sum of file sizes.
+    pub fn content_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File(b) => b.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// The layout family of a manifest type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Debian,
+    Ubuntu,
+    RedHat,
+    Oracle,
+    Suse,
+}
+
+impl Family {
+    pub fn of(kind: &str) -> Result<Family> {
+        Ok(match kind {
+            "debian" | "garden" | "kops" => Family::Debian,
+            "ubuntu" => Family::Ubuntu,
+            "redhat" => Family::RedHat,
+            "oracle" => Family::Oracle,
+            "suse" => Family::Suse,
+            other => {
+                bail!("no layout for type {other} (supported: debian, garden, kops, ubuntu, redhat, oracle, suse)")
+            }
+        })
+    }
+}
+
+/// One extracted package, named for error messages.
+pub struct Extracted {
+    pub file_name: String,
+    pub entries: Vec<RawEntry>,
+}
+
+/// What a layout needs to know besides the packages.
+pub struct Request<'a> {
+    pub kind: &'a str,
+    /// BUNDLE_CHECKSUM: the manifest id.
+    pub checksum: &'a str,
+    /// The manifest's uname, used to pick the headers when several are present.
+    pub uname: Option<&'a str>,
+}
+
+/// The result of a layout: the tree (BUNDLE_* files included) and its meta values.
+pub struct Built {
+    pub bundle: Bundle,
+    pub meta: Meta,
+}
+
+/// Stage the packages (in the given order, later ones over earlier ones, as
+/// successive `dpkg -x` would) and lay them out for `req.kind`.
+pub fn build(req: &Request<'_>, packages: Vec<Extracted>) -> Result<Built> {
+    let family = Family::of(req.kind)?;
+    let mut tree = Tree::new();
+    for package in packages {
+        let name = package.file_name;
+        for entry in package.entries {
+            tree.add(entry).with_context(|| format!("package {name}"))?;
+        }
+    }
+    let (engine, uname, build_dir) = match family {
+        Family::Debian => debian::layout(&tree, req.uname)?,
+        Family::Ubuntu => ubuntu::layout(&tree, req.uname)?,
+        Family::RedHat => rpm::layout(&tree, req.uname, false)?,
+        Family::Oracle => rpm::layout(&tree, req.uname, true)?,
+        Family::Suse => suse::layout(&tree, req.uname)?,
+    };
+    if let Some(expected) = req.uname {
+        if expected != uname {
+            log::warn!(
+                "bundle {}: the manifest says uname {expected}, the packages say {uname}; using {uname}",
+                req.checksum
+            );
+        }
+    }
+    let meta = Meta { checksum: req.checksum.to_string(), distro: req.kind.to_string(), uname, build_dir };
+    let mut bundle = engine.into_bundle();
+    insert_meta_files(&mut bundle, &meta);
+    Ok(Built { bundle, meta })
+}
+
+/// Put the BUNDLE_* files at the root, keeping the canonical order.
+fn insert_meta_files(bundle: &mut Bundle, meta: &Meta) {
+    // A package's own root-level BUNDLE_* files never shadow ours.
+    bundle.entries.retain(|e| !e.path.starts_with("BUNDLE_") || e.path.contains('/'));
+    for (name, value) in meta.files() {
+        let entry =
+            BundleEntry { path: name.to_string(), kind: EntryKind::File(Arc::new(value.into_bytes())), mode: 0o644 };
+        // Root-level names: find the first root child that sorts after it.
+        let pos = bundle.entries[1..]
+            .iter()
+            .position(|e| !e.path.contains('/') && e.path.as_str() > name)
+            .map_or(bundle.entries.len(), |p| p + 1);
+        bundle.entries.insert(pos, entry);
+    }
+}
+
+/// Pick one directory among candidates: the manifest's choice if present,
+/// else the only one.
+fn pick_one(
+    what: &str,
+    candidates: Vec<(String, crate::tree::NodeId)>,
+    wanted: Option<&str>,
+) -> Result<(String, crate::tree::NodeId)> {
+    if let Some(w) = wanted {
+        if let Some(hit) = candidates.iter().find(|(n, _)| n == w) {
+            return Ok(hit.clone());
+        }
+    }
+    match candidates.len() {
+        1 => Ok(candidates.into_iter().next().expect("one candidate")),
+        0 => bail!("the packages hold no {what}"),
+        _ => bail!(
+            "the packages hold several {what}: {} (the manifest's uname picks one)",
+            candidates.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}

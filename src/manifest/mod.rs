@@ -1,0 +1,418 @@
+//! The manifest: bundle id → type, name, uname and packages.
+//!
+//! Two on-disk shapes load into the same model:
+//! - kpackfs's own (`packages: [{url, sha256, size}]`, plus `name` and `uname`);
+//! - kernel-packer's (`packages: [simplified-name]`), whose names are mapped back
+//!   to URLs through the package lists (`*.txt`, one URL per line) beside it.
+//!
+//! See docs/manifest.md for the format.
+
+mod naming;
+
+pub use naming::{derive_names, Names};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// One package of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl Package {
+    pub fn new(url: impl Into<String>) -> Self {
+        Package { url: url.into(), sha256: None, size: None }
+    }
+
+    /// The last path component of the URL (query stripped).
+    pub fn file_name(&self) -> &str {
+        file_name_of(&self.url)
+    }
+}
+
+/// The last path component of a URL, without its query.
+pub fn file_name_of(url: &str) -> &str {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    no_query.rsplit('/').next().unwrap_or(no_query)
+}
+
+/// One bundle: the packages that together make one kernel's build tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The repackaging type: the layout, BUNDLE_DISTRO, and the `/<type>/` directory.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uname: Option<String>,
+    pub packages: Vec<Package>,
+}
+
+impl Entry {
+    /// kernel-packer's id over this entry's packages.
+    pub fn compute_id(&self) -> String {
+        bundle_id(self.packages.iter().map(|p| p.url.as_str()))
+    }
+
+    /// Fill `name` and `uname` from package file names where they are missing.
+    /// Returns why they could not be derived, if so.
+    pub fn fill_names(&mut self) -> Result<(), String> {
+        if self.name.is_some() && self.uname.is_some() {
+            return Ok(());
+        }
+        let files: Vec<&str> = self.packages.iter().map(|p| p.file_name()).collect();
+        let names = derive_names(&self.kind, &files)?;
+        if self.uname.is_none() {
+            self.uname = Some(names.uname);
+        }
+        if self.name.is_none() {
+            self.name = Some(names.name);
+        }
+        Ok(())
+    }
+}
+
+/// kernel-packer's simplification of a package URL: every character outside
+/// `[A-Za-z0-9._-]` becomes `-`.
+pub fn simplify(url: &str) -> String {
+    url.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect()
+}
+
+/// kernel-packer's bundle id: sha256 over the sorted, concatenated simplified names.
+/// A simplified name passes through unchanged, so both manifest shapes agree.
+pub fn bundle_id<'a>(urls: impl IntoIterator<Item = &'a str>) -> String {
+    let mut names: Vec<String> = urls.into_iter().map(simplify).collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in &names {
+        hasher.update(name.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The whole manifest, ordered by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    pub entries: BTreeMap<String, Entry>,
+    /// Entries that loaded but cannot be named, with the reason (id → reason).
+    pub unnamed: BTreeMap<String, String>,
+}
+
+/// The on-disk package item: a full mapping, or a bare string (kernel-packer's
+/// simplified name, or a URL).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPackage {
+    Full(Package),
+    Name(String),
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uname: Option<String>,
+    packages: Vec<RawPackage>,
+}
+
+/// Maps kernel-packer's simplified package names back to URLs.
+#[derive(Debug, Default)]
+pub struct PackageLists {
+    by_simplified: HashMap<String, String>,
+}
+
+impl PackageLists {
+    /// Read every `*.txt` package list in `dir` (one URL per line).
+    pub fn read_dir(dir: &Path) -> Result<Self> {
+        let mut lists = PackageLists::default();
+        let read = std::fs::read_dir(dir).with_context(|| format!("reading package lists in {}", dir.display()))?;
+        let mut files: Vec<PathBuf> = read
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            lists.add_urls(text.lines());
+        }
+        Ok(lists)
+    }
+
+    pub fn add_urls<'a>(&mut self, urls: impl IntoIterator<Item = &'a str>) {
+        for url in urls {
+            let url = url.trim();
+            if !url.is_empty() && !url.starts_with('#') {
+                self.by_simplified.insert(simplify(url), url.to_string());
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_simplified.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_simplified.is_empty()
+    }
+
+    fn resolve(&self, name: &str) -> Option<&str> {
+        self.by_simplified.get(name).map(String::as_str)
+    }
+}
+
+impl Manifest {
+    /// Parse a manifest from YAML text. Simplified package names are mapped back
+    /// to URLs through `lists`; a name with no URL is an error.
+    pub fn parse(text: &str, lists: &PackageLists) -> Result<Self> {
+        let raw: BTreeMap<String, RawEntry> = if text.trim().is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| anyhow!("malformed manifest: {e}"))?
+        };
+        let mut manifest = Manifest::default();
+        let mut unresolved = Vec::new();
+        for (id, raw_entry) in raw {
+            let mut packages = Vec::with_capacity(raw_entry.packages.len());
+            for item in raw_entry.packages {
+                match item {
+                    RawPackage::Full(p) => packages.push(p),
+                    RawPackage::Name(name) if name.contains("://") => packages.push(Package::new(name)),
+                    RawPackage::Name(name) => match lists.resolve(&name) {
+                        Some(url) => packages.push(Package::new(url)),
+                        None => unresolved.push(name),
+                    },
+                }
+            }
+            if packages.is_empty() {
+                bail!("malformed manifest: entry {id} has no packages");
+            }
+            let entry = Entry { kind: raw_entry.kind, name: raw_entry.name, uname: raw_entry.uname, packages };
+            validate_entry(&id, &entry)?;
+            manifest.entries.insert(id, entry);
+        }
+        if !unresolved.is_empty() {
+            bail!(
+                "{} package name(s) have no URL in the package lists, e.g. {} (pass the directory of kernel-packer's *.txt lists)",
+                unresolved.len(),
+                unresolved[0]
+            );
+        }
+        manifest.fill_names();
+        Ok(manifest)
+    }
+
+    /// Load a manifest file. Package lists are looked for in `lists_dir`, else in
+    /// the manifest's own directory and its `kernel-package-lists/` subdirectory.
+    pub fn load(path: &Path, lists_dir: Option<&Path>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading manifest {}", path.display()))?;
+        let lists = if needs_lists(&text) { load_lists_near(path, lists_dir)? } else { PackageLists::default() };
+        Self::parse(&text, &lists).with_context(|| format!("loading manifest {}", path.display()))
+    }
+
+    /// Derive missing names; entries that cannot be named are recorded in `unnamed`.
+    pub fn fill_names(&mut self) {
+        self.unnamed.clear();
+        for (id, entry) in self.entries.iter_mut() {
+            if let Err(reason) = entry.fill_names() {
+                self.unnamed.insert(id.clone(), reason);
+            }
+        }
+    }
+
+    /// Insert an entry under its computed id, replacing an older one.
+    pub fn insert(&mut self, mut entry: Entry) -> String {
+        let id = entry.compute_id();
+        match entry.fill_names() {
+            Ok(()) => {
+                self.unnamed.remove(&id);
+            }
+            Err(reason) => {
+                self.unnamed.insert(id.clone(), reason);
+            }
+        }
+        self.entries.insert(id.clone(), entry);
+        id
+    }
+
+    /// Add every entry of `other` (newer wins on the same id).
+    pub fn merge(&mut self, other: &Manifest) {
+        for (id, entry) in &other.entries {
+            self.entries.insert(id.clone(), entry.clone());
+        }
+        for (id, reason) in &other.unnamed {
+            self.unnamed.insert(id.clone(), reason.clone());
+        }
+    }
+
+    /// Find an entry by id, by name, or by `type/name`.
+    pub fn find(&self, key: &str) -> Result<(&String, &Entry)> {
+        if let Some((id, e)) = self.entries.get_key_value(key) {
+            return Ok((id, e));
+        }
+        let (kind, name) = match key.split_once('/') {
+            Some((k, n)) => (Some(k), n),
+            None => (None, key),
+        };
+        let name = name.strip_prefix("bundle-").unwrap_or(name);
+        let name = name.strip_suffix(".tgz").unwrap_or(name);
+        let hits: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.name.as_deref() == Some(name) && kind.is_none_or(|k| k == e.kind))
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok(*one),
+            [] => bail!("no bundle named {key} in the manifest"),
+            many => bail!(
+                "{} bundles are named {key} ({}); give the type as TYPE/NAME or the id",
+                many.len(),
+                many.iter().map(|(id, e)| format!("{}:{}", e.kind, &id[..12])).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// Serialize in kpackfs's format (full package mappings, names included).
+    pub fn to_yaml(&self) -> Result<String> {
+        let body = serde_saphyr::to_string(&self.entries).map_err(|e| anyhow!("serializing manifest: {e}"))?;
+        Ok(format!("# kpackfs manifest: id -> bundle. See docs/manifest.md.\n{body}"))
+    }
+
+    /// Write atomically: a reader sees the old file or the new one, never a mix.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::util::write_atomic(path, self.to_yaml()?.as_bytes())
+    }
+}
+
+fn validate_entry(id: &str, entry: &Entry) -> Result<()> {
+    if entry.kind.is_empty() || !entry.kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("malformed manifest: entry {id} has an invalid type {:?}", entry.kind);
+    }
+    for p in &entry.packages {
+        if p.url.is_empty() {
+            bail!("malformed manifest: entry {id} has a package with an empty url");
+        }
+        if let Some(sha) = &p.sha256 {
+            if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("malformed manifest: entry {id}: package {} has an invalid sha256 {sha:?}", p.url);
+            }
+        }
+    }
+    for (what, value) in [("name", &entry.name), ("uname", &entry.uname)] {
+        if let Some(v) = value {
+            if !is_valid_component(v) {
+                bail!("malformed manifest: entry {id} has an invalid {what} {v:?}");
+            }
+        }
+    }
+    let computed = entry.compute_id();
+    if computed != id {
+        bail!("malformed manifest: entry {id} does not match its packages (their id is {computed})");
+    }
+    Ok(())
+}
+
+/// A name usable as one path component.
+pub fn is_valid_component(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && s.len() <= 200 && !s.contains(['/', '\0'])
+}
+
+/// Whether the text has bare package names that need package lists.
+fn needs_lists(text: &str) -> bool {
+    text.lines().any(|l| {
+        let t = l.trim_start();
+        t.starts_with("- ") && !t.starts_with("- url:") && !t.contains("://")
+    })
+}
+
+fn load_lists_near(manifest: &Path, lists_dir: Option<&Path>) -> Result<PackageLists> {
+    if let Some(dir) = lists_dir {
+        return PackageLists::read_dir(dir);
+    }
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+    let mut lists = PackageLists::default();
+    for dir in [base.to_path_buf(), base.join("kernel-package-lists")] {
+        if dir.is_dir() {
+            let more = PackageLists::read_dir(&dir)?;
+            lists.by_simplified.extend(more.by_simplified);
+        }
+    }
+    Ok(lists)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_matches_kernel_packer() {
+        // From kernel-packer's manifest.yml (fixture): a SUSE pair.
+        let id = bundle_id([
+            "https---updates.suse.com-SUSE-Updates-SLE-Module-Basesystem-15-SP4-x86_64-update-noarch-kernel-devel-5.14.21-150400.24.84.1.noarch.rpm",
+            "https---updates.suse.com-SUSE-Updates-SLE-Module-Basesystem-15-SP4-x86_64-update-x86_64-kernel-default-devel-5.14.21-150400.24.84.1.x86_64.rpm",
+        ]);
+        assert_eq!(id, "0d2a8b79202c07478d92aa42ddefac08e88e0faa6f381400d17dbe553910e813");
+        // The same packages as URLs give the same id.
+        let id2 = bundle_id([
+            "https://updates.suse.com/SUSE/Updates/SLE-Module-Basesystem/15-SP4/x86_64/update/x86_64/kernel-default-devel-5.14.21-150400.24.84.1.x86_64.rpm",
+            "https://updates.suse.com/SUSE/Updates/SLE-Module-Basesystem/15-SP4/x86_64/update/noarch/kernel-devel-5.14.21-150400.24.84.1.noarch.rpm",
+        ]);
+        assert_eq!(id, id2);
+    }
+
+    #[test]
+    fn simplify_replaces_everything_else() {
+        assert_eq!(simplify("http://a.b/c~d_e-f.deb?x=1"), "http---a.b-c-d_e-f.deb-x-1");
+    }
+
+    #[test]
+    fn full_format_round_trips() {
+        let mut m = Manifest::default();
+        let mut p = Package::new(
+            "http://ftp.debian.org/debian/pool/main/l/linux/linux-headers-6.1.0-56-amd64_6.1.192-2_amd64.deb",
+        );
+        p.sha256 = Some("a".repeat(64));
+        p.size = Some(1841552);
+        let id = m.insert(Entry {
+            kind: "debian".into(),
+            name: None,
+            uname: None,
+            packages: vec![
+                p,
+                Package::new(
+                    "http://ftp.debian.org/debian/pool/main/l/linux/linux-headers-6.1.0-56-common_6.1.192-2_all.deb",
+                ),
+                Package::new("http://ftp.debian.org/debian/pool/main/l/linux/linux-kbuild-6.1_6.1.192-2_amd64.deb"),
+            ],
+        });
+        let text = m.to_yaml().unwrap();
+        let back = Manifest::parse(&text, &PackageLists::default()).unwrap();
+        assert_eq!(back.entries, m.entries);
+        assert_eq!(back.entries[&id].name.as_deref(), Some("6.1.0-56-amd64"));
+    }
+
+    #[test]
+    fn mismatched_id_is_refused() {
+        let text = "abc:\n  type: debian\n  packages:\n  - url: http://x/linux-headers-1.0-amd64_1_amd64.deb\n";
+        let err = Manifest::parse(text, &PackageLists::default()).unwrap_err().to_string();
+        assert!(err.contains("does not match its packages"), "{err}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_a_clear_error() {
+        let err = Manifest::parse("a: [b\n", &PackageLists::default()).unwrap_err().to_string();
+        assert!(err.starts_with("malformed manifest"), "{err}");
+    }
+}

@@ -1,0 +1,263 @@
+//! Bundle name and kernel release from package file names, before any download.
+//!
+//! The rules follow what kernel-packer's repackaging produced from package
+//! contents, so that the names collector looks up (`bundle-<name>.tgz`) agree:
+//! - Debian family (debian, garden): `linux-headers-<uname>_…` that is not `-common`.
+//! - Ubuntu: `linux-headers-<ver>-<abi>-<flavour>_<version>_…`; a `~16.04` or
+//!   `~20.04` backport version adds that suffix to the name (not to the uname).
+//! - RPM family: the NEVRA of the -devel package. SUSE drops the last release
+//!   component and appends the flavour: `kernel-default-devel-5.14.21-150400.24.84.1`
+//!   is `5.14.21-150400.24.84-default`.
+//!
+//! Types whose kernel release only shows inside package contents get an error
+//! that says so.
+
+use regex::Regex;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The path component and `bundle-<name>.tgz`.
+    pub name: String,
+    /// The kernel release: BUNDLE_UNAME.
+    pub uname: String,
+}
+
+impl Names {
+    fn same(uname: String) -> Self {
+        Names { name: uname.clone(), uname }
+    }
+}
+
+fn regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).expect("static regex"))
+}
+
+/// Derive name and uname for a bundle of type `kind` from its package file names.
+pub fn derive_names(kind: &str, files: &[&str]) -> Result<Names, String> {
+    match kind {
+        "debian" | "garden" | "kops" => debian(files),
+        "ubuntu" => ubuntu(files),
+        "redhat" | "oracle" => rpm_family(kind, files),
+        "suse" => suse(files),
+        "cos" => Err("cos: the kernel release comes from the Makefile inside kernel-src.tar.gz".into()),
+        "coreos" => {
+            Err("coreos: the kernel release comes from lib/modules inside the developer container image".into())
+        }
+        "minikube" => Err("minikube: the kernel release comes from the configured buildroot source tree".into()),
+        "linuxkit" | "dockerdesktop" => {
+            Err(format!("{kind}: the kernel release comes from the Makefile inside the source tarball"))
+        }
+        other => Err(format!("{other}: no naming rule for this type")),
+    }
+}
+
+fn debian(files: &[&str]) -> Result<Names, String> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = regex(&RE, r"linux-headers-([0-9][^_/]*)_[^_]+_[a-z0-9]+\.deb$");
+    let unames: Vec<String> = files
+        .iter()
+        .filter_map(|f| re.captures(f).map(|c| c[1].to_string()))
+        .filter(|u| !u.ends_with("-common") && !u.contains("-common-"))
+        .collect();
+    match unames.as_slice() {
+        [one] => Ok(Names::same(one.clone())),
+        [] => Err("debian: no linux-headers-<release> package (other than -common) among the packages".into()),
+        many => Err(format!("debian: more than one flavour of headers: {}", many.join(", "))),
+    }
+}
+
+fn ubuntu(files: &[&str]) -> Result<Names, String> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    // The flavour package: linux-headers-<x.y.z>-<abi>-<flavour>_<version>_<arch>.deb
+    let re = regex(&RE, r"linux-headers-([0-9]+\.[0-9]+\.[0-9]+-[0-9]+-[a-z][a-z0-9-]*)_([^_]+)_[a-z0-9]+\.deb$");
+    let found: Vec<(String, String)> =
+        files.iter().filter_map(|f| re.captures(f).map(|c| (c[1].to_string(), c[2].to_string()))).collect();
+    let (uname, version) = match found.as_slice() {
+        [one] => one.clone(),
+        [] => return Err("ubuntu: no linux-headers-<release>-<flavour> package among the packages".into()),
+        many => {
+            return Err(format!(
+                "ubuntu: more than one flavour of headers: {}",
+                many.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        }
+    };
+    Ok(Names { name: format!("{uname}{}", ubuntu_backport_suffix(&version)), uname })
+}
+
+/// kernel-packer appends `~16.04` / `~20.04` for backported kernels, the two
+/// series collector's bootstrap looks up under a suffixed name.
+fn ubuntu_backport_suffix(version: &str) -> &'static str {
+    // In a simplified name `~` has become `-`.
+    for (series, suffix) in [("16.04", "~16.04"), ("20.04", "~20.04")] {
+        for sep in ['~', '-'] {
+            if let Some(pos) = version.find(&format!("{sep}{series}")) {
+                let rest = &version[pos + 1 + series.len()..];
+                if rest.is_empty() || rest.starts_with('.') {
+                    return suffix;
+                }
+            }
+        }
+    }
+    ""
+}
+
+/// name-version-release.arch from an RPM file name.
+pub(crate) fn parse_nevra(file: &str) -> Option<(String, String, String, String)> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = regex(&RE, r"^(.+)-([^-]+)-([^-]+)\.([A-Za-z0-9_]+)\.rpm$");
+    let c = re.captures(file)?;
+    Some((c[1].to_string(), c[2].to_string(), c[3].to_string(), c[4].to_string()))
+}
+
+fn rpm_family(kind: &str, files: &[&str]) -> Result<Names, String> {
+    let mut unames = Vec::new();
+    for f in files {
+        let Some((name, ver, rel, arch)) = parse_nevra(f) else { continue };
+        let variant = match name.as_str() {
+            "kernel-devel" | "kernel-lt-devel" | "kernel-ml-devel" | "kernel-uek-devel" => "",
+            // RHEL 9.3+ builds variants from one kernel; their release lacks the variant.
+            "kernel-rt-devel" if !rel.contains(".rt") => "+rt",
+            "kernel-rt-devel" => "",
+            "kernel-64k-devel" => "+64k",
+            "kernel-debug-devel" | "kernel-uek-debug-devel" => "+debug",
+            _ => continue,
+        };
+        unames.push(format!("{ver}-{rel}.{arch}{variant}"));
+    }
+    match unames.as_slice() {
+        [one] => Ok(Names::same(one.clone())),
+        [] if files.iter().any(|f| !f.ends_with(".rpm")) => Err(format!(
+            "{kind}: the package URL names no RPM file ({}); the release needs the RPM header",
+            files.first().unwrap_or(&"")
+        )),
+        [] => Err(format!("{kind}: no kernel -devel RPM among the packages")),
+        many => Err(format!("{kind}: more than one kernel -devel RPM: {}", many.join(", "))),
+    }
+}
+
+fn suse(files: &[&str]) -> Result<Names, String> {
+    let mut unames = Vec::new();
+    for f in files {
+        let Some((name, ver, rel, _arch)) = parse_nevra(f) else { continue };
+        let Some(flavour) = name.strip_prefix("kernel-").and_then(|n| n.strip_suffix("-devel")) else { continue };
+        if flavour.is_empty() || flavour == "devel" || name == "kernel-devel" {
+            continue;
+        }
+        // The last release component is the build counter, not part of uname.
+        let rel_base = rel.rsplit_once('.').map_or(rel.as_str(), |(base, _)| base);
+        unames.push(format!("{ver}-{rel_base}-{flavour}"));
+    }
+    match unames.as_slice() {
+        [one] => Ok(Names::same(one.clone())),
+        [] => Err("suse: no kernel-<flavour>-devel RPM among the packages".into()),
+        many => Err(format!("suse: more than one flavour: {}", many.join(", "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(kind: &str, files: &[&str]) -> (String, String) {
+        let n = derive_names(kind, files).unwrap();
+        (n.name, n.uname)
+    }
+
+    #[test]
+    fn debian_triples_and_pairs() {
+        let n = names(
+            "debian",
+            &[
+                "linux-kbuild-6.1_6.1.192-2_amd64.deb",
+                "linux-headers-6.1.0-56-common_6.1.192-2_all.deb",
+                "linux-headers-6.1.0-56-cloud-amd64_6.1.192-2_amd64.deb",
+            ],
+        );
+        assert_eq!(n, ("6.1.0-56-cloud-amd64".into(), "6.1.0-56-cloud-amd64".into()));
+        let n = names(
+            "debian",
+            &["linux-kbuild-4.4_4.4-4~bpo8+1_amd64.deb", "linux-headers-4.4.102-k8s_4.4.102-20171126_amd64.deb"],
+        );
+        assert_eq!(n.1, "4.4.102-k8s");
+        let n = names(
+            "debian",
+            &["linux-headers-6.8.12-rt-amd64_6.8.12-1_amd64.deb", "linux-kbuild-6.8.12_6.8.12-1_amd64.deb"],
+        );
+        assert_eq!(n.1, "6.8.12-rt-amd64");
+    }
+
+    #[test]
+    fn ubuntu_flavours_and_backports() {
+        let n = names(
+            "ubuntu",
+            &[
+                "linux-headers-5.4.0-156-generic_5.4.0-156.173_amd64.deb",
+                "linux-headers-5.4.0-156_5.4.0-156.173_all.deb",
+            ],
+        );
+        assert_eq!(n, ("5.4.0-156-generic".into(), "5.4.0-156-generic".into()));
+        let n = names(
+            "ubuntu",
+            &[
+                "linux-headers-4.15.0-1129-azure_4.15.0-1129.142~16.04.1_amd64.deb",
+                "linux-azure-headers-4.15.0-1129_4.15.0-1129.142~16.04.1_all.deb",
+            ],
+        );
+        assert_eq!(n, ("4.15.0-1129-azure~16.04".into(), "4.15.0-1129-azure".into()));
+        let n = names(
+            "ubuntu",
+            &[
+                "linux-headers-5.15.0-1049-aws_5.15.0-1049.54~20.04.1_amd64.deb",
+                "linux-aws-5.15-headers-5.15.0-1049_5.15.0-1049.54~20.04.1_all.deb",
+            ],
+        );
+        assert_eq!(n.0, "5.15.0-1049-aws~20.04");
+        // 18.04 backports keep the plain name, as kernel-packer did.
+        let n = names("ubuntu", &["linux-headers-5.4.0-42-generic_5.4.0-42.46~18.04.1_amd64.deb"]);
+        assert_eq!(n.0, "5.4.0-42-generic");
+    }
+
+    #[test]
+    fn rpm_nevra() {
+        assert_eq!(names("redhat", &["kernel-devel-3.10.0-1160.80.1.el7.x86_64.rpm"]).1, "3.10.0-1160.80.1.el7.x86_64");
+        assert_eq!(
+            names("redhat", &["kernel-lt-devel-5.4.90-1.el7.elrepo.x86_64.rpm"]).1,
+            "5.4.90-1.el7.elrepo.x86_64"
+        );
+        assert_eq!(
+            names("redhat", &["kernel-rt-devel-4.18.0-305.100.1.rt7.175.el8_4.x86_64.rpm"]).1,
+            "4.18.0-305.100.1.rt7.175.el8_4.x86_64"
+        );
+        assert_eq!(
+            names("oracle", &["kernel-uek-devel-5.4.17-2136.329.3.1.el7uek.x86_64.rpm"]).1,
+            "5.4.17-2136.329.3.1.el7uek.x86_64"
+        );
+        let err = derive_names("redhat", &["download"]).unwrap_err();
+        assert!(err.contains("names no RPM file"), "{err}");
+    }
+
+    #[test]
+    fn suse_flavour_and_release() {
+        let n = names(
+            "suse",
+            &[
+                "kernel-devel-5.14.21-150400.24.84.1.noarch.rpm",
+                "kernel-default-devel-5.14.21-150400.24.84.1.x86_64.rpm",
+            ],
+        );
+        assert_eq!(n.1, "5.14.21-150400.24.84-default");
+        let n = names(
+            "suse",
+            &["kernel-azure-devel-5.3.18-18.24.1.x86_64.rpm", "kernel-devel-azure-5.3.18-18.24.1.noarch.rpm"],
+        );
+        assert_eq!(n.1, "5.3.18-18.24-azure");
+    }
+
+    #[test]
+    fn content_named_types_say_why() {
+        let err = derive_names("cos", &["kernel-src.tar.gz"]).unwrap_err();
+        assert!(err.starts_with("cos: "), "{err}");
+    }
+}

@@ -1,0 +1,115 @@
+//! The cpio "newc" format (070701/070702) that RPM payloads use.
+//!
+//! Hard links: newc stores the data once, on the last entry that shares the
+//! inode; earlier ones have size 0. They are emitted as hard links to the
+//! entry that carries the data.
+
+use super::{EntrySink, RawKind};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+const HEADER_LEN: usize = 110;
+const MAX_NAME: usize = 4096;
+
+struct Header {
+    ino: u64,
+    mode: u32,
+    nlink: u32,
+    mtime: i64,
+    size: u64,
+    name_len: usize,
+}
+
+fn field(h: &[u8], index: usize) -> Result<u64> {
+    let start = 6 + index * 8;
+    let text = std::str::from_utf8(&h[start..start + 8]).context("cpio header is not ASCII")?;
+    u64::from_str_radix(text, 16).with_context(|| format!("cpio header field {text:?} is not hex"))
+}
+
+fn parse_header(h: &[u8; HEADER_LEN]) -> Result<Header> {
+    match &h[..6] {
+        b"070701" | b"070702" => {}
+        b"07070X" => bail!("RPM large-file payload (07070X) is not supported"),
+        other => bail!("not a cpio newc archive (magic {:?})", String::from_utf8_lossy(other)),
+    }
+    Ok(Header {
+        ino: field(h, 0)?,
+        mode: field(h, 1)? as u32,
+        nlink: field(h, 4)? as u32,
+        mtime: field(h, 5)? as i64,
+        size: field(h, 6)?,
+        name_len: field(h, 11)? as usize,
+    })
+}
+
+fn skip(reader: &mut impl Read, n: u64) -> io::Result<()> {
+    let copied = io::copy(&mut reader.take(n), &mut io::sink())?;
+    if copied != n {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cpio archive is truncated"));
+    }
+    Ok(())
+}
+
+fn pad4(n: u64) -> u64 {
+    (4 - n % 4) % 4
+}
+
+pub(crate) fn read(mut reader: impl Read, sink: &mut EntrySink<'_>) -> Result<()> {
+    // inode → paths seen with no data yet (hard-link group members).
+    let mut pending_links: HashMap<u64, Vec<(Vec<u8>, u32, i64)>> = HashMap::new();
+    loop {
+        let mut raw = [0u8; HEADER_LEN];
+        reader.read_exact(&mut raw).context("cpio archive is truncated (header)")?;
+        let h = parse_header(&raw)?;
+        if h.name_len == 0 || h.name_len > MAX_NAME {
+            bail!("cpio entry name length {} is out of range", h.name_len);
+        }
+        let mut name = vec![0u8; h.name_len];
+        reader.read_exact(&mut name).context("cpio archive is truncated (name)")?;
+        name.pop(); // the NUL terminator
+        skip(&mut reader, pad4((HEADER_LEN + h.name_len) as u64))?;
+        if name == b"TRAILER!!!" {
+            break;
+        }
+        let file_type = h.mode & 0o170000;
+        let kind = match file_type {
+            0o100000 => RawKind::File,
+            0o040000 => RawKind::Dir,
+            0o120000 => {
+                if h.size > MAX_NAME as u64 {
+                    bail!("cpio symlink target of {} bytes is too long", h.size);
+                }
+                let mut target = vec![0u8; h.size as usize];
+                reader.read_exact(&mut target).context("cpio archive is truncated (link)")?;
+                skip(&mut reader, pad4(h.size))?;
+                sink.push(&name, RawKind::Symlink(target), h.mode, h.mtime, 0, &mut io::empty())?;
+                continue;
+            }
+            _ => RawKind::Special,
+        };
+        if matches!(kind, RawKind::File) && h.nlink > 1 {
+            if h.size == 0 {
+                pending_links.entry(h.ino).or_default().push((name, h.mode, h.mtime));
+                continue;
+            }
+            sink.push(&name, RawKind::File, h.mode, h.mtime, h.size, &mut reader)?;
+            for (link, mode, mtime) in pending_links.remove(&h.ino).unwrap_or_default() {
+                sink.push(&link, RawKind::Hardlink(name.clone()), mode, mtime, 0, &mut io::empty())?;
+            }
+        } else if matches!(kind, RawKind::File) {
+            sink.push(&name, kind, h.mode, h.mtime, h.size, &mut reader)?;
+        } else {
+            sink.push(&name, kind, h.mode, h.mtime, 0, &mut io::empty())?;
+            skip(&mut reader, h.size)?;
+        }
+        skip(&mut reader, pad4(h.size))?;
+    }
+    // Hard-link groups whose data never came are empty files.
+    for (_, members) in pending_links {
+        for (name, mode, mtime) in members {
+            sink.push(&name, RawKind::File, mode, mtime, 0, &mut io::empty())?;
+        }
+    }
+    Ok(())
+}
