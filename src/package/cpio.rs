@@ -113,3 +113,56 @@ pub(crate) fn read(mut reader: impl Read, sink: &mut EntrySink<'_>) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::{Budget, Item, Limits};
+
+    fn entry(out: &mut Vec<u8>, name: &str, ino: u64, mode: u32, nlink: u32, data: &[u8]) {
+        let namesize = name.len() + 1;
+        let fields = [ino, mode as u64, 0, 0, nlink as u64, 0, data.len() as u64, 0, 0, 0, 0, namesize as u64, 0];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.resize(out.len() + pad4((HEADER_LEN + namesize) as u64) as usize, 0);
+        out.extend_from_slice(data);
+        out.resize(out.len() + pad4(data.len() as u64) as usize, 0);
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<crate::package::RawEntry>> {
+        let budget = Budget::new(Limits::default());
+        let mut sink = EntrySink::new(&budget);
+        read(bytes, &mut sink)?;
+        Ok(sink.entries)
+    }
+
+    #[test]
+    fn hard_link_groups_share_the_data() {
+        let mut a = Vec::new();
+        entry(&mut a, "./usr/a", 7, 0o100644, 2, b"");
+        entry(&mut a, "./usr/b", 7, 0o100644, 2, b"shared");
+        entry(&mut a, "./usr/link", 8, 0o120777, 1, b"b");
+        entry(&mut a, "TRAILER!!!", 0, 0, 1, b"");
+        let entries = read_all(&a).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(names, ["usr/b", "usr/a", "usr/link"]);
+        assert!(matches!(&entries[1].item, Item::Hardlink(t) if t == "usr/b"));
+        assert!(matches!(&entries[2].item, Item::Symlink(t) if t == "b"));
+    }
+
+    #[test]
+    fn traversal_and_truncation_are_errors() {
+        let mut a = Vec::new();
+        entry(&mut a, "./../evil", 1, 0o100644, 1, b"x");
+        entry(&mut a, "TRAILER!!!", 0, 0, 1, b"");
+        assert!(read_all(&a).unwrap_err().to_string().contains("path traversal"));
+        let mut b = Vec::new();
+        entry(&mut b, "./usr/a", 1, 0o100644, 1, b"0123456789");
+        b.truncate(b.len() - 8);
+        assert!(read_all(&b).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! A loopback HTTP/1.1 mirror for tests: serves directories, counts
+//! requests per path, honours Range, ETag and If-Modified-Since, and injects
+//! faults (status codes, a body cut short, a stall, wrong bytes).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and no body.
+    Status(u16),
+    /// Send the headers for the full body, then this many bytes, then close.
+    CutAfter(usize),
+    /// Send the headers, then nothing for this long.
+    Stall(Duration),
+    /// Serve the body with its first byte changed.
+    Corrupt,
+}
+
+#[derive(Default)]
+struct State {
+    /// URL path prefix → directory.
+    mounts: Vec<(String, PathBuf)>,
+    /// Fault for any path containing the key ("" = every path).
+    faults: Vec<(String, Fault)>,
+    counts: HashMap<String, usize>,
+    conditional_hits: usize,
+    log: Vec<String>,
+}
+
+pub struct Server {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_connection(conn, st);
+                });
+            }
+        });
+        Server { port, state, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Serve `dir` under URL path `prefix` (e.g. "/debian").
+    pub fn mount(&self, prefix: &str, dir: &Path) {
+        let mut s = self.state.lock().unwrap();
+        s.mounts.push((prefix.trim_end_matches('/').to_string(), dir.to_path_buf()));
+        s.mounts.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
+    }
+
+    pub fn set_fault(&self, path_part: &str, fault: Fault) {
+        self.state.lock().unwrap().faults.push((path_part.to_string(), fault));
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
+    /// Requests seen for paths containing `part`.
+    pub fn count(&self, part: &str) -> usize {
+        self.state.lock().unwrap().counts.iter().filter(|(p, _)| p.contains(part)).map(|(_, n)| n).sum()
+    }
+
+    pub fn total_requests(&self) -> usize {
+        self.state.lock().unwrap().counts.values().sum()
+    }
+
+    /// Requests answered 304 Not Modified.
+    pub fn conditional_hits(&self) -> usize {
+        self.state.lock().unwrap().conditional_hits
+    }
+
+    pub fn reset_counts(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.counts.clear();
+        s.conditional_hits = 0;
+        s.log.clear();
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.state.lock().unwrap().log.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn http_date(t: std::time::SystemTime) -> String {
+    // RFC 7231 IMF-fixdate, computed without a date crate.
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let days = secs / 86400;
+    let rem = secs % 86400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    // civil_from_days (Howard Hinnant)
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(mo - 1) as usize];
+    format!("{weekday}, {d:02} {month} {y} {h:02}:{m:02}:{s:02} GMT")
+}
+
+fn serve_connection(conn: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+        let keep_going = respond(&mut out, &method, &path, &headers, &state)?;
+        if !keep_going {
+            return Ok(());
+        }
+    }
+}
+
+fn respond(
+    out: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &HashMap<String, String>,
+    state: &Arc<Mutex<State>>,
+) -> std::io::Result<bool> {
+    let (file, fault) = {
+        let mut s = state.lock().unwrap();
+        *s.counts.entry(path.to_string()).or_default() += 1;
+        s.log.push(format!("{method} {path} range={:?}", headers.get("range")));
+        let fault = s.faults.iter().find(|(k, _)| path.contains(k.as_str())).map(|(_, f)| f.clone());
+        let file = s.mounts.iter().find_map(|(prefix, dir)| {
+            let rest = path.strip_prefix(prefix.as_str())?;
+            if !(rest.is_empty() || rest.starts_with('/')) || rest.contains("..") {
+                return None;
+            }
+            Some(dir.join(rest.trim_start_matches('/')))
+        });
+        (file, fault)
+    };
+    if let Some(Fault::Status(code)) = fault {
+        write!(out, "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n\r\n")?;
+        return Ok(true);
+    }
+    let Some(file) = file.filter(|f| f.is_file()) else {
+        write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+        return Ok(true);
+    };
+    let meta = std::fs::metadata(&file)?;
+    let mtime = meta.modified()?;
+    let etag = format!("\"{:x}-{:x}\"", meta.len(), mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let last_modified = http_date(mtime);
+    let not_modified = headers.get("if-none-match").is_some_and(|v| *v == etag)
+        || (headers.get("if-none-match").is_none()
+            && headers.get("if-modified-since").is_some_and(|v| *v == last_modified));
+    if not_modified {
+        state.lock().unwrap().conditional_hits += 1;
+        write!(
+            out,
+            "HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nLast-Modified: {last_modified}\r\nContent-Length: 0\r\n\r\n"
+        )?;
+        return Ok(true);
+    }
+    let mut body = std::fs::read(&file)?;
+    if let Some(Fault::Corrupt) = fault {
+        if let Some(b) = body.first_mut() {
+            *b ^= 0xff;
+        }
+    }
+    let total = body.len();
+    let mut status = "200 OK".to_string();
+    let mut extra = String::new();
+    if let Some(range) = headers.get("range").and_then(|r| r.strip_prefix("bytes=")) {
+        let start: usize = range.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if start >= total {
+            write!(
+                out,
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\n\r\n"
+            )?;
+            return Ok(true);
+        }
+        body = body[start..].to_vec();
+        status = "206 Partial Content".to_string();
+        extra = format!("Content-Range: bytes {start}-{}/{total}\r\n", total - 1);
+    }
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: {etag}\r\nLast-Modified: {last_modified}\r\n{extra}\r\n",
+        body.len()
+    )?;
+    if method == "HEAD" {
+        return Ok(true);
+    }
+    match fault {
+        Some(Fault::CutAfter(n)) => {
+            out.write_all(&body[..n.min(body.len())])?;
+            out.flush()?;
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            Ok(false)
+        }
+        Some(Fault::Stall(d)) => {
+            out.write_all(&body[..body.len().min(1024)])?;
+            out.flush()?;
+            std::thread::sleep(d);
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            Ok(false)
+        }
+        _ => {
+            out.write_all(&body)?;
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Shared test helpers: the kpackfs binary, real Debian packages, package
+//! fixtures built with dpkg-deb and rpmbuild, a loopback HTTP mirror.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod pkgs;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn kpackfs() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kpackfs"));
+    cmd.env("RUST_LOG", "info").env_remove("KPACKFS_CONFIG");
+    cmd
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("kpackfs-test-").tempdir().expect("tempdir")
+}
+
+/// Run and require success; returns stdout.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run and require failure; returns stderr.
+#[track_caller]
+pub fn run_err(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(!out.status.success(), "{cmd:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn sh(script: &str) -> String {
+    run_ok(Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// Extract a .tgz with GNU tar into a new directory.
+pub fn gnu_tar_extract(tgz: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    run_ok(Command::new("tar").arg("-xzf").arg(tgz).arg("-C").arg(dest));
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A hello-world kernel module source directory.
+pub fn hello_module(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("hello.c"),
+        "#include <linux/module.h>\n#include <linux/kernel.h>\nMODULE_LICENSE(\"GPL\");\n\
+         static int __init hello_init(void) { pr_info(\"hello\\n\"); return 0; }\n\
+         static void __exit hello_exit(void) {}\nmodule_init(hello_init);\nmodule_exit(hello_exit);\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("Makefile"), "obj-m := hello.o\n").unwrap();
+    dir.to_path_buf()
+}
+
+/// Build the hello module against a bundle root with the plain make line,
+/// and return its vermagic.
+pub fn build_hello(bundle_root: &Path, module_dir: &Path) -> String {
+    let build_dir = read(&bundle_root.join("BUNDLE_BUILD_DIR"));
+    hello_module(module_dir);
+    run_ok(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(bundle_root.join(build_dir))
+            .arg(format!("M={}", module_dir.display())),
+    );
+    run_ok(Command::new("modinfo").arg("-F").arg("vermagic").arg(module_dir.join("hello.ko"))).trim().to_string()
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// kernel-packer's data beside the repository.
+pub fn kernel_packer_fixtures() -> PathBuf {
+    let dir = repo().join("../shared/fixtures/kernel-packer");
+    assert!(dir.join("manifest.yml").exists(), "kernel-packer fixtures missing at {}", dir.display());
+    dir
+}

@@ -1,0 +1,75 @@
+//! kernel-packer's own manifest (6,473 entries) loads, and every entry of the
+//! package-based types gets a name from package file names alone.
+
+mod common;
+
+use kpackfs::manifest::Manifest;
+use std::collections::BTreeMap;
+
+#[test]
+fn kernel_packer_manifest_loads_and_names() {
+    let dir = common::kernel_packer_fixtures();
+    let manifest = Manifest::load(&dir.join("manifest.yml"), None).expect("kernel-packer's manifest loads");
+    assert_eq!(manifest.entries.len(), 6473);
+
+    let mut per_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (id, entry) in &manifest.entries {
+        let slot = per_type.entry(entry.kind.as_str()).or_default();
+        slot.0 += 1;
+        if manifest.unnamed.contains_key(id) {
+            assert!(entry.name.is_none());
+        } else {
+            slot.1 += 1;
+            assert!(entry.name.is_some() && entry.uname.is_some());
+        }
+    }
+    println!("{:<10} {:>7} {:>7}", "type", "entries", "named");
+    for (kind, (n, named)) in &per_type {
+        println!("{kind:<10} {n:>7} {named:>7}");
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for reason in manifest.unnamed.values() {
+        *reasons.entry(reason.split(" (").next().unwrap_or(reason).to_string()).or_default() += 1;
+    }
+    for (reason, n) in &reasons {
+        println!("unnamed {n:>5}: {reason}");
+    }
+
+    for kind in ["ubuntu", "debian", "oracle", "suse", "garden"] {
+        let (n, named) = per_type[kind];
+        assert_eq!(named, n, "every {kind} entry is named");
+    }
+    // Red Hat subscription-API URLs carry only a checksum, no file name.
+    let (redhat, redhat_named) = per_type["redhat"];
+    let rhsm = manifest
+        .entries
+        .iter()
+        .filter(|(_, e)| e.kind == "redhat" && e.packages[0].url.starts_with("https://api.access.redhat.com/"))
+        .count();
+    assert_eq!(redhat_named + rhsm, redhat);
+    for (id, reason) in &manifest.unnamed {
+        let kind = manifest.entries[id].kind.as_str();
+        assert!(reason.starts_with(&format!("{kind}: ")), "reason names the type: {reason}");
+        assert!(matches!(kind, "cos" | "coreos" | "minikube" | "linuxkit" | "redhat"), "{kind} {reason}");
+    }
+    // Spot checks against names collector looks up.
+    let names: std::collections::HashSet<&str> = manifest.entries.values().filter_map(|e| e.name.as_deref()).collect();
+    for expected in [
+        "5.14.21-150400.24.84-default",
+        "4.15.0-1129-azure~16.04",
+        "6.1.0-22-cloud-amd64",
+        "3.10.0-1160.80.1.el7.x86_64",
+    ] {
+        assert!(names.contains(expected), "{expected} missing");
+    }
+}
+
+#[test]
+fn malformed_manifest_is_a_clear_error() {
+    let dir = common::tempdir();
+    let path = dir.path().join("manifest.yml");
+    std::fs::write(&path, "abc:\n  type: debian\n  packages: [\n").unwrap();
+    let err =
+        common::run_err(common::kpackfs().args(["bundle", "x", "--manifest"]).arg(&path).args(["-o", "/dev/null"]));
+    assert!(err.contains("malformed manifest"), "{err}");
+}

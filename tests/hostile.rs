@@ -1,0 +1,215 @@
+//! Hostile archives: traversal, absolute paths, escaping symlinks and hard
+//! links, entries under a symlink, device nodes, setuid files, a
+//! decompression bomb. Each is refused or neutralised with a clear message,
+//! and nothing is written outside the target.
+
+mod common;
+
+use common::{gnu_tar_extract, kpackfs, run_err, run_ok, tempdir};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One raw tar entry: the name is written as given, unchecked.
+struct Raw<'a> {
+    name: &'a str,
+    kind: u8,
+    mode: u32,
+    link: &'a str,
+    data: Vec<u8>,
+}
+
+fn file(name: &str, data: &[u8]) -> Raw<'static> {
+    Raw { name: Box::leak(name.to_string().into_boxed_str()), kind: b'0', mode: 0o644, link: "", data: data.to_vec() }
+}
+
+fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(e.data.len() as u64);
+        h.set_mode(e.mode);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::new(e.kind));
+        h.as_old_mut().name[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        h.as_old_mut().linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&e.data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// A minimal valid Debian headers tree plus the hostile entries, as .tar.gz.
+fn package(dir: &Path, hostile: Vec<Raw<'_>>) -> PathBuf {
+    let mut entries = vec![
+        file("./usr/src/linux-headers-1.0.0-1-amd64/Makefile", b"all:\n"),
+        file("./usr/src/linux-headers-1.0.0-1-amd64/include/config/kernel.release", b"1.0.0-1-amd64\n"),
+    ];
+    entries.extend(hostile);
+    let path = dir.join("linux-headers-1.0.0-1-amd64_1.0_amd64.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+    gz.write_all(&raw_tar(&entries)).unwrap();
+    gz.finish().unwrap();
+    path
+}
+
+fn bundle(dir: &Path, pkg: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = kpackfs();
+    cmd.args(["bundle", "--type", "debian"]).args(extra).arg("-o").arg(dir.join("out/bundle.tgz")).arg(pkg);
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    cmd
+}
+
+/// Nothing may appear in `dir` besides what the test made.
+fn assert_nothing_outside(dir: &Path) {
+    for name in ["evil", "etc", "escaped"] {
+        assert!(!dir.join(name).exists(), "{name} was written outside the target");
+    }
+}
+
+#[track_caller]
+fn refused(hostile: Vec<Raw<'_>>, expect: &str) {
+    let work = tempdir();
+    let pkg = package(work.path(), hostile);
+    let err = run_err(&mut bundle(work.path(), &pkg, &[]));
+    let line = err.lines().find(|l| l.starts_with("kpackfs: error:")).unwrap_or_default();
+    assert!(line.contains(expect) && line.contains("linux-headers-1.0.0-1-amd64_1.0_amd64.tar.gz"), "{err}");
+    assert!(!work.path().join("out/bundle.tgz").exists());
+    assert_nothing_outside(work.path());
+    assert_nothing_outside(&work.path().join("out"));
+}
+
+/// Build succeeds; returns the extracted bundle and the tool's stderr.
+fn neutralised(hostile: Vec<Raw<'_>>) -> (tempfile::TempDir, PathBuf, String) {
+    let work = tempdir();
+    let pkg = package(work.path(), hostile);
+    let out = bundle(work.path(), &pkg, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let root = work.path().join("x");
+    gnu_tar_extract(&work.path().join("out/bundle.tgz"), &root);
+    assert_nothing_outside(work.path());
+    (work, root, stderr)
+}
+
+#[test]
+fn traversal_is_refused() {
+    refused(vec![file("./usr/../../evil", b"x")], "path traversal");
+}
+
+#[test]
+fn absolute_path_is_refused() {
+    refused(vec![file("/etc/evil", b"x")], "absolute path");
+}
+
+#[test]
+fn entry_under_a_symlink_is_refused() {
+    refused(
+        vec![
+            Raw { name: "./usr/escaped", kind: b'2', mode: 0o777, link: "../../..", data: vec![] },
+            file("./usr/escaped/evil", b"x"),
+        ],
+        "lies under the symlink usr/escaped",
+    );
+}
+
+#[test]
+fn escaping_hardlink_is_refused() {
+    refused(
+        vec![Raw { name: "./usr/h", kind: b'1', mode: 0o644, link: "../../etc/passwd", data: vec![] }],
+        "hard link usr/h: entry ../../etc/passwd escapes",
+    );
+}
+
+#[test]
+fn hardlink_to_a_missing_file_is_refused() {
+    refused(
+        vec![Raw { name: "./usr/h", kind: b'1', mode: 0o644, link: "./usr/nothere", data: vec![] }],
+        "not a regular file",
+    );
+}
+
+#[test]
+fn escaping_symlinks_are_dropped() {
+    let (_work, root, _) = neutralised(vec![
+        Raw {
+            name: "./usr/src/linux-headers-1.0.0-1-amd64/up",
+            kind: b'2',
+            mode: 0o777,
+            link: "../../../../../../etc",
+            data: vec![],
+        },
+        Raw {
+            name: "./usr/src/linux-headers-1.0.0-1-amd64/abs",
+            kind: b'2',
+            mode: 0o777,
+            link: "/etc/shadow",
+            data: vec![],
+        },
+    ]);
+    let dir = root.join("usr/src/linux-headers-1.0.0-1-amd64");
+    assert!(dir.join("up").symlink_metadata().is_err());
+    assert!(dir.join("abs").symlink_metadata().is_err());
+    assert!(dir.join("Makefile").is_file());
+}
+
+#[test]
+fn device_nodes_are_skipped_with_a_warning() {
+    let (_work, root, stderr) = neutralised(vec![
+        Raw { name: "./usr/null", kind: b'3', mode: 0o666, link: "", data: vec![] },
+        Raw { name: "./usr/fifo", kind: b'6', mode: 0o666, link: "", data: vec![] },
+    ]);
+    assert!(root.join("usr").is_dir());
+    assert!(root.join("usr/null").symlink_metadata().is_err());
+    assert!(root.join("usr/fifo").symlink_metadata().is_err());
+    assert!(stderr.contains("skipping special file usr/null"), "{stderr}");
+}
+
+#[test]
+fn setuid_and_setgid_bits_are_stripped() {
+    let (work, _root, _) = neutralised(vec![Raw {
+        name: "./usr/bin/tool",
+        kind: b'0',
+        mode: 0o6755,
+        link: "",
+        data: b"#!/bin/sh\n".to_vec(),
+    }]);
+    let listing = run_ok(std::process::Command::new("tar").arg("-tvzf").arg(work.path().join("out/bundle.tgz")));
+    let line = listing.lines().find(|l| l.ends_with("./usr/bin/tool")).expect("tool listed");
+    assert!(line.starts_with("-rwxr-xr-x "), "{line}");
+}
+
+#[test]
+fn decompression_bomb_is_refused() {
+    let work = tempdir();
+    let pkg = package(work.path(), vec![file("./usr/zeros", &vec![0u8; 64 << 20])]);
+    assert!(std::fs::metadata(&pkg).unwrap().len() < 1 << 20, "the bomb compresses well");
+    let err = run_err(&mut bundle(work.path(), &pkg, &["--max-bundle-size", "16M"]));
+    assert!(err.contains("limit per bundle"), "{err}");
+    assert!(!work.path().join("out/bundle.tgz").exists());
+}
+
+#[test]
+fn traversal_inside_a_deb_is_refused() {
+    let work = tempdir();
+    let data = raw_tar(&[file("./usr/src/linux-headers-1.0.0-1-amd64/Makefile", b"all:\n"), file("./../evil", b"x")]);
+    std::fs::write(work.path().join("data.tar"), data).unwrap();
+    common::sh(&format!(
+        "cd {} && echo 2.0 > debian-binary && tar -czf control.tar.gz --files-from /dev/null && ar rc evil_1_amd64.deb debian-binary control.tar.gz data.tar",
+        work.path().display()
+    ));
+    let err = run_err(&mut bundle(work.path(), &work.path().join("evil_1_amd64.deb"), &[]));
+    assert!(err.contains("evil_1_amd64.deb") && err.contains("path traversal"), "{err}");
+    assert_nothing_outside(work.path());
+}
+
+#[test]
+fn not_a_package_is_a_clear_error() {
+    let work = tempdir();
+    let pkg = work.path().join("garbage.deb");
+    std::fs::write(&pkg, b"this is not a package at all").unwrap();
+    let err = run_err(&mut bundle(work.path(), &pkg, &[]));
+    assert!(err.contains("garbage.deb") && err.contains("unknown magic"), "{err}");
+}
