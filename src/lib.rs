@@ -12,11 +12,14 @@
 
 pub mod build;
 pub mod bundle;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod fs;
 pub mod layout;
 pub mod manifest;
+pub mod pack;
 pub mod package;
 pub mod tree;
 pub mod util;

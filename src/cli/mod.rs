@@ -1,6 +1,7 @@
 //! The command line (clap). Each subcommand lives in its own module.
 
 mod bundle;
+mod mount;
 
 use crate::config::{default_cache_dir, Config};
 use crate::fetch::{FetchConfig, MirrorMap};
@@ -30,6 +31,12 @@ pub struct Cli {
 enum Command {
     /// Build a bundle .tgz from local package files or from a manifest entry.
     Bundle(bundle::BundleArgs),
+    /// Mount every bundle of the manifest, built on first access.
+    Mount(mount::MountArgs),
+    /// Unmount a kpackfs mount (the daemon then exits).
+    Umount(mount::UmountArgs),
+    /// Show a mount's bundles, cache use and hit counts.
+    Status(mount::StatusArgs),
 }
 
 /// Where packages come from: cache, mirrors, timeouts.
@@ -84,8 +91,8 @@ pub fn load_manifest(path: Option<&Path>, lists_dir: Option<&Path>) -> Result<Ma
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "info,fuser=warn",
-        1 => "debug,fuser=info,hyper=info,reqwest=info,rustls=info",
+        0 => "info,fuser=error",
+        1 => "debug,fuser=warn,hyper=info,reqwest=info,rustls=info",
         _ => "trace",
     };
     let env = env_logger::Env::default().default_filter_or(default);
@@ -98,6 +105,9 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
         Command::Bundle(args) => bundle::run(args, &config),
+        Command::Mount(args) => mount::run(args, &config),
+        Command::Umount(args) => mount::umount(args),
+        Command::Status(args) => mount::status(args),
     });
     match result {
         Ok(code) => code,

@@ -157,6 +157,9 @@ impl Fetcher {
         let send = tokio::time::timeout(self.cfg.stall_timeout + self.cfg.connect_timeout, req.send());
         let mut resp = match send.await {
             Err(_) => return Err(transient(anyhow!("no response within {:?}", self.cfg.stall_timeout))),
+            Ok(Err(e)) if is_timeout(&e) => {
+                return Err(transient(anyhow!("no response within {:?}", self.cfg.stall_timeout)))
+            }
             Ok(Err(e)) => return Err(transient(anyhow!("request failed: {}", error_chain(&e)))),
             Ok(Ok(r)) => r,
         };
@@ -183,13 +186,11 @@ impl Fetcher {
             .map_err(|e| permanent(anyhow!("opening {}: {e}", partial.display())))?;
         let mut written = if append { have } else { 0 };
         loop {
+            let stalled =
+                || transient(anyhow!("transfer stalled for {:?} after {written} bytes", self.cfg.stall_timeout));
             let chunk = match tokio::time::timeout(self.cfg.stall_timeout, resp.chunk()).await {
-                Err(_) => {
-                    return Err(transient(anyhow!(
-                        "transfer stalled for {:?} after {written} bytes",
-                        self.cfg.stall_timeout
-                    )))
-                }
+                Err(_) => return Err(stalled()),
+                Ok(Err(e)) if is_timeout(&e) => return Err(stalled()),
                 Ok(Err(e)) => {
                     return Err(transient(anyhow!("transfer cut after {written} bytes: {}", error_chain(&e))))
                 }
@@ -217,6 +218,23 @@ impl Fetcher {
         file.sync_all().map_err(|e| permanent(anyhow!("syncing {}: {e}", partial.display())))?;
         Ok(())
     }
+}
+
+/// Whether a transfer error is a timeout anywhere in its source chain.
+fn is_timeout(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(r) = err.downcast_ref::<reqwest::Error>() {
+            if r.is_timeout() {
+                return true;
+            }
+        }
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        src = err.source();
+    }
+    false
 }
 
 /// An error with its sources, on one line.

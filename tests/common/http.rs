@@ -16,7 +16,7 @@ pub enum Fault {
     Status(u16),
     /// Send the headers for the full body, then this many bytes, then close.
     CutAfter(usize),
-    /// Send the headers, then nothing for this long.
+    /// Send the headers and half the body, then nothing for this long.
     Stall(Duration),
     /// Serve the body with its first byte changed.
     Corrupt,
@@ -248,7 +248,7 @@ fn respond(
             Ok(false)
         }
         Some(Fault::Stall(d)) => {
-            out.write_all(&body[..body.len().min(1024)])?;
+            out.write_all(&body[..body.len() / 2])?;
             out.flush()?;
             std::thread::sleep(d);
             let _ = out.shutdown(std::net::Shutdown::Both);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod mirror;
 pub mod pkgs;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,343 @@
+//! `kpackfs mount`, `kpackfs umount` and `kpackfs status`.
+//!
+//! `mount` returns once the filesystem is ready: it re-executes itself with
+//! `--foreground`, detached (new session, log in `<cache-dir>/kpackfs.log`),
+//! and waits for the child to report readiness on an inherited pipe. The
+//! daemon unmounts cleanly on SIGINT or SIGTERM, and exits when unmounted by
+//! `kpackfs umount` or plain `umount`. A stale mount left by a killed daemon
+//! ("Transport endpoint is not connected") is detached before mounting.
+
+use super::{load_manifest, FetchArgs, SHIPPED_MANIFEST};
+use crate::cache::{Backoff, Cache, Settings};
+use crate::config::Config;
+use crate::fetch::{Fetcher, PackageStore};
+use crate::fs::KpackFs;
+use crate::manifest::Manifest;
+use crate::package::Limits;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const READY_FD_ENV: &str = "KPACKFS_READY_FD";
+
+#[derive(Args, Clone)]
+pub struct MountArgs {
+    /// Where to mount.
+    mountpoint: PathBuf,
+    /// Manifest to serve (default: the shipped manifest, merged with the latest crawl result).
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// kernel-packer package lists (*.txt) for a manifest of simplified names.
+    #[arg(long, value_name = "DIR")]
+    lists_dir: Option<PathBuf>,
+    /// Byte budget of the cache (default 10G).
+    #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
+    cache_size: Option<u64>,
+    /// Stay attached (logs to stderr) instead of returning once mounted.
+    #[arg(long)]
+    foreground: bool,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// After a failed build, refuse (EIO at once) for this long, doubling per failure.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::util::parse_duration)]
+    retry_backoff: Duration,
+    /// Largest uncompressed size of one bundle's contents.
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = crate::util::parse_size)]
+    max_bundle_size: u64,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| anyhow!("{} contains a NUL byte", path.display()))
+}
+
+/// Detach a stale mount (its daemon is gone). Returns whether there was one.
+fn clean_stale_mount(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let c = c_path(path)?;
+            // SAFETY: valid C string; umount2 has no other preconditions.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                bail!("{} is a stale mount and detaching it failed: {}", path.display(), errno());
+            }
+            log::warn!("cleaned up a stale mount at {} (its daemon was gone)", path.display());
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Whether `path` is a mount point of a kpackfs filesystem.
+fn is_kpackfs_mount(path: &Path) -> bool {
+    let Ok(canonical) = path.canonicalize() else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-");
+        f.len() > 4
+            && Path::new(&f[4].replace("\\040", " ")) == canonical
+            && sep.and_then(|s| f.get(s + 1)).is_some_and(|t| t.starts_with("fuse") && l.contains("kpackfs"))
+    })
+}
+
+/// The manifest to serve: `--manifest`, or the shipped one merged with the
+/// crawler's latest result.
+pub fn mount_manifest(
+    args_manifest: Option<&Path>,
+    lists_dir: Option<&Path>,
+    cache_dir: &Path,
+) -> Result<(Manifest, String)> {
+    if let Some(p) = args_manifest {
+        return Ok((load_manifest(Some(p), lists_dir)?, format!("from {}", p.display())));
+    }
+    let mut manifest =
+        Manifest::parse(SHIPPED_MANIFEST, &Default::default()).context("loading the shipped manifest")?;
+    let crawled = cache_dir.join("crawl/manifest.yml");
+    if crawled.exists() {
+        match Manifest::load(&crawled, None) {
+            Ok(m) => {
+                manifest.merge(&m);
+                return Ok((manifest, format!("shipped, merged with the crawl result {}", crawled.display())));
+            }
+            Err(e) => log::warn!("ignoring the crawl result: {e:#}"),
+        }
+    }
+    Ok((manifest, "shipped".to_string()))
+}
+
+pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
+    let mountpoint = &args.mountpoint;
+    clean_stale_mount(mountpoint)?;
+    if !mountpoint.is_dir() {
+        bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    if is_kpackfs_mount(mountpoint) {
+        bail!("{} is already a kpackfs mount", mountpoint.display());
+    }
+    let cache_dir = args.fetch.cache_dir(config);
+    // Fail early, in the caller's terminal, on a bad manifest or config.
+    let (manifest, note) = mount_manifest(args.manifest.as_deref(), args.lists_dir.as_deref(), &cache_dir)?;
+    args.fetch.fetch_config(config)?;
+    if args.foreground {
+        return serve(&args, config, manifest, note, cache_dir);
+    }
+    detach_and_wait(&args, &cache_dir)
+}
+
+/// Start the daemon detached and wait until it reports readiness (or dies).
+fn detach_and_wait(args: &MountArgs, cache_dir: &Path) -> Result<ExitCode> {
+    std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
+    let log_path = cache_dir.join("kpackfs.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", errno());
+    }
+    // SAFETY: pipe2 just returned these descriptors; each is owned once.
+    let (read_end, write_end) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+    let write_fd = write_end.as_raw_fd();
+    let exe = std::env::current_exe().context("finding the kpackfs executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1)).arg("--foreground").env(READY_FD_ENV, "3");
+    cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(write_fd, 3) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the kpackfs daemon")?;
+    drop(write_end);
+    let mut line = String::new();
+    BufReader::new(read_end).read_line(&mut line).ok();
+    if let Some(pid) = line.trim().strip_prefix("ready ") {
+        println!("kpackfs: mounted {} (pid {pid}, log {})", args.mountpoint.display(), log_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = child.wait().ok();
+    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+    bail!("the daemon did not start ({}): {last}", status.map_or("unknown status".into(), |s| s.to_string()))
+}
+
+/// Hold an exclusive lock on the cache directory for the daemon's life.
+fn lock_cache_dir(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    // SAFETY: flock on a valid descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("cache directory {} is in use by another kpackfs", dir.display());
+    }
+    Ok(file)
+}
+
+fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, cache_dir: PathBuf) -> Result<ExitCode> {
+    let _lock = lock_cache_dir(&cache_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kpackfs-worker")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let store = PackageStore::open(&cache_dir.join("packages"))?;
+    let fetcher = Fetcher::new(args.fetch.fetch_config(config)?, store)?;
+    let budget = match (args.cache_size, &config.cache_size) {
+        (Some(b), _) => b,
+        (None, Some(s)) => crate::util::parse_size(s).map_err(|e| anyhow!("config cache_size: {e}"))?,
+        (None, None) => 10 << 30,
+    };
+    let settings = Settings {
+        dir: cache_dir.clone(),
+        budget,
+        limits: Limits { max_total_bytes: args.max_bundle_size, ..Limits::default() },
+        backoff: Backoff { base: args.retry_backoff, max: Duration::from_secs(300) },
+    };
+    let cache = Cache::open(settings, fetcher, runtime.handle().clone())?;
+    let mountpoint =
+        args.mountpoint.canonicalize().with_context(|| format!("resolving {}", args.mountpoint.display()))?;
+    let fs = KpackFs::new(cache.clone(), &manifest, mountpoint.clone());
+    let inner = fs.inner();
+    inner.set_manifest_note(note);
+    drop(manifest);
+
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = vec![
+        fuser::MountOption::FSName("kpackfs".into()),
+        fuser::MountOption::Subtype("kpackfs".into()),
+        fuser::MountOption::RO,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::DefaultPermissions,
+    ];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        fuse_config.acl = fuser::SessionACL::All;
+    }
+    fuse_config.n_threads = Some(args.threads.max(1));
+    fuse_config.clone_fd = true;
+    let session = fuser::Session::new(fs.clone(), &mountpoint, &fuse_config)
+        .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    fs.set_notifier(session.notifier());
+    let background = session.spawn().context("starting the FUSE session")?;
+    log::info!(
+        "mounted {} ({} bundles, cache {} of {})",
+        mountpoint.display(),
+        inner.namespace().named,
+        cache_dir.display(),
+        crate::util::human_bytes(budget)
+    );
+    signal_ready();
+
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut flush = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = term.recv() => { log::info!("SIGTERM: unmounting"); break; }
+                _ = int.recv() => { log::info!("SIGINT: unmounting"); break; }
+                _ = flush.tick() => cache.flush(),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if background.guard.is_finished() { log::info!("unmounted"); break; }
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    if !background.guard.is_finished() {
+        unmount(&mountpoint, true)?;
+    }
+    if let Err(e) = background.join() {
+        log::warn!("FUSE session ended with: {e}");
+    }
+    cache.flush();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tell the waiting parent (if any) that the mount is ready.
+fn signal_ready() {
+    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    // SAFETY: the parent handed us this descriptor; we own it from here.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = writeln!(pipe, "ready {}", std::process::id());
+}
+
+/// Unmount; when busy, detach lazily if `lazy`.
+fn unmount(path: &Path, lazy: bool) -> Result<()> {
+    let c = c_path(path)?;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = errno();
+    match err.raw_os_error() {
+        Some(libc::EBUSY) if lazy => {
+            log::warn!("{} is busy; detaching it lazily", path.display());
+            // SAFETY: as above.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                bail!("detaching {}: {}", path.display(), errno());
+            }
+            Ok(())
+        }
+        Some(libc::EBUSY) => bail!("{} is busy (files open under it); close them or use --lazy", path.display()),
+        Some(libc::EINVAL) => bail!("{} is not mounted", path.display()),
+        _ => bail!("unmounting {}: {err}", path.display()),
+    }
+}
+
+#[derive(Args)]
+pub struct UmountArgs {
+    mountpoint: PathBuf,
+    /// Detach now even if busy; the daemon exits when the last user goes.
+    #[arg(long)]
+    lazy: bool,
+}
+
+pub fn umount(args: UmountArgs) -> Result<ExitCode> {
+    if clean_stale_mount(&args.mountpoint)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    unmount(&args.mountpoint, args.lazy)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    mountpoint: PathBuf,
+    /// Print the JSON form.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn status(args: StatusArgs) -> Result<ExitCode> {
+    let file = args.mountpoint.join(".kpackfs").join(if args.json { "status.json" } else { "status" });
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!("{} is not a kpackfs mount (reading {})", args.mountpoint.display(), file.display())
+    })?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

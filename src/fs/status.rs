@@ -1,0 +1,140 @@
+//! The status report behind `/.kpackfs/status` (text) and `status.json`,
+//! which `kpackfs status MOUNTPOINT` prints: each known bundle's state,
+//! cache use, and hit/miss counts.
+
+use super::Inner;
+use crate::cache::BundleState;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Debug, Serialize)]
+pub struct BundleStatus {
+    pub label: String,
+    pub id: String,
+    /// absent, building, ready or failed.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_secs: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mountpoint: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub manifest: String,
+    pub bundles_total: usize,
+    pub bundles_unnamed: usize,
+    pub bundles_shadowed: usize,
+    pub cache_dir: String,
+    pub cache_used: u64,
+    pub cache_budget: u64,
+    pub cached_bundles: usize,
+    pub cached_packages: usize,
+    pub hits: u64,
+    pub misses: u64,
+    pub builds: u64,
+    pub failures: u64,
+    pub evictions: u64,
+    /// Every bundle that is not absent.
+    pub bundles: Vec<BundleStatus>,
+}
+
+impl Report {
+    pub fn collect(inner: &Arc<Inner>) -> Report {
+        let ns = inner.namespace();
+        let cache = inner.cache();
+        let (used, budget, cached_bundles, cached_packages) = cache.usage();
+        let mut bundles = Vec::new();
+        for id in cache.known_ids() {
+            let label = ns.slot_of_id(&id).and_then(|s| ns.bundle(s)).map_or_else(|| id.clone(), |b| b.label());
+            let mut status =
+                BundleStatus { label, id: id.clone(), state: "absent", bytes: None, cause: None, retry_in_secs: None };
+            match cache.state_of(&id) {
+                BundleState::Absent => continue,
+                BundleState::Building => status.state = "building",
+                BundleState::Ready { bytes, .. } => {
+                    status.state = "ready";
+                    status.bytes = Some(bytes);
+                }
+                BundleState::Failed { cause, retry_in_secs } => {
+                    status.state = "failed";
+                    status.cause = Some(cause);
+                    status.retry_in_secs = Some(retry_in_secs);
+                }
+            }
+            bundles.push(status);
+        }
+        bundles.sort_by(|a, b| a.label.cmp(&b.label));
+        let s = &cache.stats;
+        Report {
+            mountpoint: inner.mountpoint.display().to_string(),
+            pid: std::process::id(),
+            uptime_secs: inner.started.elapsed().as_secs(),
+            manifest: inner.manifest_note.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            bundles_total: ns.named,
+            bundles_unnamed: ns.unnamed,
+            bundles_shadowed: ns.shadowed,
+            cache_dir: cache.settings().dir.display().to_string(),
+            cache_used: used,
+            cache_budget: budget,
+            cached_bundles,
+            cached_packages,
+            hits: s.hits.load(Ordering::Relaxed),
+            misses: s.misses.load(Ordering::Relaxed),
+            builds: s.builds.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            evictions: s.evictions.load(Ordering::Relaxed),
+            bundles,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+    }
+
+    pub fn to_text(&self) -> String {
+        use crate::util::human_bytes;
+        let mut out = String::new();
+        out.push_str(&format!("kpackfs at {} (pid {}, up {}s)\n", self.mountpoint, self.pid, self.uptime_secs));
+        out.push_str(&format!(
+            "manifest: {} bundles shown, {} unnamed, {} shadowed by a same-named entry{}\n",
+            self.bundles_total,
+            self.bundles_unnamed,
+            self.bundles_shadowed,
+            if self.manifest.is_empty() { String::new() } else { format!("; {}", self.manifest) }
+        ));
+        out.push_str(&format!(
+            "cache: {} used of {} in {} ({} bundles, {} packages)\n",
+            human_bytes(self.cache_used),
+            human_bytes(self.cache_budget),
+            self.cache_dir,
+            self.cached_bundles,
+            self.cached_packages
+        ));
+        out.push_str(&format!(
+            "requests: {} hits, {} misses; builds: {} done, {} failed; {} evictions\n",
+            self.hits, self.misses, self.builds, self.failures, self.evictions
+        ));
+        let absent = self.bundles_total.saturating_sub(self.bundles.iter().filter(|b| b.state != "absent").count());
+        out.push_str(&format!("bundles ({absent} absent):\n"));
+        for b in &self.bundles {
+            match b.state {
+                "ready" => out.push_str(&format!("  ready     {}  {}\n", b.label, human_bytes(b.bytes.unwrap_or(0)))),
+                "failed" => out.push_str(&format!(
+                    "  failed    {}  (retry allowed in {}s): {}\n",
+                    b.label,
+                    b.retry_in_secs.unwrap_or(0),
+                    b.cause.as_deref().unwrap_or("")
+                )),
+                other => out.push_str(&format!("  {other:<9} {}\n", b.label)),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,308 @@
+//! The mount, for real: listing, the consumer's module build, tree/tgz
+//! agreement, single flight, the .tgz files, restart, writes.
+
+mod common;
+
+use common::mirror::{errno_of, Fixture, Mounted};
+use common::{gnu_tar_extract, kpackfs, read, run_ok, sha256_file, tempdir};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+/// path → description of every entry under `root` (no symlink following).
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let meta = p.symlink_metadata().unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            let desc = if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if meta.is_dir() {
+                walk(root, &p, out);
+                format!("dir {mode:o}")
+            } else {
+                let data = std::fs::read(&p).unwrap();
+                format!("file {mode:o} {} {}", data.len(), kpackfs::util::sha256_hex(&data))
+            };
+            out.insert(rel, desc);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn mount(fx: &Fixture, extra: &[&str]) -> Mounted {
+    let mut args = fx.mirror_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Mounted::start(&fx.manifest, None, &args)
+}
+
+#[test]
+fn listing_downloads_nothing() {
+    let fx = Fixture::new(true);
+    let m = mount(&fx, &[]);
+    let out = run_ok(Command::new("sh").arg("-c").arg(format!("ls -l {}/*/", m.mnt.display())));
+    for b in &fx.bundles {
+        assert!(out.contains(&b.name), "{} missing from:\n{out}", b.name);
+        assert!(out.contains(&format!("{}.tgz", b.name)));
+        assert!(out.contains(&format!("bundle-{}.tgz", b.name)));
+    }
+    assert_eq!(fx.server.total_requests(), 0, "ls -l must not download: {:?}", fx.server.log());
+    let status = m.status();
+    assert_eq!(status["misses"], 0);
+    assert_eq!(status["bundles_total"], fx.bundles.len());
+}
+
+#[test]
+fn kernel_packer_manifest_lists_without_downloads() {
+    let fixtures = common::kernel_packer_fixtures();
+    let m = Mounted::start(&fixtures.join("manifest.yml"), None, &["--no-apt-mirrors".into()]);
+    let out = run_ok(Command::new("sh").arg("-c").arg(format!("ls -l {}/*/ | grep -c '^d'", m.mnt.display())));
+    let dirs: usize = out.trim().parse().unwrap();
+    let status = m.status();
+    let shown = status["bundles_total"].as_u64().unwrap() as usize;
+    let named = 6473 - status["bundles_unnamed"].as_u64().unwrap() as usize;
+    // The same kernel reached through two mirrors is one name: shown once.
+    assert_eq!(shown, named - status["bundles_shadowed"].as_u64().unwrap() as usize, "{status}");
+    assert!(shown > 4000, "{status}");
+    assert_eq!(dirs, shown, "one directory per shown bundle");
+    assert_eq!(status["misses"], 0);
+    assert_eq!(status["cache_used"], 0, "nothing downloaded or built");
+    assert!(m.path("ubuntu/4.15.0-1129-azure~16.04.tgz").symlink_metadata().is_ok());
+    assert!(m.path("bundles/bundle-5.14.21-150400.24.84-default.tgz").symlink_metadata().is_ok());
+}
+
+#[test]
+fn hello_module_builds_through_the_mount_nested_too() {
+    let fx = Fixture::new(false);
+    let deb = fx.bundle("debian");
+    let m = mount(&fx, &[]);
+    let root = m.path(&format!("debian/{}", deb.name));
+    let work = tempdir();
+    let vermagic = common::build_hello(&root, &work.path().join("plain"));
+    assert!(vermagic.starts_with(&deb.uname), "{vermagic}");
+    // A module whose own Makefile runs make -C into the kernel tree, through
+    // lib/modules/<uname>/build, as configure steps and DKMS do.
+    let nested = work.path().join("nested");
+    common::hello_module(&nested);
+    std::fs::write(
+        nested.join("Makefile"),
+        "ifneq ($(KERNELRELEASE),)\nobj-m := hello.o\nelse\nall:\n\t$(MAKE) -C $(KDIR) M=$(CURDIR) modules\nendif\n",
+    )
+    .unwrap();
+    let kdir = root.join(format!("lib/modules/{}/build", deb.uname));
+    run_ok(Command::new("make").arg("-s").arg("-C").arg(&nested).arg(format!("KDIR={}", kdir.display())));
+    let vermagic = run_ok(Command::new("modinfo").args(["-F", "vermagic"]).arg(nested.join("hello.ko")));
+    assert!(vermagic.starts_with(&deb.uname), "{vermagic}");
+    assert_eq!(m.bundle_state(&format!("debian/{}", deb.name)), "ready");
+}
+
+#[test]
+fn every_tree_matches_its_tgz_and_the_cli_bundle() {
+    let fx = Fixture::new(true);
+    let m = mount(&fx, &[]);
+    for b in &fx.bundles {
+        let tree = m.path(&format!("{}/{}", b.kind, b.name));
+        let work = tempdir();
+        let copied = work.path().join("copied.tgz");
+        std::fs::copy(m.path(&format!("{}/{}.tgz", b.kind, b.name)), &copied).unwrap();
+        let extracted = work.path().join("x");
+        gnu_tar_extract(&copied, &extracted);
+        assert_eq!(
+            snapshot(&tree),
+            snapshot(&extracted),
+            "{}/{}: the mounted tree differs from its .tgz",
+            b.kind,
+            b.name
+        );
+        assert_eq!(read(&tree.join("BUNDLE_UNAME")), b.uname);
+        assert_eq!(read(&tree.join("BUNDLE_CHECKSUM")), b.id);
+        // The same bytes as `kpackfs bundle NAME --manifest`.
+        let cli = work.path().join("cli.tgz");
+        run_ok(
+            kpackfs()
+                .args(["bundle", &format!("{}/{}", b.kind, b.name), "--manifest"])
+                .arg(&fx.manifest)
+                .arg("--cache-dir")
+                .arg(work.path().join("cli-cache"))
+                .args(fx.mirror_args())
+                .arg("-o")
+                .arg(&cli),
+        );
+        assert_eq!(sha256_file(&copied), sha256_file(&cli), "{}/{}", b.kind, b.name);
+        assert_eq!(sha256_file(&m.path(&format!("bundles/bundle-{}.tgz", b.name))), sha256_file(&cli));
+    }
+}
+
+#[test]
+fn sixteen_cold_readers_cause_one_download_per_package() {
+    let fx = Fixture::new(false);
+    let deb = fx.bundle("debian").clone();
+    let m = mount(&fx, &[]);
+    let file = m.path(&format!("debian/{}/usr/src/linux-headers-{}/Makefile", deb.name, deb.uname));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (file, barrier) = (file.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                std::fs::read_to_string(&file).unwrap()
+            })
+        })
+        .collect();
+    let texts: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(texts.iter().all(|t| t.starts_with("include ../linux-headers-")), "{}", texts[0]);
+    for (_, url_path) in &deb.files {
+        assert_eq!(fx.server.count(url_path), 1, "{url_path} downloaded more than once: {:?}", fx.server.log());
+    }
+    let status = m.status();
+    assert_eq!(status["builds"], 1);
+    assert_eq!(status["misses"], 1);
+}
+
+#[test]
+fn tgz_reads_exact_bytes_whether_built_or_not() {
+    let fx = Fixture::new(true);
+    let m = mount(&fx, &[]);
+    let work = tempdir();
+    let ubuntu = fx.bundle("ubuntu");
+    let expected = {
+        let out = work.path().join("expected.tgz");
+        run_ok(
+            kpackfs()
+                .args(["bundle", &ubuntu.name, "--manifest"])
+                .arg(&fx.manifest)
+                .arg("--cache-dir")
+                .arg(work.path().join("c"))
+                .args(fx.mirror_args())
+                .arg("-o")
+                .arg(&out),
+        );
+        fx.server.reset_counts();
+        sha256_file(&out)
+    };
+    let tgz = m.path(&format!("ubuntu/{}.tgz", ubuntu.name));
+    // ls -l never builds; the size is unknown (0) until the first build.
+    run_ok(Command::new("ls").arg("-l").arg(&tgz));
+    assert_eq!(std::fs::metadata(&tgz).unwrap().len(), 0);
+    assert_eq!(fx.server.total_requests(), 0);
+    assert_eq!(m.bundle_state(&format!("ubuntu/{}", ubuntu.name)), "absent");
+    // Each reader, on a cold .tgz: a fresh mount per tool.
+    type Copy<'a> = &'a dyn Fn(&Path, &Path);
+    let tools: [(&str, Copy); 5] = [
+        ("cp", &|src, dst| {
+            run_ok(Command::new("cp").arg(src).arg(dst));
+        }),
+        ("rsync", &|src, dst| {
+            run_ok(Command::new("rsync").arg(src).arg(dst));
+        }),
+        ("python", &|src, dst| {
+            run_ok(
+                Command::new("python3")
+                    .args(["-c", "import shutil,sys; shutil.copy(sys.argv[1], sys.argv[2])"])
+                    .arg(src)
+                    .arg(dst),
+            );
+        }),
+        ("sha256sum", &|src, dst| {
+            let sum = run_ok(Command::new("sha256sum").arg(src));
+            std::fs::write(dst, sum.split_whitespace().next().unwrap()).unwrap();
+        }),
+        ("tar", &|src, dst| {
+            std::fs::create_dir_all(dst).unwrap();
+            run_ok(Command::new("tar").arg("-xzf").arg(src).arg("-C").arg(dst));
+        }),
+    ];
+    for (tool, copy) in tools {
+        let cold = mount(&fx, &[]); // a new cache: the .tgz was never built there
+        let src = cold.path(&format!("ubuntu/{}.tgz", ubuntu.name));
+        let dst = work.path().join(format!("out-{tool}"));
+        copy(&src, &dst);
+        match tool {
+            "sha256sum" => assert_eq!(read(&dst), expected, "{tool}"),
+            "tar" => assert_eq!(read(&dst.join("BUNDLE_UNAME")), ubuntu.uname, "{tool}"),
+            _ => assert_eq!(sha256_file(&dst), expected, "{tool} read different bytes"),
+        }
+    }
+    // Once built, stat gives the exact size.
+    run_ok(Command::new("cat").arg(&tgz).stdout(std::process::Stdio::null()));
+    let size = std::fs::metadata(work.path().join("out-cp")).unwrap().len();
+    assert_eq!(std::fs::metadata(&tgz).unwrap().len(), size);
+    drop(m);
+}
+
+#[test]
+fn restart_without_the_mirror_serves_the_warm_bundle() {
+    let fx = Fixture::new(true);
+    let cache = tempdir();
+    let suse = fx.bundle("suse").clone();
+    let before = {
+        let m = Mounted::start(&fx.manifest, Some(cache.path()), &fx.mirror_args());
+        let tree = m.path(&format!("suse/{}", suse.name));
+        let snap = snapshot(&tree);
+        let tgz = sha256_file(&m.path(&format!("suse/{}.tgz", suse.name)));
+        (snap, tgz)
+    };
+    let manifest = cache.path().join("manifest.yml");
+    std::fs::copy(&fx.manifest, &manifest).unwrap();
+    let mirror_args = fx.mirror_args();
+    drop(fx); // the mirror is gone
+    let m = Mounted::start(&manifest, Some(cache.path()), &mirror_args);
+    let tgz = m.path(&format!("suse/{}.tgz", suse.name));
+    assert!(std::fs::metadata(&tgz).unwrap().len() > 0, "the .tgz size survives a restart");
+    assert_eq!(snapshot(&m.path(&format!("suse/{}", suse.name))), before.0);
+    assert_eq!(sha256_file(&tgz), before.1);
+    let status = m.status();
+    assert_eq!(status["misses"], 0, "{status}");
+    assert_eq!(status["failures"], 0);
+}
+
+#[test]
+fn writes_get_erofs() {
+    let fx = Fixture::new(true);
+    let m = mount(&fx, &[]);
+    let rh = fx.bundle("redhat");
+    let dir = m.path(&format!("redhat/{}", rh.name));
+    let file = dir.join("Makefile");
+    assert!(file.is_file());
+    let erofs = Some(libc::EROFS);
+    assert_eq!(errno_of(std::fs::OpenOptions::new().write(true).open(&file)), erofs);
+    assert_eq!(errno_of(std::fs::OpenOptions::new().append(true).open(&file)), erofs);
+    assert_eq!(errno_of(std::fs::write(dir.join("new"), b"x")), erofs);
+    assert_eq!(errno_of(std::fs::create_dir(dir.join("d"))), erofs);
+    assert_eq!(errno_of(std::fs::remove_file(&file)), erofs);
+    assert_eq!(errno_of(std::fs::rename(&file, dir.join("moved"))), erofs);
+    assert_eq!(errno_of(std::os::unix::fs::symlink("x", dir.join("l"))), erofs);
+    assert_eq!(errno_of(std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))), erofs);
+    assert_eq!(errno_of(std::fs::write(m.path("debian/new"), b"x")), erofs);
+    assert_eq!(errno_of(std::fs::remove_file(m.path(&format!("redhat/{}.tgz", rh.name)))), erofs);
+    assert!(file.is_file(), "nothing changed");
+}
+
+#[test]
+fn missing_names_are_enoent_and_status_reports() {
+    let fx = Fixture::new(true);
+    let m = mount(&fx, &[]);
+    let rh = fx.bundle("redhat");
+    assert_eq!(errno_of(std::fs::metadata(m.path("nosuchtype"))), Some(libc::ENOENT));
+    assert_eq!(errno_of(std::fs::metadata(m.path("redhat/9.9.9"))), Some(libc::ENOENT));
+    assert_eq!(fx.server.total_requests(), 0);
+    for _ in 0..2 {
+        assert_eq!(
+            errno_of(std::fs::metadata(m.path(&format!("redhat/{}/include/nosuch.h", rh.name)))),
+            Some(libc::ENOENT)
+        );
+    }
+    let out = run_ok(kpackfs().arg("status").arg(&m.mnt));
+    assert!(out.contains(&format!("ready     redhat/{}", rh.name)), "{out}");
+    assert!(out.contains("1 misses"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(kpackfs().arg("status").arg("--json").arg(&m.mnt))).unwrap();
+    assert!(json["cache_used"].as_u64().unwrap() > 0);
+    assert!(json["hits"].as_u64().unwrap() >= 1);
+}

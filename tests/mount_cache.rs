@@ -1,0 +1,205 @@
+//! The cache under the mount: crash safety (kill -9 mid-build), LRU
+//! eviction under a byte budget (never a bundle in use), the .tgz size kept
+//! after eviction.
+
+mod common;
+
+use common::http::Server;
+use common::mirror::{errno_of, Mounted};
+use common::{read, tempdir};
+use kpackfs::manifest::{Entry, Manifest, Package};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A Debian-shaped single package whose headers directory holds `files`.
+fn debian_package(work: &Path, abi: &str, files: &[(&str, Vec<u8>)], compression: &str) -> PathBuf {
+    let name = format!("linux-headers-{abi}-amd64");
+    let staging = work.join(format!("stage-{name}"));
+    let dir = staging.join(format!("usr/src/{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Makefile"), "all:\n").unwrap();
+    for (file, data) in files {
+        std::fs::write(dir.join(file), data).unwrap();
+    }
+    std::fs::create_dir_all(staging.join("DEBIAN")).unwrap();
+    std::fs::write(
+        staging.join("DEBIAN/control"),
+        format!("Package: {name}\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: t\n"),
+    )
+    .unwrap();
+    let out = work.join(format!("{name}_1_amd64.deb"));
+    common::run_ok(
+        std::process::Command::new("dpkg-deb")
+            .arg(format!("-Z{compression}"))
+            .args(["-z1", "--root-owner-group", "--build"])
+            .arg(&staging)
+            .arg(&out),
+    );
+    out
+}
+
+struct Setup {
+    server: Server,
+    dir: tempfile::TempDir,
+    manifest: PathBuf,
+    /// (name, url path) per bundle
+    bundles: Vec<(String, String)>,
+}
+
+fn setup(packages: Vec<PathBuf>) -> Setup {
+    let dir = tempdir();
+    let server = Server::start();
+    let pool = dir.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    server.mount("/pool", &pool);
+    let mut manifest = Manifest::default();
+    let mut bundles = Vec::new();
+    for pkg in packages {
+        let name = pkg.file_name().unwrap().to_str().unwrap().to_string();
+        std::fs::copy(&pkg, pool.join(&name)).unwrap();
+        let url = format!("http://deb.example.test/pool/{name}");
+        let package = Package {
+            url,
+            sha256: Some(common::sha256_file(&pkg)),
+            size: Some(std::fs::metadata(&pkg).unwrap().len()),
+        };
+        let id = manifest.insert(Entry { kind: "debian".into(), name: None, uname: None, packages: vec![package] });
+        bundles.push((manifest.entries[&id].name.clone().unwrap(), format!("/pool/{name}")));
+    }
+    let path = dir.path().join("manifest.yml");
+    manifest.save(&path).unwrap();
+    Setup { manifest: path, bundles, dir, server }
+}
+
+impl Setup {
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "--no-apt-mirrors".to_string(),
+            "--mirror".to_string(),
+            format!("http://deb.example.test={}", self.server.url("")),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn kill_9_mid_build_leaves_nothing_partial_and_rebuilds() {
+    let work = tempdir();
+    // Big enough that writing the pack takes a while: 3 x 200 MiB.
+    let zeros = vec![0u8; 200 << 20];
+    let pkg = debian_package(
+        work.path(),
+        "9.9.0-7",
+        &[("big1", zeros.clone()), ("big2", zeros.clone()), ("big3", zeros)],
+        "gzip",
+    );
+    let s = setup(vec![pkg]);
+    let cache = s.dir.path().join("cache");
+    let (name, _) = s.bundles[0].clone();
+    let m = Mounted::start(&s.manifest, Some(&cache), &s.args(&[]));
+    let target = m.path(&format!("debian/{name}/BUNDLE_UNAME"));
+    let reader = std::thread::spawn(move || std::fs::read_to_string(target));
+    // Wait until the pack is being written, then kill the daemon.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut saw_partial = false;
+    while Instant::now() < deadline {
+        if !files_in(&cache.join("tmp")).is_empty() {
+            saw_partial = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    m.kill9();
+    assert!(saw_partial, "the build never reached the pack write");
+    assert!(reader.join().unwrap().is_err(), "the reader gets an error from the dead mount");
+    assert!(files_in(&cache.join("bundles")).is_empty(), "no pack was installed");
+    drop(m);
+
+    // Remount: the stale mount is cleaned, the partial file removed, and the
+    // bundle rebuilt on access.
+    let m = Mounted::start(&s.manifest, Some(&cache), &s.args(&[]));
+    assert!(files_in(&cache.join("tmp")).is_empty(), "partial build removed at start");
+    assert_eq!(read(&m.path(&format!("debian/{name}/BUNDLE_UNAME"))), "9.9.0-7-amd64");
+    assert_eq!(
+        std::fs::metadata(m.path(&format!("debian/{name}/usr/src/linux-headers-9.9.0-7-amd64/big2"))).unwrap().len(),
+        200 << 20
+    );
+    assert_eq!(m.status()["builds"], 1);
+}
+
+#[test]
+fn eviction_keeps_the_budget_and_spares_bundles_in_use() {
+    let work = tempdir();
+    let a = debian_package(work.path(), "9.9.0-1", &[("data", noise(1 << 20, 1))], "none");
+    let b = debian_package(work.path(), "9.9.0-2", &[("data", noise(1 << 20, 2))], "none");
+    let s = setup(vec![a, b]);
+    let (name_a, url_a) = s.bundles[0].clone();
+    let (name_b, url_b) = s.bundles[1].clone();
+    // One bundle (its package and its pack, about 2 MiB) fits; two do not.
+    let m = Mounted::start(&s.manifest, None, &s.args(&["--cache-size", "2600KiB"]));
+    let data = |name: &str, abi: &str| m.path(&format!("debian/{name}/usr/src/linux-headers-{abi}-amd64/data"));
+    assert_eq!(std::fs::read(data(&name_a, "9.9.0-1")).unwrap(), noise(1 << 20, 1));
+    assert_eq!(m.bundle_state(&format!("debian/{name_a}")), "ready");
+    assert_eq!(std::fs::read(data(&name_b, "9.9.0-2")).unwrap(), noise(1 << 20, 2));
+    assert_eq!(m.bundle_state(&format!("debian/{name_b}")), "ready");
+    assert_eq!(m.bundle_state(&format!("debian/{name_a}")), "absent", "the least recently used bundle was evicted");
+    let status = m.status();
+    assert!(status["cache_used"].as_u64().unwrap() <= 2600 * 1024, "{status}");
+
+    // Hold a file of B open while A comes back: B is in use, A's rebuild must
+    // not evict it even though the budget is exceeded.
+    let mut held = std::fs::File::open(data(&name_b, "9.9.0-2")).unwrap();
+    let mut first = [0u8; 16];
+    held.read_exact(&mut first).unwrap();
+    // A's tree was evicted; the kernel's cached entries for it stay valid
+    // (inode numbers are stable) and the next access rebuilds it.
+    let a_path = data(&name_a, "9.9.0-1");
+    assert_eq!(std::fs::read(&a_path).unwrap(), noise(1 << 20, 1));
+    assert_eq!(s.server.count(&url_a), 2, "A was downloaded again");
+    assert_eq!(m.bundle_state(&format!("debian/{name_b}")), "ready", "B is in use and stays");
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest.len(), (1 << 20) - 16);
+    assert_eq!(s.server.count(&url_b), 1);
+    assert!(m.status()["evictions"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn tgz_size_survives_eviction() {
+    let work = tempdir();
+    let a = debian_package(work.path(), "9.9.0-3", &[("data", noise(1 << 20, 3))], "none");
+    let b = debian_package(work.path(), "9.9.0-4", &[("data", noise(1 << 20, 4))], "none");
+    let s = setup(vec![a, b]);
+    let (name_a, _) = s.bundles[0].clone();
+    let (name_b, _) = s.bundles[1].clone();
+    let m = Mounted::start(&s.manifest, None, &s.args(&["--cache-size", "3500KiB"]));
+    let tgz_a = m.path(&format!("debian/{name_a}.tgz"));
+    let bytes = std::fs::read(&tgz_a).unwrap();
+    assert_eq!(std::fs::metadata(&tgz_a).unwrap().len(), bytes.len() as u64);
+    // B's build pushes A out.
+    std::fs::read(m.path(&format!("debian/{name_b}.tgz"))).unwrap();
+    assert_eq!(m.bundle_state(&format!("debian/{name_a}")), "absent");
+    assert_eq!(std::fs::metadata(&tgz_a).unwrap().len(), bytes.len() as u64, "stat is exact after eviction");
+    assert_eq!(errno_of(std::fs::metadata(m.path(&format!("debian/{name_a}.tgz.nope")))), Some(libc::ENOENT));
+}

@@ -1,0 +1,83 @@
+//! Mirror faults during a first access: the caller gets EIO, one log line
+//! names the bundle and the cause, nothing is cached, a retry within the
+//! backoff fails at once without touching the network, and the access
+//! succeeds once the mirror recovers.
+
+mod common;
+
+use common::http::Fault;
+use common::mirror::{errno_of, Fixture, Mounted};
+use std::time::Duration;
+
+fn fault_case(fault: Fault, expected_cause: &str) {
+    let fx = Fixture::new(true);
+    let ub = fx.bundle("ubuntu").clone();
+    // The common headers package (the larger of the two).
+    let (common_file, common_path) =
+        ub.files.iter().find(|(f, _)| !f.to_str().unwrap().contains("-generic_")).unwrap().clone();
+    fx.server.set_fault(&common_path, fault);
+    let mut args = fx.mirror_args();
+    args.extend(["--stall-timeout".to_string(), "1s".to_string(), "--retry-backoff".to_string(), "1s".to_string()]);
+    let m = Mounted::start(&fx.manifest, None, &args);
+    let label = format!("ubuntu/{}", ub.name);
+    let file = m.path(&format!("{label}/Makefile"));
+
+    assert_eq!(errno_of(std::fs::read(&file)), Some(libc::EIO));
+    // Nothing partial is stored.
+    let packs: Vec<_> = std::fs::read_dir(m.cache.join("bundles")).unwrap().collect();
+    assert!(packs.is_empty(), "no pack after a failure");
+    let sha = common::sha256_file(&common_file);
+    assert!(!m.cache.join("packages/sha256").join(&sha).exists(), "the faulty package is not stored");
+    // One log line naming the bundle and the cause.
+    let log = m.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("bundle {label}:"))).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains(expected_cause) && lines[0].contains("ERROR"), "{}", lines[0]);
+    let status = m.status();
+    assert_eq!(m.bundle_state(&label), "failed", "{status}");
+
+    // Within the backoff: EIO at once, no new request.
+    let requests = fx.server.count(&common_path);
+    assert_eq!(errno_of(std::fs::read(&file)), Some(libc::EIO));
+    assert_eq!(fx.server.count(&common_path), requests, "no hot loop");
+
+    // The mirror recovers; after the backoff the access succeeds.
+    fx.server.clear_faults();
+    std::thread::sleep(Duration::from_millis(1200));
+    let text = std::fs::read_to_string(&file).expect("success once the mirror recovers");
+    assert!(text.contains("srctree"), "{text}");
+    assert_eq!(m.bundle_state(&label), "ready");
+    assert!(m.cache.join("packages/sha256").join(&sha).exists());
+}
+
+#[test]
+fn http_500_is_eio_then_recovers() {
+    fault_case(Fault::Status(500), "HTTP 500");
+}
+
+#[test]
+fn connection_cut_mid_body_is_eio_then_recovers() {
+    fault_case(Fault::CutAfter(200), "transfer");
+}
+
+#[test]
+fn wrong_bytes_are_a_sha256_mismatch() {
+    fault_case(Fault::Corrupt, "sha256 mismatch");
+}
+
+#[test]
+fn stall_beyond_the_timeout_is_eio_then_recovers() {
+    fault_case(Fault::Stall(Duration::from_secs(8)), "stalled");
+}
+
+#[test]
+fn tgz_open_fails_with_eio_too() {
+    let fx = Fixture::new(true);
+    let rh = fx.bundle("redhat").clone();
+    fx.server.set_fault(&rh.files[0].1, Fault::Status(503));
+    let m = Mounted::start(&fx.manifest, None, &fx.mirror_args());
+    let tgz = m.path(&format!("redhat/{}.tgz", rh.name));
+    assert!(std::fs::metadata(&tgz).is_ok(), "stat works without a build");
+    assert_eq!(errno_of(std::fs::read(&tgz)), Some(libc::EIO));
+    assert!(std::fs::read_dir(m.cache.join("bundles")).unwrap().next().is_none());
+}
