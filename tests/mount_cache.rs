@@ -157,25 +157,27 @@ fn eviction_keeps_the_budget_and_spares_bundles_in_use() {
     let (name_a, url_a) = s.bundles[0].clone();
     let (name_b, url_b) = s.bundles[1].clone();
     // One bundle (its package and its pack, about 2 MiB) fits; two do not.
-    let m = Mounted::start(&s.manifest, None, &s.args(&["--cache-size", "2600KiB"]));
+    // A bundle used within the last 3 s counts as in use.
+    let m = Mounted::start(&s.manifest, None, &s.args(&["--cache-size", "2600KiB", "--evict-grace", "3s"]));
     let data = |name: &str, abi: &str| m.path(&format!("debian/{name}/usr/src/linux-headers-{abi}-amd64/data"));
     assert_eq!(std::fs::read(data(&name_a, "9.9.0-1")).unwrap(), noise(1 << 20, 1));
     assert_eq!(m.bundle_state(&format!("debian/{name_a}")), "ready");
+    std::thread::sleep(std::time::Duration::from_millis(3300));
     assert_eq!(std::fs::read(data(&name_b, "9.9.0-2")).unwrap(), noise(1 << 20, 2));
     assert_eq!(m.bundle_state(&format!("debian/{name_b}")), "ready");
     assert_eq!(m.bundle_state(&format!("debian/{name_a}")), "absent", "the least recently used bundle was evicted");
     let status = m.status();
     assert!(status["cache_used"].as_u64().unwrap() <= 2600 * 1024, "{status}");
 
-    // Hold a file of B open while A comes back: B is in use, A's rebuild must
-    // not evict it even though the budget is exceeded.
+    // B is in use (a reader just fetched from it) when A comes back: A's
+    // rebuild must not evict B even though the budget is exceeded.
+    common::sh("sync; echo 3 > /proc/sys/vm/drop_caches");
     let mut held = std::fs::File::open(data(&name_b, "9.9.0-2")).unwrap();
     let mut first = [0u8; 16];
     held.read_exact(&mut first).unwrap();
     // A's tree was evicted; the kernel's cached entries for it stay valid
-    // (inode numbers are stable) and the next access rebuilds it.
-    let a_path = data(&name_a, "9.9.0-1");
-    assert_eq!(std::fs::read(&a_path).unwrap(), noise(1 << 20, 1));
+    // (inode numbers are stable) and the next uncached read rebuilds it.
+    assert_eq!(std::fs::read(data(&name_a, "9.9.0-1")).unwrap(), noise(1 << 20, 1));
     assert_eq!(s.server.count(&url_a), 2, "A was downloaded again");
     assert_eq!(m.bundle_state(&format!("debian/{name_b}")), "ready", "B is in use and stays");
     let mut rest = Vec::new();
@@ -193,7 +195,7 @@ fn tgz_size_survives_eviction() {
     let s = setup(vec![a, b]);
     let (name_a, _) = s.bundles[0].clone();
     let (name_b, _) = s.bundles[1].clone();
-    let m = Mounted::start(&s.manifest, None, &s.args(&["--cache-size", "3500KiB"]));
+    let m = Mounted::start(&s.manifest, None, &s.args(&["--cache-size", "3500KiB", "--evict-grace", "0s"]));
     let tgz_a = m.path(&format!("debian/{name_a}.tgz"));
     let bytes = std::fs::read(&tgz_a).unwrap();
     assert_eq!(std::fs::metadata(&tgz_a).unwrap().len(), bytes.len() as u64);

@@ -115,7 +115,7 @@ impl Cache {
         tmp.keep();
         sync_dir(&self.bundles_dir);
         let file = std::fs::File::open(&dest).with_context(|| format!("opening {}", dest.display()))?;
-        Ok(Arc::new(Tgz { file, size, sha256 }))
+        Ok(Arc::new(Tgz::new(file, size, sha256)))
     }
 }
 

@@ -35,12 +35,80 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A built .tgz, open for reading.
+/// A built .tgz, open for reading. It is mapped into memory: a read reply
+/// then copies straight from the page cache into the kernel's FUSE pages.
 #[derive(Debug)]
 pub struct Tgz {
     pub file: File,
     pub size: u64,
     pub sha256: String,
+    map: Option<Mapping>,
+}
+
+/// A read-only shared mapping of a whole file. Cached files are never
+/// modified after their rename into place (eviction unlinks them, which
+/// leaves the mapping valid), so the mapped bytes cannot change under us.
+#[derive(Debug)]
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and immutable for its whole life.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; concurrent reads of immutable memory are fine.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(file: &File, len: u64) -> Option<Mapping> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return None;
+        }
+        let len = usize::try_from(len).ok()?;
+        // SAFETY: mapping a file we hold open, read-only and shared.
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr/len come from a successful mmap that lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+impl Tgz {
+    fn new(file: File, size: u64, sha256: String) -> Tgz {
+        let map = Mapping::new(&file, size);
+        Tgz { file, size, sha256, map }
+    }
+
+    /// Up to `len` bytes from `offset`: borrowed from the mapping, or read.
+    pub fn bytes(&self, offset: u64, len: u32) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        if offset == 0 {
+            // A reader starting a .tgz takes it whole: let the disk stream it ahead of us.
+            // SAFETY: fadvise on a descriptor this Tgz owns.
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        }
+        let start = offset.min(self.size) as usize;
+        let end = (offset.saturating_add(len as u64)).min(self.size) as usize;
+        if let Some(map) = &self.map {
+            return Ok(std::borrow::Cow::Borrowed(&map.bytes()[start..end]));
+        }
+        let mut buf = vec![0u8; end - start];
+        self.file.read_exact_at(&mut buf, start as u64)?;
+        Ok(std::borrow::Cow::Owned(buf))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,6 +130,8 @@ struct State {
     tgz_jobs: Flights<Tgz>,
     /// Packages a running build uses (sha256 → builds).
     pinned_packages: HashMap<String, usize>,
+    /// When each bundle was last used by a reader (for the eviction grace).
+    last_used: HashMap<String, std::time::Instant>,
 }
 
 /// Counters for the status report.
@@ -89,6 +159,10 @@ pub struct Settings {
     pub budget: u64,
     pub limits: crate::package::Limits,
     pub backoff: Backoff,
+    /// A bundle used this recently counts as in use and is not evicted:
+    /// the kernel serves most reads from its page cache without telling
+    /// us, so recent use is the sign of a reader.
+    pub grace: std::time::Duration,
 }
 
 pub struct Cache {
@@ -139,6 +213,7 @@ impl Cache {
             pack_jobs: Flights::new(settings.backoff),
             tgz_jobs: Flights::new(settings.backoff),
             pinned_packages: HashMap::new(),
+            last_used: HashMap::new(),
         };
         let cache = Arc::new(Cache {
             bundles_dir,
@@ -223,8 +298,23 @@ impl Cache {
     fn touch(st: &mut State, key: &Key) {
         st.lru.promote(key);
         if let Key::Bundle(id) = key {
-            st.records.entry(id.clone()).or_default().last_access = crate::util::now_secs();
-            st.dirty.insert(id.clone());
+            let now = crate::util::now_secs();
+            match st.records.get_mut(id) {
+                Some(r) if r.last_access == now => {}
+                Some(r) => r.last_access = now,
+                None => {
+                    st.records.insert(id.clone(), BundleRecord { last_access: now, ..Default::default() });
+                }
+            }
+            if !st.dirty.contains(id) {
+                st.dirty.insert(id.clone());
+            }
+            match st.last_used.get_mut(id) {
+                Some(t) => *t = std::time::Instant::now(),
+                None => {
+                    st.last_used.insert(id.clone(), std::time::Instant::now());
+                }
+            }
         }
     }
 
@@ -235,10 +325,11 @@ impl Cache {
         Self::touch(st, &key);
     }
 
-    fn in_use(st: &State, key: &Key) -> bool {
+    fn in_use(&self, st: &State, key: &Key) -> bool {
         match key {
             Key::Bundle(id) => {
-                st.packs.get(id).is_some_and(|p| Arc::strong_count(p) > 1)
+                st.last_used.get(id).is_some_and(|t| t.elapsed() < self.settings.grace)
+                    || st.packs.get(id).is_some_and(|p| Arc::strong_count(p) > 1)
                     || st.tgzs.get(id).is_some_and(|t| Arc::strong_count(t) > 1)
                     || st.pack_jobs.is_running(id)
                     || st.tgz_jobs.is_running(id)
@@ -258,7 +349,7 @@ impl Cache {
             if st.used <= self.settings.budget {
                 break;
             }
-            if Self::in_use(st, &key) {
+            if self.in_use(st, &key) {
                 continue;
             }
             let removed = match &key {
@@ -397,7 +488,7 @@ impl Cache {
         if file.metadata().ok()?.len() != size {
             return None;
         }
-        let tgz = Arc::new(Tgz { file, size, sha256 });
+        let tgz = Arc::new(Tgz::new(file, size, sha256));
         st.tgzs.insert(id.to_string(), tgz.clone());
         Self::touch(&mut st, &key);
         Some(tgz)

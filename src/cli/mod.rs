@@ -1,6 +1,7 @@
 //! The command line (clap). Each subcommand lives in its own module.
 
 mod bundle;
+mod list;
 mod mount;
 
 use crate::config::{default_cache_dir, Config};
@@ -37,6 +38,8 @@ enum Command {
     Umount(mount::UmountArgs),
     /// Show a mount's bundles, cache use and hit counts.
     Status(mount::StatusArgs),
+    /// List the manifest's bundles.
+    List(list::ListArgs),
 }
 
 /// Where packages come from: cache, mirrors, timeouts.
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => mount::run(args, &config),
         Command::Umount(args) => mount::umount(args),
         Command::Status(args) => mount::status(args),
+        Command::List(args) => list::run(args),
     });
     match result {
         Ok(code) => code,

@@ -43,15 +43,18 @@ pub struct MountArgs {
     /// Stay attached (logs to stderr) instead of returning once mounted.
     #[arg(long)]
     foreground: bool,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 4)]
-    threads: usize,
+    /// FUSE worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// After a failed build, refuse (EIO at once) for this long, doubling per failure.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::util::parse_duration)]
     retry_backoff: Duration,
     /// Largest uncompressed size of one bundle's contents.
     #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = crate::util::parse_size)]
     max_bundle_size: u64,
+    /// A bundle used this recently counts as in use: eviction spares it.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::util::parse_duration)]
+    evict_grace: Duration,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -65,19 +68,25 @@ fn c_path(path: &Path) -> Result<CString> {
 }
 
 /// Detach a stale mount (its daemon is gone). Returns whether there was one.
+/// `stat` may still answer from the kernel's cache (our TTLs are long), so
+/// the probe is `statfs`, which always asks the daemon.
 fn clean_stale_mount(path: &Path) -> Result<bool> {
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            let c = c_path(path)?;
-            // SAFETY: valid C string; umount2 has no other preconditions.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                bail!("{} is a stale mount and detaching it failed: {}", path.display(), errno());
-            }
-            log::warn!("cleaned up a stale mount at {} (its daemon was gone)", path.display());
-            Ok(true)
-        }
-        _ => Ok(false),
+    let c = c_path(path)?;
+    // SAFETY: statfs into a zeroed struct from a valid C string.
+    let alive = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf) == 0
+            || !matches!(errno().raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+    };
+    if alive {
+        return Ok(false);
     }
+    // SAFETY: valid C string; umount2 has no other preconditions.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        bail!("{} is a stale mount and detaching it failed: {}", path.display(), errno());
+    }
+    log::warn!("cleaned up a stale mount at {} (its daemon was gone)", path.display());
+    Ok(true)
 }
 
 /// Whether `path` is a mount point of a kpackfs filesystem.
@@ -212,6 +221,7 @@ fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, ca
         budget,
         limits: Limits { max_total_bytes: args.max_bundle_size, ..Limits::default() },
         backoff: Backoff { base: args.retry_backoff, max: Duration::from_secs(300) },
+        grace: args.evict_grace,
     };
     let cache = Cache::open(settings, fetcher, runtime.handle().clone())?;
     let mountpoint =
@@ -235,12 +245,13 @@ fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, ca
     if unsafe { libc::geteuid() } == 0 {
         fuse_config.acl = fuser::SessionACL::All;
     }
-    fuse_config.n_threads = Some(args.threads.max(1));
+    fuse_config.n_threads = Some(args.threads.unwrap_or_else(crate::bundle::default_threads).max(1));
     fuse_config.clone_fd = true;
     let session = fuser::Session::new(fs.clone(), &mountpoint, &fuse_config)
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
     fs.set_notifier(session.notifier());
     let background = session.spawn().context("starting the FUSE session")?;
+    raise_readahead(&mountpoint);
     log::info!(
         "mounted {} ({} bundles, cache {} of {})",
         mountpoint.display(),
@@ -276,6 +287,19 @@ fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, ca
     cache.flush();
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads of a .tgz go through the daemon; larger FUSE read-ahead means
+/// fewer, larger requests (docs/performance.md). Best effort: needs root.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else { return };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "1024") {
+        log::debug!("could not raise read-ahead ({knob}): {e}");
+    }
 }
 
 /// Tell the waiting parent (if any) that the mount is ready.
@@ -317,11 +341,28 @@ pub struct UmountArgs {
     lazy: bool,
 }
 
+/// Unmount, then wait for the daemon to exit (it saves its index on the way
+/// out), so that a new mount on the same cache can start at once.
 pub fn umount(args: UmountArgs) -> Result<ExitCode> {
     if clean_stale_mount(&args.mountpoint)? {
         return Ok(ExitCode::SUCCESS);
     }
+    let pid = std::fs::read_to_string(args.mountpoint.join(".kpackfs/status.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["pid"].as_u64());
     unmount(&args.mountpoint, args.lazy)?;
+    if let Some(pid) = pid {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while proc_dir.exists() && std::time::Instant::now() < deadline {
+            let zombie = std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| s.contains(") Z "));
+            if zombie {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

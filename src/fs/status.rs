@@ -41,6 +41,8 @@ pub struct Report {
     pub builds: u64,
     pub failures: u64,
     pub evictions: u64,
+    /// FUSE requests served since mount, per operation.
+    pub requests: serde_json::Value,
     /// Every bundle that is not absent.
     pub bundles: Vec<BundleStatus>,
 }
@@ -90,6 +92,7 @@ impl Report {
             builds: s.builds.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
             evictions: s.evictions.load(Ordering::Relaxed),
+            requests: serde_json::to_value(&inner.requests).unwrap_or_default(),
             bundles,
         }
     }

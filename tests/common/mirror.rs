@@ -181,9 +181,14 @@ pub struct Mounted {
 
 impl Mounted {
     pub fn start(manifest: &Path, cache: Option<&Path>, extra: &[String]) -> Mounted {
+        Self::start_at(None, manifest, cache, extra)
+    }
+
+    /// Mount at `mnt` (reused across mounts), or at a new directory.
+    pub fn start_at(mnt: Option<&Path>, manifest: &Path, cache: Option<&Path>, extra: &[String]) -> Mounted {
         let dir = tempdir();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
+        let mnt = mnt.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("mnt"));
+        std::fs::create_dir_all(&mnt).unwrap();
         let cache = cache.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("cache"));
         let out = run_ok(
             kpackfs()

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Module builds through the mount against the same tree extracted on local
+# disk, and against ratarmount mounting the bundle .tgz; all in one run.
+# Also: cp of a cached .tgz, mount-to-ready and ls on kernel-packer's 6,473
+# entries, and the daemon's peak RSS there. Prints ratios.
+# Usage (as root): bench/mount.sh [ROUNDS]   (default 5)
+set -euo pipefail
+rounds=${1:-5}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+kp="$repo/target/release/kpackfs"
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-mountbench.XXXXXX")
+mounts=()
+server_pid=""
+cleanup() {
+  for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ratio() { echo "$1 / $2" | bc -l; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# --- the bundle: the first amd64 Debian kernel of the shipped manifest ---------
+line=$("$kp" list | grep -m1 -E '^debian/[^ ]*-amd64 ' | grep -v cloud || "$kp" list | head -1)
+name=$(echo "$line" | awk '{print $1}' | cut -d/ -f2)
+uname=$(echo "$line" | awk '{print $2}')
+id=$(echo "$line" | awk '{print $3}')
+echo "bundle: debian/$name"
+"$kp" bundle "$name" --cache-dir "$work/prep" -o "$work/bundle.tgz" >/dev/null   # through the host's apt mirror
+# A loopback mirror holding its packages at their canonical paths.
+"$kp" list --json | python3 -c '
+import json, sys, os, shutil
+entry = json.load(sys.stdin)[sys.argv[1]]
+for p in entry["packages"]:
+    path = p["url"].split("://", 1)[1].split("/", 1)[1]
+    dest = os.path.join(sys.argv[2], path)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.copy(os.path.join(sys.argv[3], p["sha256"]), dest)
+    print(dest)
+' "$id" "$work/mirror" "$work/prep/packages/sha256" > "$work/mirror-files"
+port=$((20000 + RANDOM % 20000))
+(cd "$work/mirror" && exec python3 -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1) & server_pid=$!
+sleep 1
+mirror_args=(--no-apt-mirrors --mirror "http://security.debian.org=http://127.0.0.1:$port" --mirror "http://ftp.debian.org=http://127.0.0.1:$port")
+
+# --- the three trees: local disk, kpackfs, ratarmount ---------------------------
+native="$work/native"; mkdir -p "$native"; tar -xzf "$work/bundle.tgz" -C "$native"
+kmnt="$work/kmnt"; mkdir -p "$kmnt"
+"$kp" mount "$kmnt" --cache-dir "$work/cache" "${mirror_args[@]}" >/dev/null; mounts+=("$kmnt")
+ktree="$kmnt/debian/$name"
+cat "$ktree/BUNDLE_UNAME" >/dev/null
+rmnt="$work/rmnt"; mkdir -p "$rmnt"
+ratarmount=""
+if [ -x /tmp/ratvenv/bin/ratarmount ] || { python3 -m venv "$work/venv" >/dev/null 2>&1 && "$work/venv/bin/pip" install -q ratarmount >/dev/null 2>&1; }; then
+  ratarmount=$([ -x /tmp/ratvenv/bin/ratarmount ] && echo /tmp/ratvenv/bin/ratarmount || echo "$work/venv/bin/ratarmount")
+  "$ratarmount" "$work/bundle.tgz" "$rmnt" >/dev/null 2>&1 && mounts+=("$rmnt") || ratarmount=""
+fi
+
+# --- the modules ---------------------------------------------------------------
+mkdir -p "$work/hello" "$work/multi"
+cat > "$work/hello/hello.c" <<'EOF'
+#include <linux/module.h>
+#include <linux/kernel.h>
+MODULE_LICENSE("GPL");
+static int __init hello_init(void) { pr_info("hello\n"); return 0; }
+static void __exit hello_exit(void) {}
+module_init(hello_init);
+module_exit(hello_exit);
+EOF
+echo 'obj-m := hello.o' > "$work/hello/Makefile"
+headers='#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/fs.h>
+#include <linux/sched.h>
+#include <linux/netdevice.h>
+#include <linux/skbuff.h>
+#include <linux/bpf.h>
+#include <linux/kprobes.h>
+#include <linux/tracepoint.h>
+#include <linux/perf_event.h>
+#include <linux/cgroup.h>
+#include <linux/netfilter.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <net/ipv6.h>'
+for i in 1 2 3 4 5; do
+  printf '%s\nint part%d(void) { return (int)sizeof(struct sk_buff) + (int)sizeof(struct task_struct) + %d; }\n' "$headers" "$i" "$i" > "$work/multi/part$i.c"
+done
+printf '%s\nMODULE_LICENSE("GPL");\nint part1(void);\nstatic int __init m_init(void) { return part1() < 0; }\nmodule_init(m_init);\n' "$headers" > "$work/multi/main.c"
+echo 'obj-m := multi.o
+multi-y := main.o part1.o part2.o part3.o part4.o part5.o' > "$work/multi/Makefile"
+
+build() { # tree module -> seconds
+  local tree=$1 mod=$2
+  make -s -C "$work/$mod" clean >/dev/null 2>&1 || true
+  rm -f "$work/$mod"/*.o "$work/$mod"/.*.cmd "$work/$mod"/*.ko
+  local t0; t0=$(now)
+  make -s -C "$tree/$(cat "$tree/BUNDLE_BUILD_DIR")" M="$work/$mod" >/dev/null 2>&1
+  echo "$(now) - $t0" | bc
+}
+
+echo
+echo "== warm module builds (median of $rounds, one warm-up each; sides interleaved, order alternating) =="
+# This machine drifts by 20% over minutes: each round builds on every side
+# back to back, and the order flips every round.
+for mod in hello multi; do
+  build "$native" "$mod" >/dev/null; build "$ktree" "$mod" >/dev/null
+  nt=(); kt=()
+  for i in $(seq "$rounds"); do
+    if [ $((i % 2)) = 1 ]; then
+      nt+=("$(build "$native" "$mod")"); kt+=("$(build "$ktree" "$mod")")
+    else
+      kt+=("$(build "$ktree" "$mod")"); nt+=("$(build "$native" "$mod")")
+    fi
+  done
+  n=$(median "${nt[@]}"); k=$(median "${kt[@]}")
+  printf '%-6s native %.2fs  kpackfs %.2fs (%.3fx, target <= 1.05)' "$mod" "$n" "$k" "$(ratio "$k" "$n")"
+  if [ -n "$ratarmount" ]; then
+    build "$rmnt" "$mod" >/dev/null
+    rt=(); for _ in 1 2; do rt+=("$(build "$rmnt" "$mod")"); done
+    r=$(median "${rt[@]}")
+    printf '  ratarmount %.2fs (%.1fx)' "$r" "$(ratio "$r" "$n")"
+  fi
+  echo
+done
+vermagic=$(modinfo -F vermagic "$work/hello/hello.ko" 2>/dev/null || true)
+echo "vermagic: $vermagic (BUNDLE_UNAME $uname)"
+
+echo
+echo "== cold hello build: empty cache, packages from a loopback mirror =="
+native_cold=(); extract=(); kp_cold=()
+for i in $(seq 3); do
+  drop_caches; native_cold+=("$(build "$native" hello)")
+  d="$work/extract-$i"; mkdir "$d"
+  drop_caches; t0=$(now)
+  while read -r f; do dpkg-deb -x "$f" "$d"; done < "$work/mirror-files"
+  extract+=("$(echo "$(now) - $t0" | bc)"); rm -rf "$d"
+  m="$work/cold-$i"; mkdir -p "$m"
+  "$kp" mount "$m" --cache-dir "$work/coldcache-$i" "${mirror_args[@]}" >/dev/null; mounts+=("$m")
+  drop_caches
+  kp_cold+=("$(build "$m/debian/$name" hello)")
+  "$kp" umount "$m"
+done
+nc=$(median "${native_cold[@]}"); ex=$(median "${extract[@]}"); kc=$(median "${kp_cold[@]}")
+printf 'native cold %.2fs + extract (dpkg-deb -x x3) %.2fs = %.2fs; kpackfs cold %.2fs (%.3fx of that, target <= 1)\n' \
+  "$nc" "$ex" "$(echo "$nc + $ex" | bc)" "$kc" "$(ratio "$kc" "$(echo "$nc + $ex" | bc)")"
+
+echo
+echo "== cp of a cached .tgz (median of $rounds) =="
+tgz="$kmnt/debian/$name.tgz"
+cat "$tgz" >/dev/null   # built into the cache
+cp "$work/bundle.tgz" "$work/native.tgz"
+size=$(stat -c %s "$tgz")
+for mode in cold warm; do
+  nt=(); kt=()
+  for _ in $(seq "$rounds"); do
+    [ $mode = cold ] && drop_caches
+    t0=$(now); cp "$work/native.tgz" "$work/out-n.tgz"; nt+=("$(echo "$(now) - $t0" | bc)")
+    [ $mode = cold ] && drop_caches
+    t0=$(now); cp "$tgz" "$work/out-k.tgz"; kt+=("$(echo "$(now) - $t0" | bc)")
+    rm -f "$work/out-n.tgz" "$work/out-k.tgz"
+  done
+  n=$(median "${nt[@]}"); k=$(median "${kt[@]}")
+  printf '%s: native %.0f MB/s  kpackfs %.0f MB/s  (%.2fx, target >= 0.8)\n' "$mode" \
+    "$(echo "$size / $n / 1000000" | bc -l)" "$(echo "$size / $k / 1000000" | bc -l)" "$(ratio "$n" "$k")"
+done
+
+echo
+echo "== kernel-packer's manifest (6,473 entries), empty cache =="
+fixtures="$repo/../shared/fixtures/kernel-packer"
+if [ -f "$fixtures/manifest.yml" ]; then
+  m="$work/kp"; mkdir -p "$m"
+  t0=$(now); out=$("$kp" mount "$m" --manifest "$fixtures/manifest.yml" --cache-dir "$work/kpcache" --no-apt-mirrors); t1=$(now)
+  mounts+=("$m")
+  pid=$(echo "$out" | sed -n 's/.*(pid \([0-9]*\).*/\1/p')
+  t2=$(now); entries=$(ls -l "$m"/*/ | wc -l); t3=$(now)
+  printf 'mount to ready %.2fs; ls -l of every type directory (%d lines) %.2fs\n' "$(echo "$t1 - $t0" | bc)" "$entries" "$(echo "$t3 - $t2" | bc)"
+  grep -E 'VmHWM|VmRSS' "/proc/$pid/status" | awk '{printf "daemon %s %.1f MiB\n", $1, $2/1024}'
+  "$kp" umount "$m"
+fi
