@@ -8,6 +8,8 @@
 //! - [`bundle`]: bundle tree → deterministic .tgz.
 //! - [`build`]: package files → bundle (parallel extraction + layout).
 //! - [`fetch`]: HTTP downloads into the content-addressed package store.
+//! - [`crawl`]: repository crawling into package lists and the manifest.
+//! - [`cache`], [`pack`], [`fs`]: the mount's LRU disk cache and FUSE filesystem.
 //! - [`cli`]: the command line.
 
 pub mod build;
@@ -15,6 +17,7 @@ pub mod bundle;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod crawl;
 pub mod fetch;
 pub mod fs;
 pub mod layout;

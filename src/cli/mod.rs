@@ -1,6 +1,7 @@
 //! The command line (clap). Each subcommand lives in its own module.
 
 mod bundle;
+mod crawl;
 mod list;
 mod mount;
 
@@ -40,6 +41,8 @@ enum Command {
     Status(mount::StatusArgs),
     /// List the manifest's bundles.
     List(list::ListArgs),
+    /// Refresh package lists and the manifest from the repositories in sources.yml.
+    Crawl(crawl::CrawlArgs),
 }
 
 /// Where packages come from: cache, mirrors, timeouts.
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Umount(args) => mount::umount(args),
         Command::Status(args) => mount::status(args),
         Command::List(args) => list::run(args),
+        Command::Crawl(args) => crawl::run(args, &config),
     });
     match result {
         Ok(code) => code,

@@ -7,7 +7,7 @@
 //! `kpackfs umount` or plain `umount`. A stale mount left by a killed daemon
 //! ("Transport endpoint is not connected") is detached before mounting.
 
-use super::{load_manifest, FetchArgs, SHIPPED_MANIFEST};
+use super::{load_manifest, FetchArgs};
 use crate::cache::{Backoff, Cache, Settings};
 use crate::config::Config;
 use crate::fetch::{Fetcher, PackageStore};
@@ -52,6 +52,12 @@ pub struct MountArgs {
     /// Largest uncompressed size of one bundle's contents.
     #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = crate::util::parse_size)]
     max_bundle_size: u64,
+    /// Crawl the sources this often in the background; new bundles appear without a remount.
+    #[arg(long, value_name = "DURATION", value_parser = crate::util::parse_duration)]
+    crawl_interval: Option<Duration>,
+    /// The sources file for the background crawl (default: the shipped sources.yml).
+    #[arg(long = "sources", value_name = "FILE")]
+    sources_file: Option<PathBuf>,
     /// A bundle used this recently counts as in use: eviction spares it.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::util::parse_duration)]
     evict_grace: Duration,
@@ -102,29 +108,31 @@ fn is_kpackfs_mount(path: &Path) -> bool {
     })
 }
 
-/// The manifest to serve: `--manifest`, or the shipped one merged with the
-/// crawler's latest result.
-pub fn mount_manifest(
-    args_manifest: Option<&Path>,
-    lists_dir: Option<&Path>,
-    cache_dir: &Path,
-) -> Result<(Manifest, String)> {
-    if let Some(p) = args_manifest {
-        return Ok((load_manifest(Some(p), lists_dir)?, format!("from {}", p.display())));
+/// The manifest the mount starts from: `--manifest`, or the shipped one.
+fn base_manifest(args_manifest: Option<&Path>, lists_dir: Option<&Path>) -> Result<(Manifest, String)> {
+    match args_manifest {
+        Some(p) => Ok((load_manifest(Some(p), lists_dir)?, format!("from {}", p.display()))),
+        None => Ok((load_manifest(None, None)?, "shipped".into())),
     }
-    let mut manifest =
-        Manifest::parse(SHIPPED_MANIFEST, &Default::default()).context("loading the shipped manifest")?;
-    let crawled = cache_dir.join("crawl/manifest.yml");
-    if crawled.exists() {
-        match Manifest::load(&crawled, None) {
-            Ok(m) => {
-                manifest.merge(&m);
-                return Ok((manifest, format!("shipped, merged with the crawl result {}", crawled.display())));
-            }
-            Err(e) => log::warn!("ignoring the crawl result: {e:#}"),
+}
+
+/// What the mount serves: the base manifest merged with the crawler's latest result.
+fn served_manifest(base: &Manifest, cache_dir: &Path) -> (Manifest, bool) {
+    let (_, crawled) = super::crawl::default_paths(cache_dir);
+    let mut manifest = base.clone();
+    if !crawled.exists() {
+        return (manifest, false);
+    }
+    match Manifest::load(&crawled, None) {
+        Ok(m) => {
+            manifest.merge(&m);
+            (manifest, true)
+        }
+        Err(e) => {
+            log::warn!("ignoring the crawl result: {e:#}");
+            (manifest, false)
         }
     }
-    Ok((manifest, "shipped".to_string()))
 }
 
 pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
@@ -137,11 +145,15 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
         bail!("{} is already a kpackfs mount", mountpoint.display());
     }
     let cache_dir = args.fetch.cache_dir(config);
-    // Fail early, in the caller's terminal, on a bad manifest or config.
-    let (manifest, note) = mount_manifest(args.manifest.as_deref(), args.lists_dir.as_deref(), &cache_dir)?;
+    // Fail early, in the caller's terminal, on a bad manifest, config or sources.
+    let (base, note) = base_manifest(args.manifest.as_deref(), args.lists_dir.as_deref())?;
     args.fetch.fetch_config(config)?;
+    let sources = match args.crawl_interval {
+        Some(_) => Some(crate::crawl::sources::load(args.sources_file.as_deref().or(config.sources.as_deref()))?),
+        None => None,
+    };
     if args.foreground {
-        return serve(&args, config, manifest, note, cache_dir);
+        return serve(&args, config, base, note, sources, cache_dir);
     }
     detach_and_wait(&args, &cache_dir)
 }
@@ -201,7 +213,14 @@ fn lock_cache_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, cache_dir: PathBuf) -> Result<ExitCode> {
+fn serve(
+    args: &MountArgs,
+    config: &Config,
+    base: Manifest,
+    note: String,
+    sources: Option<Vec<crate::crawl::sources::Source>>,
+    cache_dir: PathBuf,
+) -> Result<ExitCode> {
     let _lock = lock_cache_dir(&cache_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -226,9 +245,10 @@ fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, ca
     let cache = Cache::open(settings, fetcher, runtime.handle().clone())?;
     let mountpoint =
         args.mountpoint.canonicalize().with_context(|| format!("resolving {}", args.mountpoint.display()))?;
+    let (manifest, merged) = served_manifest(&base, &cache_dir);
     let fs = KpackFs::new(cache.clone(), &manifest, mountpoint.clone());
     let inner = fs.inner();
-    inner.set_manifest_note(note);
+    inner.set_manifest_note(if merged { format!("{note}, merged with the crawl result") } else { note.clone() });
     drop(manifest);
 
     let mut fuse_config = fuser::Config::default();
@@ -260,6 +280,13 @@ fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, ca
         crate::util::human_bytes(budget)
     );
     signal_ready();
+    if let (Some(interval), Some(sources)) = (args.crawl_interval, sources) {
+        let fetch = args.fetch.fetch_config(config)?;
+        let refresh = Refresh { inner: inner.clone(), base, note, sources, cache_dir: cache_dir.clone(), fetch };
+        runtime.spawn(refresh.run(interval));
+    } else {
+        drop(base);
+    }
 
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -287,6 +314,54 @@ fn serve(args: &MountArgs, config: &Config, manifest: Manifest, note: String, ca
     cache.flush();
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The background crawl: the same refresh as `kpackfs crawl`, into
+/// `<cache-dir>/crawl/`; each result that changes the manifest is swapped into
+/// the namespace. A failed crawl changes nothing that is being served.
+struct Refresh {
+    inner: std::sync::Arc<crate::fs::Inner>,
+    base: Manifest,
+    note: String,
+    sources: Vec<crate::crawl::sources::Source>,
+    cache_dir: PathBuf,
+    fetch: crate::fetch::FetchConfig,
+}
+
+impl Refresh {
+    async fn run(self, interval: Duration) {
+        let (lists_dir, manifest) = super::crawl::default_paths(&self.cache_dir);
+        let opts = crate::crawl::Options {
+            lists_dir,
+            manifest,
+            index_cache: self.cache_dir.join("crawl/index-cache"),
+            fetch: self.fetch.clone(),
+            parallel: 2,
+        };
+        loop {
+            let selected: Vec<&crate::crawl::sources::Source> = self.sources.iter().collect();
+            match crate::crawl::run(&selected, &opts, std::sync::Arc::new(crate::crawl::LogProgress)).await {
+                Ok(report) => {
+                    for line in report.summary().lines() {
+                        log::info!("crawl: {}", line.trim());
+                    }
+                    if report.manifest_changed {
+                        let (manifest, _) = served_manifest(&self.base, &self.cache_dir);
+                        let added = self.inner.update_manifest(&manifest);
+                        log::info!("crawl: {added} new bundles shown, {} in all", self.inner.namespace().named);
+                    }
+                    let failed = report.failed().count();
+                    self.inner.set_manifest_note(format!(
+                        "{}, merged with the crawl result (last crawl: {} sources, {failed} failed)",
+                        self.note,
+                        report.sources.len()
+                    ));
+                }
+                Err(e) => log::warn!("crawl failed, nothing changed: {e:#}"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
 }
 
 /// Reads of a .tgz go through the daemon; larger FUSE read-ahead means

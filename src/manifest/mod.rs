@@ -285,7 +285,11 @@ impl Manifest {
 
     /// Serialize in kpackfs's format (full package mappings, names included).
     pub fn to_yaml(&self) -> Result<String> {
-        let body = serde_saphyr::to_string(&self.entries).map_err(|e| anyhow!("serializing manifest: {e}"))?;
+        // Plain scalars: long URLs stay on one line, which keeps diffs readable.
+        let mut options = serde_saphyr::SerializerOptions::default();
+        options.prefer_block_scalars = false;
+        let body = serde_saphyr::to_string_with_options(&self.entries, options)
+            .map_err(|e| anyhow!("serializing manifest: {e}"))?;
         Ok(format!("# kpackfs manifest: id -> bundle. See docs/manifest.md.\n{body}"))
     }
 

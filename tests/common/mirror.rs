@@ -42,7 +42,7 @@ pub struct Fixture {
 /// Synthetic packages, made once per test cache (rpmbuild stamps build
 /// times, so reusing them keeps checksums stable across tests).
 fn synthetic_packages() -> Vec<(&'static str, Vec<PathBuf>)> {
-    let dir = pkgs::test_cache().join("synthetic-v1");
+    let dir = pkgs::test_cache().join("synthetic-v2");
     with_lock(&pkgs::test_cache().join("synthetic.lock"), || {
         let done = dir.join(".done");
         if !done.exists() {

@@ -5,6 +5,7 @@
 pub mod http;
 pub mod mirror;
 pub mod pkgs;
+pub mod repo;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -195,12 +195,28 @@ pub fn dpkg_deb(
     compression: &str,
     nodes: &[(&str, Node<'_>)],
 ) -> PathBuf {
-    let staging = work.join(format!("stage-{name}"));
+    dpkg_deb_depends(work, name, version, arch, compression, "", nodes)
+}
+
+/// As [`dpkg_deb`], with a Depends field when `depends` is not empty.
+pub fn dpkg_deb_depends(
+    work: &Path,
+    name: &str,
+    version: &str,
+    arch: &str,
+    compression: &str,
+    depends: &str,
+    nodes: &[(&str, Node<'_>)],
+) -> PathBuf {
+    let staging = work.join(format!("stage-{name}-{version}"));
     write_tree(&staging, nodes);
     std::fs::create_dir_all(staging.join("DEBIAN")).unwrap();
+    let depends = if depends.is_empty() { String::new() } else { format!("Depends: {depends}\n") };
     std::fs::write(
         staging.join("DEBIAN/control"),
-        format!("Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: kpackfs tests <tests@example.org>\nDescription: test fixture\n"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: kpackfs tests <tests@example.org>\n{depends}Description: test fixture\n"
+        ),
     )
     .unwrap();
     let out = work.join(format!("{name}_{version}_{arch}.deb"));
@@ -287,19 +303,28 @@ pub struct Synthetic {
 /// Debian-shaped triple: linux-headers-<abi>-amd64 including the -common
 /// Makefile by absolute path, -common, linux-kbuild-<x.y>.
 pub fn synthetic_debian(work: &Path, compressions: [&str; 3]) -> Synthetic {
-    let abi = "9.9.0-1";
+    synthetic_debian_abi(work, "9.9.0-1", compressions)
+}
+
+/// [`synthetic_debian`] for another ABI (e.g. "9.9.0-2"), with Debian's Depends.
+pub fn synthetic_debian_abi(work: &Path, abi: &str, compressions: [&str; 3]) -> Synthetic {
     let uname = format!("{abi}-amd64");
+    let version = format!("{abi}.1");
     let flavour_dir = format!("usr/src/linux-headers-{uname}");
     let common_dir = format!("usr/src/linux-headers-{abi}-common");
     let include = format!("include /usr/src/linux-headers-{abi}-common/Makefile\n");
     let build_link = format!("/usr/src/linux-headers-{uname}");
     let source_link = format!("/usr/src/linux-headers-{abi}-common");
-    let flavour = dpkg_deb(
+    let depends = format!(
+        "linux-headers-{abi}-common (= {version}), linux-kbuild-9.9, linux-image-{uname} (= {version}) | linux-image-{uname}-unsigned, gcc-12"
+    );
+    let flavour = dpkg_deb_depends(
         work,
         &format!("linux-headers-{uname}"),
-        "9.9.0-1",
+        &version,
         "amd64",
         compressions[0],
+        &depends,
         &[
             (&format!("{flavour_dir}/Makefile"), Node::File(&include)),
             (&format!("{flavour_dir}/.config"), Node::File("CONFIG_X86=y\n")),
@@ -312,7 +337,7 @@ pub fn synthetic_debian(work: &Path, compressions: [&str; 3]) -> Synthetic {
     let common = dpkg_deb(
         work,
         &format!("linux-headers-{abi}-common"),
-        "9.9.0-1",
+        &version,
         "all",
         compressions[1],
         &[
@@ -324,7 +349,7 @@ pub fn synthetic_debian(work: &Path, compressions: [&str; 3]) -> Synthetic {
     let kbuild = dpkg_deb(
         work,
         "linux-kbuild-9.9",
-        "9.9.0-1",
+        &version,
         "amd64",
         compressions[2],
         &[
@@ -350,12 +375,13 @@ pub fn synthetic_ubuntu(work: &Path, compression: &str) -> Synthetic {
     let c = format!("usr/src/linux-headers-{abi}");
     let signature = "CONFIG_VERSION_SIGNATURE=\"Ubuntu 9.9.0-101.111~20.04.1-generic 9.9.9\"\n";
     let version = "9.9.0-101.111~20.04.1";
-    let flavour = dpkg_deb(
+    let flavour = dpkg_deb_depends(
         work,
         &format!("linux-headers-{uname}"),
         version,
         "amd64",
         compression,
+        &format!("linux-headers-{abi}, libc6 (>= 2.34)"),
         &[
             (&format!("{f}/Makefile"), Node::Link(&format!("../linux-headers-{abi}/Makefile"))),
             (&format!("{f}/arch"), Node::Link(&format!("../linux-headers-{abi}/arch"))),

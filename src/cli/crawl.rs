@@ -1,0 +1,109 @@
+//! `kpackfs crawl [SOURCE…]`: refresh package lists and the manifest from
+//! the repositories in sources.yml. Exits non-zero when any source failed,
+//! after crawling the others.
+
+use super::FetchArgs;
+use crate::config::Config;
+use crate::crawl::{self, sources, Progress};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+#[derive(Args)]
+pub struct CrawlArgs {
+    /// Sources to crawl, by name or by type (default: all).
+    sources: Vec<String>,
+    /// The sources file (default: the shipped kernel-package-lists/sources.yml).
+    #[arg(long = "sources", value_name = "FILE")]
+    sources_file: Option<PathBuf>,
+    /// Where the package lists (<source>.txt) go (default: <cache-dir>/crawl/kernel-package-lists).
+    #[arg(long, value_name = "DIR")]
+    lists_dir: Option<PathBuf>,
+    /// The manifest to update (default: <cache-dir>/crawl/manifest.yml, which the mount merges).
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Sources crawled at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// Where a crawl writes by default: beside the mount's cache.
+pub fn default_paths(cache_dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let dir = cache_dir.join("crawl");
+    (dir.join("kernel-package-lists"), dir.join("manifest.yml"))
+}
+
+/// One spinner per source on a terminal.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn bar(&self, source: &str) -> indicatif::ProgressBar {
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        bars.entry(source.to_string())
+            .or_insert_with(|| {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {prefix:28} {wide_msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(source.to_string());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                bar
+            })
+            .clone()
+    }
+}
+
+impl Progress for Bars {
+    fn step(&self, source: &str, message: &str) {
+        self.bar(source).set_message(message.to_string());
+    }
+    fn done(&self, source: &str, outcome: &Result<(usize, usize, usize), String>) {
+        let msg = match outcome {
+            Ok((p, b, n)) => format!("ok: {p} packages, {b} bundles ({n} new)"),
+            Err(e) => format!("FAILED: {e}"),
+        };
+        self.bar(source).finish_with_message(msg);
+    }
+}
+
+pub fn run(args: CrawlArgs, config: &Config) -> Result<ExitCode> {
+    let sources_file = args.sources_file.clone().or_else(|| config.sources.clone());
+    let all = sources::load(sources_file.as_deref())?;
+    let selected = sources::select(&all, &args.sources)?;
+    let cache_dir = args.fetch.cache_dir(config);
+    let (default_lists, default_manifest) = default_paths(&cache_dir);
+    let opts = crawl::Options {
+        lists_dir: args.lists_dir.unwrap_or(default_lists),
+        manifest: args.manifest.unwrap_or(default_manifest),
+        index_cache: cache_dir.join("crawl/index-cache"),
+        fetch: args.fetch.fetch_config(config)?,
+        parallel: args.parallel,
+    };
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+        Arc::new(Bars { multi: indicatif::MultiProgress::new(), bars: Mutex::default() })
+    } else {
+        Arc::new(crawl::LogProgress)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(crawl::run(&selected, &opts, progress))?;
+    print!("{}", report.summary());
+    println!("lists: {}  manifest: {}", opts.lists_dir.display(), opts.manifest.display());
+    if report.failed().next().is_some() {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

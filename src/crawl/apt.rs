@@ -1,0 +1,299 @@
+//! apt repositories: InRelease (or Release + Release.gpg) verified with the
+//! source's keyring, Packages.xz/.gz checked against Release's SHA256, and
+//! bundles grouped by the headers packages' own Depends:
+//! a flavour's headers → its -common → its kbuild (Debian), or the flavour
+//! headers → linux-<src>-headers-<abi> (Ubuntu).
+
+use super::debversion;
+use super::gpg;
+use super::http::IndexFetcher;
+use super::sources::Source;
+use super::Found;
+use crate::manifest::Package;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use std::io::Read;
+
+/// One stanza of a Packages file (the fields we use).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Stanza {
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub depends: String,
+}
+
+/// SHA256 entries of a Release file: path → (sha256, size).
+pub fn release_sha256(release: &str) -> HashMap<String, (String, u64)> {
+    let mut out = HashMap::new();
+    let mut in_sha256 = false;
+    for line in release.lines() {
+        if !line.starts_with(' ') {
+            in_sha256 = line.trim_end() == "SHA256:";
+            continue;
+        }
+        if in_sha256 {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [sha, size, path] = f.as_slice() {
+                if let Ok(size) = size.parse() {
+                    out.insert(path.to_string(), (sha.to_string(), size));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Parse a Packages file, keeping stanzas whose name passes `keep`.
+pub fn parse_packages(text: &str, keep: impl Fn(&str) -> bool) -> Vec<Stanza> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut s = Stanza::default();
+        for line in block.lines() {
+            if line.starts_with(' ') || line.starts_with('\t') {
+                continue; // continuation lines: only Description uses them
+            }
+            let Some((key, value)) = line.split_once(':') else { continue };
+            let value = value.trim();
+            match key {
+                "Package" => s.name = value.to_string(),
+                "Version" => s.version = value.to_string(),
+                "Filename" => s.filename = value.to_string(),
+                "Size" => s.size = value.parse().ok(),
+                "SHA256" => s.sha256 = Some(value.to_string()),
+                "Depends" => s.depends = value.to_string(),
+                _ => {}
+            }
+        }
+        if !s.name.is_empty() && !s.filename.is_empty() && keep(&s.name) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// (name, exact version if `(= v)`) for each dependency, first alternative of each.
+fn depends(field: &str) -> Vec<(String, Option<String>)> {
+    field
+        .split(',')
+        .filter_map(|group| {
+            let atom = group.split('|').next()?.trim();
+            let (name, rest) = atom.split_once(' ').map_or((atom, ""), |(n, r)| (n, r));
+            let name = name.split(':').next().unwrap_or(name).to_string(); // drop :any
+            let version =
+                rest.trim().strip_prefix("(=").and_then(|v| v.strip_suffix(')')).map(|v| v.trim().to_string());
+            (!name.is_empty()).then_some((name, version))
+        })
+        .collect()
+}
+
+/// A dependency that belongs in the bundle: other headers packages and kbuild.
+fn is_bundle_dependency(name: &str) -> bool {
+    name.starts_with("linux-kbuild-")
+        || (name.starts_with("linux-") && name.contains("-headers-") && !name.ends_with("-headers-generic"))
+}
+
+/// Group root packages with their headers/kbuild dependencies.
+pub fn group_by_depends(stanzas: &[Stanza], is_root: impl Fn(&str) -> bool) -> Vec<Vec<Stanza>> {
+    let mut by_name: HashMap<&str, Vec<&Stanza>> = HashMap::new();
+    for s in stanzas {
+        by_name.entry(&s.name).or_default().push(s);
+    }
+    let mut bundles = Vec::new();
+    for root in stanzas.iter().filter(|s| is_root(&s.name)) {
+        let mut group: Vec<Stanza> = vec![root.clone()];
+        let mut queue = vec![root];
+        while let Some(pkg) = queue.pop() {
+            for (name, exact) in depends(&pkg.depends) {
+                if !is_bundle_dependency(&name) || group.iter().any(|g| g.name == name) {
+                    continue;
+                }
+                let Some(candidates) = by_name.get(name.as_str()) else {
+                    log::debug!("{} {}: dependency {name} is not in this index", root.name, root.version);
+                    continue;
+                };
+                let chosen = match &exact {
+                    Some(v) => candidates.iter().find(|c| &c.version == v),
+                    // Unversioned: the build of the same source version, else the newest.
+                    None => candidates
+                        .iter()
+                        .find(|c| c.version == root.version)
+                        .or_else(|| candidates.iter().max_by(|a, b| debversion::compare(&a.version, &b.version))),
+                };
+                if let Some(dep) = chosen {
+                    group.push((*dep).clone());
+                    queue.push(dep);
+                }
+            }
+        }
+        group.sort_by(|a, b| a.name.cmp(&b.name));
+        bundles.push(group);
+    }
+    bundles
+}
+
+/// The verified Release text of one suite.
+async fn release_text(src: &Source, fetch: &IndexFetcher, suite: &str) -> Result<String> {
+    let base = format!("{}/dists/{suite}", src.url.trim_end_matches('/'));
+    let text = match fetch.get(&format!("{base}/InRelease")).await? {
+        Some(signed) => match &src.keyring {
+            Some(keyring) => gpg::verify_clearsigned(keyring, &signed).with_context(|| format!("{suite}/InRelease"))?,
+            None => gpg::strip_clearsign(&signed),
+        },
+        None => {
+            let release = fetch
+                .get(&format!("{base}/Release"))
+                .await?
+                .ok_or_else(|| anyhow!("{suite}: no InRelease or Release"))?;
+            match (&src.keyring, fetch.get(&format!("{base}/Release.gpg")).await?) {
+                (Some(keyring), Some(sig)) => {
+                    gpg::verify_detached(keyring, &release, &sig).with_context(|| format!("{suite}/Release"))?
+                }
+                (Some(_), None) => {
+                    bail!("{suite}: unsigned repository (no InRelease or Release.gpg); set insecure: true to accept it")
+                }
+                (None, _) => {}
+            }
+            release
+        }
+    };
+    String::from_utf8(text).map_err(|_| anyhow!("{suite}: Release is not UTF-8"))
+}
+
+fn decompress(path: &str, data: &[u8]) -> Result<String> {
+    let mut out = String::new();
+    let mut reader: Box<dyn Read + '_> = if path.ends_with(".xz") {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(data))
+    } else if path.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(data))
+    } else {
+        Box::new(data)
+    };
+    reader.read_to_string(&mut out).with_context(|| format!("decompressing {path}"))?;
+    Ok(out)
+}
+
+/// Crawl every suite, component and architecture of an apt source.
+pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String) + Sync)) -> Result<Found> {
+    let patterns = src.patterns()?;
+    let mut stanzas = Vec::new();
+    for suite in &src.suites {
+        progress(format!("{suite}: Release"));
+        let release = release_text(src, fetch, suite).await?;
+        // An unchanged signed Release means unchanged Packages: reuse what
+        // they gave last time instead of fetching and parsing them again.
+        let memo_slot = format!("apt {} {} {:?} {:?}", src.url, suite, src.components, src.architectures);
+        let memo_key = crate::util::sha256_hex(release.as_bytes());
+        if let Some(cached) =
+            fetch.memo_get(&memo_slot, &memo_key).and_then(|b| serde_json::from_slice::<Vec<Stanza>>(&b).ok())
+        {
+            stanzas.extend(cached);
+            continue;
+        }
+        let mut suite_stanzas = Vec::new();
+        let checksums = release_sha256(&release);
+        for component in &src.components {
+            for arch in &src.architectures {
+                let stem = format!("{component}/binary-{arch}/Packages");
+                let Some((path, (sha, size))) =
+                    [".xz", ".gz", ""].iter().find_map(|ext| checksums.get_key_value(&format!("{stem}{ext}")))
+                else {
+                    bail!("{suite}: Release lists no {stem}");
+                };
+                progress(format!("{suite}: {path}"));
+                let url = format!("{}/dists/{suite}/{path}", src.url.trim_end_matches('/'));
+                let data = fetch.get_verified(&url, sha, Some(*size)).await.with_context(|| suite.to_string())?;
+                let path = path.clone();
+                let parsed = tokio::task::spawn_blocking(move || -> Result<Vec<Stanza>> {
+                    let text = decompress(&path, &data)?;
+                    Ok(parse_packages(&text, |name| name.starts_with("linux-")))
+                })
+                .await
+                .map_err(|e| anyhow!("parsing task failed: {e}"))??;
+                suite_stanzas.extend(parsed);
+            }
+        }
+        fetch.memo_put(&memo_slot, &memo_key, &serde_json::to_vec(&suite_stanzas)?)?;
+        stanzas.extend(suite_stanzas);
+    }
+    let is_root = |name: &str| patterns.iter().any(|p| p.is_match(name));
+    let roots = stanzas.iter().filter(|s| is_root(&s.name)).count();
+    let base = src.url.trim_end_matches('/');
+    let bundles = group_by_depends(&stanzas, is_root)
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|s| Package { url: format!("{base}/{}", s.filename), sha256: s.sha256, size: s.size })
+                .collect()
+        })
+        .collect();
+    Ok(Found { packages: roots, bundles })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACKAGES: &str = "\
+Package: linux-headers-6.12.107+deb13-amd64
+Version: 6.12.107-1
+Depends: linux-base (>= 4.12~), linux-headers-6.12.107+deb13-common (= 6.12.107-1), linux-image-6.12.107+deb13-amd64 (= 6.12.107-1) | linux-image-6.12.107+deb13-amd64-unsigned (= 6.12.107-1), linux-kbuild-6.12.107+deb13, gcc-14
+Filename: pool/a.deb
+Size: 10
+SHA256: aa
+Description: headers
+ long text
+
+Package: linux-headers-6.12.107+deb13-common
+Version: 6.12.107-1
+Filename: pool/c.deb
+Size: 20
+SHA256: cc
+
+Package: linux-kbuild-6.12.107+deb13
+Version: 6.12.107-1
+Filename: pool/k.deb
+SHA256: kk
+
+Package: linux-headers-5.4.0-1092-aws
+Version: 5.4.0-1092.100
+Depends: linux-aws-headers-5.4.0-1092, libc6 (>= 2.14)
+Filename: pool/aws.deb
+
+Package: linux-aws-headers-5.4.0-1092
+Version: 5.4.0-1092.100
+Filename: pool/aws-common.deb
+";
+
+    #[test]
+    fn groups_debian_triples_and_ubuntu_pairs() {
+        let stanzas = parse_packages(PACKAGES, |n| n.starts_with("linux-"));
+        assert_eq!(stanzas.len(), 5);
+        let groups = group_by_depends(&stanzas, |n| {
+            n == "linux-headers-6.12.107+deb13-amd64" || n == "linux-headers-5.4.0-1092-aws"
+        });
+        let names: Vec<Vec<&str>> = groups.iter().map(|g| g.iter().map(|s| s.name.as_str()).collect()).collect();
+        assert_eq!(
+            names,
+            [
+                vec![
+                    "linux-headers-6.12.107+deb13-amd64",
+                    "linux-headers-6.12.107+deb13-common",
+                    "linux-kbuild-6.12.107+deb13"
+                ],
+                vec!["linux-aws-headers-5.4.0-1092", "linux-headers-5.4.0-1092-aws"],
+            ]
+        );
+    }
+
+    #[test]
+    fn release_checksums() {
+        let release = "Origin: Debian\nMD5Sum:\n 0123 10 main/binary-amd64/Packages.xz\nSHA256:\n abcd 8790396 main/binary-amd64/Packages.xz\n";
+        let sums = release_sha256(release);
+        assert_eq!(sums["main/binary-amd64/Packages.xz"], ("abcd".to_string(), 8790396));
+        assert_eq!(sums.len(), 1);
+    }
+}

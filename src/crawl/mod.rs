@@ -1,0 +1,218 @@
+//! The crawler: discover kernel header packages in distribution
+//! repositories, write kernel-packer-style package lists and the manifest.
+//!
+//! - Sources come from `kernel-package-lists/sources.yml` ([`sources`]).
+//! - apt and yum repositories are read with signature and checksum checks
+//!   ([`apt`], [`yum`]); index fetches are conditional and cached ([`http`]).
+//! - A source that fails keeps its previous list; the others go on, and the
+//!   crawl reports every failure.
+//! - Lists and manifest are written atomically. Bundles that disappear
+//!   upstream stay: mirrors drop old kernels, built bundles stay useful.
+//!
+//! See docs/crawl.md.
+
+pub mod apt;
+mod debversion;
+pub mod gpg;
+pub mod http;
+pub mod sources;
+pub mod yum;
+
+use crate::fetch::FetchConfig;
+use crate::manifest::{Entry, Manifest, Package};
+use anyhow::{anyhow, Context, Result};
+use sources::{Kind, Source};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one source yielded: root packages seen, and bundles (package sets).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub packages: usize,
+    pub bundles: Vec<Vec<Package>>,
+}
+
+/// Where the crawl reads and writes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub lists_dir: PathBuf,
+    pub manifest: PathBuf,
+    /// Cache of index files (conditional requests, by-hash copies).
+    pub index_cache: PathBuf,
+    pub fetch: FetchConfig,
+    /// Sources crawled at once.
+    pub parallel: usize,
+}
+
+/// One source's result.
+#[derive(Debug)]
+pub struct SourceReport {
+    pub name: String,
+    pub result: Result<(usize, usize, usize), String>, // (packages, bundles, new bundles)
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub sources: Vec<SourceReport>,
+    pub bundles_new: usize,
+    pub bundles_total: usize,
+    pub requests: u64,
+    pub not_modified: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// Whether the manifest file changed.
+    pub manifest_changed: bool,
+}
+
+impl Report {
+    pub fn failed(&self) -> impl Iterator<Item = &SourceReport> {
+        self.sources.iter().filter(|s| s.result.is_err())
+    }
+
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for s in &self.sources {
+            match &s.result {
+                Ok((packages, bundles, new)) => out.push_str(&format!(
+                    "  {:<28} ok      {packages:>5} packages {bundles:>5} bundles ({new} new)\n",
+                    s.name
+                )),
+                Err(e) => out.push_str(&format!("  {:<28} FAILED  {e}\n", s.name)),
+            }
+        }
+        let failed = self.failed().count();
+        out.push_str(&format!(
+            "crawled {} sources ({} failed) in {:.1}s: {} bundles new, {} in the manifest; {} requests ({} not modified), {}\n",
+            self.sources.len(),
+            failed,
+            self.elapsed.as_secs_f64(),
+            self.bundles_new,
+            self.bundles_total,
+            self.requests,
+            self.not_modified,
+            crate::util::human_bytes(self.bytes),
+        ));
+        out
+    }
+}
+
+/// Progress callbacks (a terminal shows bars; elsewhere, log lines).
+pub trait Progress: Send + Sync {
+    fn step(&self, source: &str, message: &str);
+    fn done(&self, source: &str, outcome: &Result<(usize, usize, usize), String>);
+}
+
+/// Progress as debug log lines.
+pub struct LogProgress;
+
+impl Progress for LogProgress {
+    fn step(&self, source: &str, message: &str) {
+        log::debug!("crawl {source}: {message}");
+    }
+    fn done(&self, source: &str, outcome: &Result<(usize, usize, usize), String>) {
+        match outcome {
+            Ok((p, b, n)) => log::info!("crawl {source}: {p} packages, {b} bundles ({n} new)"),
+            Err(e) => log::warn!("crawl {source}: {e}"),
+        }
+    }
+}
+
+async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Progress) -> Result<Found> {
+    if src.insecure {
+        log::warn!("source {} is crawled without signature checks (insecure: true)", src.name);
+    }
+    if let Some(k) = &src.keyring {
+        if !k.exists() {
+            return Err(anyhow!("keyring {} not found", k.display()));
+        }
+    }
+    let step = |m: String| progress.step(&src.name, &m);
+    match src.kind {
+        Kind::Apt => apt::crawl(src, fetch, &step).await,
+        Kind::Yum => yum::crawl(src, fetch, &step).await,
+    }
+}
+
+fn list_path(dir: &Path, source: &str) -> PathBuf {
+    dir.join(format!("{source}.txt"))
+}
+
+/// Previous URLs of a list (kept: lists only grow, like the manifest).
+fn read_list(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Crawl `sources`, then update the lists and the manifest.
+pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress>) -> Result<Report> {
+    let started = Instant::now();
+    // Refuse to overwrite a manifest we cannot read: it is the last good one.
+    let mut manifest = if opts.manifest.exists() {
+        Manifest::load(&opts.manifest, Some(&opts.lists_dir)).context("the existing manifest (left as it is)")?
+    } else {
+        Manifest::default()
+    };
+    let fetch = http::IndexFetcher::new(&opts.fetch, opts.index_cache.clone())?;
+    let limit = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
+    let tasks: Vec<_> = sources
+        .iter()
+        .map(|src| {
+            let (src, fetch, progress, limit) = ((*src).clone(), fetch.clone(), progress.clone(), limit.clone());
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let result = crawl_one(&src, &fetch, progress.as_ref()).await;
+                (src, result)
+            })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    let mut new_total = 0;
+    let before = manifest.clone();
+    for task in tasks {
+        let (src, result) = task.await.map_err(|e| anyhow!("crawl task failed: {e}"))?;
+        let outcome = match result {
+            Ok(found) => {
+                let mut urls = read_list(&list_path(&opts.lists_dir, &src.name));
+                let mut new = 0;
+                for packages in &found.bundles {
+                    urls.extend(packages.iter().map(|p| p.url.clone()));
+                    let entry = Entry { kind: src.layout.clone(), name: None, uname: None, packages: packages.clone() };
+                    let id = entry.compute_id();
+                    if !manifest.entries.contains_key(&id) {
+                        new += 1;
+                    }
+                    manifest.insert(entry);
+                }
+                let text: String = urls.iter().map(|u| format!("{u}\n")).collect();
+                crate::util::write_atomic(&list_path(&opts.lists_dir, &src.name), text.as_bytes())
+                    .map(|()| (found.packages, found.bundles.len(), new))
+                    .map_err(|e| format!("{e:#}"))
+            }
+            Err(e) => Err(format!("{e:#}")),
+        };
+        if let Ok((_, _, n)) = &outcome {
+            new_total += n;
+        }
+        progress.done(&src.name, &outcome);
+        reports.push(SourceReport { name: src.name.clone(), result: outcome });
+    }
+    let changed = manifest.entries != before.entries;
+    if changed || !opts.manifest.exists() {
+        manifest.save(&opts.manifest).with_context(|| format!("writing {}", opts.manifest.display()))?;
+    }
+    let c = &fetch.counters;
+    Ok(Report {
+        sources: reports,
+        bundles_new: new_total,
+        bundles_total: manifest.entries.len(),
+        requests: c.requests.load(Ordering::Relaxed),
+        not_modified: c.not_modified.load(Ordering::Relaxed),
+        bytes: c.bytes.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        manifest_changed: changed,
+    })
+}

@@ -1,0 +1,189 @@
+//! `kernel-package-lists/sources.yml`: the repositories the crawler reads.
+//!
+//! ```yaml
+//! - name: debian-bookworm-security       # list file: <name>.txt
+//!   type: debian                         # layout type of the bundles
+//!   kind: apt                            # apt | yum
+//!   url: http://security.debian.org/debian-security   # canonical base URL
+//!   suites: [bookworm-security]          # apt
+//!   components: [main]                   # apt
+//!   architectures: [amd64]               # apt
+//!   packages: ['^linux-headers-.*-(amd64|cloud-amd64)$']   # roots, by package name
+//!   grouping: depends                    # depends | single | suse
+//!   keyring: /usr/share/keyrings/debian-archive-keyring.gpg
+//! - name: centos-stream-9
+//!   type: redhat
+//!   kind: yum
+//!   url: https://mirror.stream.centos.org
+//!   repos: [9-stream/AppStream/x86_64/os]   # yum: paths holding repodata/
+//!   packages: ['^kernel-devel$']
+//!   grouping: single
+//!   keyring: …
+//! ```
+//! `mirrorlist:` (yum) names a file whose first URL replaces `url`/`repos`
+//! (Amazon Linux). `insecure: true` lets a source go unsigned, with a warning.
+
+use anyhow::{anyhow, bail, Context, Result};
+use regex::Regex;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The shipped sources, compiled in.
+pub const SHIPPED_SOURCES: &str = include_str!("../../kernel-package-lists/sources.yml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Apt,
+    Yum,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grouping {
+    /// A root headers package and the linux-headers/linux-kbuild packages
+    /// its Depends name (Debian, Ubuntu).
+    Depends,
+    /// One package, one bundle (RHEL family, Oracle).
+    Single,
+    /// kernel-<flavour>-devel with the kernel-devel of the same version (SUSE).
+    Suse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub layout: String,
+    pub kind: Kind,
+    pub url: String,
+    #[serde(default)]
+    pub suites: Vec<String>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default)]
+    pub repos: Vec<String>,
+    #[serde(default)]
+    pub mirrorlist: Option<String>,
+    pub packages: Vec<String>,
+    pub grouping: Grouping,
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl Source {
+    pub fn patterns(&self) -> Result<Vec<Regex>> {
+        self.packages
+            .iter()
+            .map(|p| Regex::new(p).with_context(|| format!("source {}: invalid package pattern {p:?}", self.name)))
+            .collect()
+    }
+
+    pub fn matches(&self, selector: &str) -> bool {
+        self.name == selector || self.layout == selector
+    }
+
+    fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            bail!("source name {n:?} must be letters, digits, '.', '_' or '-'");
+        }
+        if !self.url.contains("://") {
+            bail!("source {n}: url {:?} is not a URL", self.url);
+        }
+        crate::layout::Family::of(&self.layout).with_context(|| format!("source {n}"))?;
+        match self.kind {
+            Kind::Apt if self.suites.is_empty() || self.components.is_empty() || self.architectures.is_empty() => {
+                bail!("source {n}: apt sources need suites, components and architectures")
+            }
+            Kind::Yum if self.repos.is_empty() && self.mirrorlist.is_none() => {
+                bail!("source {n}: yum sources need repos or a mirrorlist")
+            }
+            _ => {}
+        }
+        if self.packages.is_empty() {
+            bail!("source {n}: no package patterns");
+        }
+        self.patterns()?;
+        if self.keyring.is_none() && !self.insecure {
+            bail!("source {n}: no keyring; give one, or set insecure: true to crawl it unsigned");
+        }
+        Ok(())
+    }
+}
+
+/// Parse and validate a sources file's text.
+pub fn parse(text: &str, origin: &str) -> Result<Vec<Source>> {
+    let sources: Vec<Source> = serde_saphyr::from_str(text).map_err(|e| anyhow!("malformed sources {origin}: {e}"))?;
+    let mut names = std::collections::HashSet::new();
+    for s in &sources {
+        s.validate().with_context(|| format!("in {origin}"))?;
+        if !names.insert(s.name.clone()) {
+            bail!("in {origin}: source {} is listed twice", s.name);
+        }
+    }
+    Ok(sources)
+}
+
+/// Load `path`, or the shipped sources.
+pub fn load(path: Option<&Path>) -> Result<Vec<Source>> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            parse(&text, &p.display().to_string())
+        }
+        None => parse(SHIPPED_SOURCES, "the shipped sources.yml"),
+    }
+}
+
+/// The sources named or typed by `selectors` (all when empty).
+pub fn select<'a>(sources: &'a [Source], selectors: &[String]) -> Result<Vec<&'a Source>> {
+    if selectors.is_empty() {
+        return Ok(sources.iter().collect());
+    }
+    for sel in selectors {
+        if !sources.iter().any(|s| s.matches(sel)) {
+            bail!(
+                "no source or type named {sel} (known: {})",
+                sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(sources.iter().filter(|s| selectors.iter().any(|sel| s.matches(sel))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_sources_are_valid() {
+        let sources = load(None).unwrap();
+        assert!(sources.iter().any(|s| s.layout == "debian"));
+        for s in sources.iter().filter(|s| s.layout == "debian") {
+            assert!(
+                s.url == crate::fetch::mirror::DEBIAN_ARCHIVE || s.url == crate::fetch::mirror::DEBIAN_SECURITY,
+                "canonical Debian URLs only: {}",
+                s.url
+            );
+        }
+        let debian = select(&sources, &["debian".to_string()]).unwrap();
+        assert!(debian.len() >= 7, "bookworm, -security, -updates, trixie, -security, bullseye, -security");
+    }
+
+    #[test]
+    fn unsigned_needs_insecure() {
+        let text = "- name: x\n  type: debian\n  kind: apt\n  url: http://x/debian\n  suites: [a]\n  components: [main]\n  architectures: [amd64]\n  packages: ['^linux-headers']\n  grouping: depends\n";
+        let err = format!("{:#}", parse(text, "t").unwrap_err());
+        assert!(err.contains("insecure: true"), "{err}");
+        let ok = parse(&format!("{text}  insecure: true\n"), "t").unwrap();
+        assert!(ok[0].insecure);
+    }
+}
