@@ -29,7 +29,6 @@ struct Job {
 /// A `Write` that gzips with `threads` workers. Call [`ParallelGzip::finish`].
 pub struct ParallelGzip<W: Write> {
     out: Option<W>,
-    level: u32,
     buf: Vec<u8>,
     window: Vec<u8>,
     crc: crc32fast::Hasher,
@@ -86,7 +85,6 @@ impl<W: Write> ParallelGzip<W> {
             .collect();
         Ok(ParallelGzip {
             out: Some(out),
-            level,
             buf: Vec::with_capacity(CHUNK),
             window: Vec::new(),
             crc: crc32fast::Hasher::new(),
@@ -137,10 +135,6 @@ impl<W: Write> ParallelGzip<W> {
             let _ = w.join();
         }
         Ok(out)
-    }
-
-    pub fn level(&self) -> u32 {
-        self.level
     }
 }
 

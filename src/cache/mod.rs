@@ -234,10 +234,6 @@ impl Cache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn fetcher(&self) -> &Fetcher {
-        &self.fetcher
-    }
-
     pub fn store(&self) -> &PackageStore {
         self.fetcher.store()
     }

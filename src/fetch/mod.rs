@@ -96,10 +96,6 @@ impl Fetcher {
         &self.store
     }
 
-    pub fn config(&self) -> &FetchConfig {
-        &self.cfg
-    }
-
     /// The verified local file for `pkg`, downloading it if the store lacks it.
     /// Errors are one line naming the package and the cause.
     pub async fn fetch(&self, pkg: &Package) -> Result<PathBuf> {

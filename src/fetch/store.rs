@@ -49,10 +49,6 @@ impl PackageStore {
         Ok(PackageStore { dir: dir.to_path_buf(), locks: Arc::default() })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// One lock per URL, so concurrent builds download a shared package once.
     pub(crate) fn lock_for(&self, url: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());

@@ -47,23 +47,6 @@ pub struct Bundle {
     pub entries: Vec<BundleEntry>,
 }
 
-impl Bundle {
-    pub fn find(&self, path: &str) -> Option<&BundleEntry> {
-        self.entries.iter().find(|e| e.path == path)
-    }
-
-    /// Sum of file sizes.
-    pub fn content_bytes(&self) -> u64 {
-        self.entries
-            .iter()
-            .map(|e| match &e.kind {
-                EntryKind::File(b) => b.len() as u64,
-                _ => 0,
-            })
-            .sum()
-    }
-}
-
 /// The layout family of a manifest type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

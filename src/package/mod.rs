@@ -89,10 +89,6 @@ impl Budget {
         }
         Ok(())
     }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
 }
 
 /// Package formats, recognised by their magic bytes.
