@@ -81,3 +81,33 @@ fn tgz_open_fails_with_eio_too() {
     assert_eq!(errno_of(std::fs::read(&tgz)), Some(libc::EIO));
     assert!(std::fs::read_dir(m.cache.join("bundles")).unwrap().next().is_none());
 }
+
+#[test]
+fn status_shows_fetching_during_a_slow_download() {
+    let fx = Fixture::new(true);
+    let rh = fx.bundle("redhat").clone();
+    fx.server.set_fault(&rh.files[0].1, Fault::Stall(Duration::from_secs(3)));
+    let mut args = fx.mirror_args();
+    args.extend(["--stall-timeout".to_string(), "10s".to_string()]);
+    let m = Mounted::start(&fx.manifest, None, &args);
+    let label = format!("redhat/{}", rh.name);
+    let path = m.path(&format!("{label}/Makefile"));
+    let reader = std::thread::spawn(move || std::fs::read(path));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut seen = String::new();
+    while std::time::Instant::now() < deadline && seen != "fetching" {
+        seen = m.bundle_state(&label);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen, "fetching");
+    let text = common::run_ok(common::kpackfs().arg("status").arg(&m.mnt));
+    assert!(text.contains(&format!("fetching  {label}")), "{text}");
+    // The mirror recovers: the stalled transfer is cut, retried, resumed.
+    fx.server.clear_faults();
+    assert!(reader.join().unwrap().is_ok());
+    assert!(
+        fx.server.log().iter().any(|l| l.contains(&rh.files[0].1) && l.contains("range=Some")),
+        "resumed with Range"
+    );
+    assert_eq!(m.bundle_state(&label), "ready");
+}

@@ -38,6 +38,13 @@ impl Cache {
 
     /// Download the entry's packages (concurrently) and build its pack.
     pub(super) async fn build_pack(self: &Arc<Self>, id: &str, entry: &Entry) -> Result<(Arc<Pack>, u64)> {
+        self.set_phase(id, Some("fetching"));
+        let result = self.fetch_and_extract(id, entry).await;
+        self.set_phase(id, None);
+        result
+    }
+
+    async fn fetch_and_extract(self: &Arc<Self>, id: &str, entry: &Entry) -> Result<(Arc<Pack>, u64)> {
         let downloads: Vec<_> = entry
             .packages
             .iter()
@@ -62,6 +69,7 @@ impl Cache {
         for f in &files {
             self.register_package(&f.path);
         }
+        self.set_phase(id, Some("extracting"));
         let result = async {
             let _permit = self.cpu.clone().acquire_owned().await.context("build slots closed")?;
             let (cache, id, entry) = (self.clone(), id.to_string(), entry.clone());
@@ -95,6 +103,13 @@ impl Cache {
 
     /// Write the bundle's .tgz from its pack.
     pub(super) async fn build_tgz(self: &Arc<Self>, id: &str, pack: Arc<Pack>) -> Result<Arc<Tgz>> {
+        self.set_phase(id, Some("compressing"));
+        let result = self.compress(id, pack).await;
+        self.set_phase(id, None);
+        result
+    }
+
+    async fn compress(self: &Arc<Self>, id: &str, pack: Arc<Pack>) -> Result<Arc<Tgz>> {
         let _permit = self.cpu.clone().acquire_owned().await.context("build slots closed")?;
         let (cache, id) = (self.clone(), id.to_string());
         tokio::task::spawn_blocking(move || cache.write_tgz(&id, &pack))

@@ -130,6 +130,8 @@ struct State {
     tgz_jobs: Flights<Tgz>,
     /// Packages a running build uses (sha256 → builds).
     pinned_packages: HashMap<String, usize>,
+    /// What a running build is doing (for status).
+    phases: HashMap<String, &'static str>,
     /// When each bundle was last used by a reader (for the eviction grace).
     last_used: HashMap<String, std::time::Instant>,
 }
@@ -148,9 +150,16 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BundleState {
     Absent,
-    Building,
-    Ready { bytes: u64, tgz: bool },
-    Failed { cause: String, retry_in_secs: u64 },
+    /// fetching, extracting or compressing.
+    Building(&'static str),
+    Ready {
+        bytes: u64,
+        tgz: bool,
+    },
+    Failed {
+        cause: String,
+        retry_in_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +223,7 @@ impl Cache {
             tgz_jobs: Flights::new(settings.backoff),
             pinned_packages: HashMap::new(),
             last_used: HashMap::new(),
+            phases: HashMap::new(),
         };
         let cache = Arc::new(Cache {
             bundles_dir,
@@ -573,7 +583,7 @@ impl Cache {
     pub fn state_of(&self, id: &str) -> BundleState {
         let st = self.lock();
         if st.pack_jobs.is_running(id) || st.tgz_jobs.is_running(id) {
-            return BundleState::Building;
+            return BundleState::Building(st.phases.get(id).copied().unwrap_or("building"));
         }
         if let Some(bytes) = st.sizes.get(&Key::Bundle(id.to_string())) {
             let tgz = self.tgz_path(id).exists();
@@ -614,6 +624,19 @@ impl Cache {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Record what a build of `id` is doing (`None` when it ends).
+    fn set_phase(&self, id: &str, phase: Option<&'static str>) {
+        let mut st = self.lock();
+        match phase {
+            Some(p) => {
+                st.phases.insert(id.to_string(), p);
+            }
+            None => {
+                st.phases.remove(id);
+            }
+        }
     }
 
     fn pin_packages(&self, shas: &[String], delta: isize) {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub struct BundleStatus {
     pub label: String,
     pub id: String,
-    /// absent, building, ready or failed.
+    /// absent, fetching, extracting, compressing, ready or failed.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
@@ -59,7 +59,7 @@ impl Report {
                 BundleStatus { label, id: id.clone(), state: "absent", bytes: None, cause: None, retry_in_secs: None };
             match cache.state_of(&id) {
                 BundleState::Absent => continue,
-                BundleState::Building => status.state = "building",
+                BundleState::Building(phase) => status.state = phase,
                 BundleState::Ready { bytes, .. } => {
                     status.state = "ready";
                     status.bytes = Some(bytes);
