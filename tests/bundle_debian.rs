@@ -136,3 +136,36 @@ fn http_failure_names_the_package_and_status() {
     ));
     assert!(err.contains("linux-kbuild") && err.contains("404"), "{err}");
 }
+
+#[test]
+fn mirrors_can_come_from_the_config_file() {
+    let deb = real_debian();
+    let work = tempdir();
+    let (manifest, server) = manifest_and_mirror(&deb, work.path(), false);
+    let config = work.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "apt_mirrors: false\nmirrors:\n  http://security.debian.org/debian-security: {}\n  http://ftp.debian.org/debian: {}\n",
+            server.url("/debian-security"),
+            server.url("/debian")
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out.tgz");
+    run_ok(
+        kpackfs()
+            .arg("--config")
+            .arg(&config)
+            .args(["bundle", &deb.uname, "--manifest"])
+            .arg(&manifest)
+            .arg("--cache-dir")
+            .arg(work.path().join("cache"))
+            .arg("-o")
+            .arg(&out),
+    );
+    assert_eq!(server.count(".deb"), 3, "downloaded through the configured mirror");
+    std::fs::write(&config, "mirrors: [\n").unwrap();
+    let err = run_err(kpackfs().arg("--config").arg(&config).args(["list"]));
+    assert!(err.contains("malformed config"), "{err}");
+}

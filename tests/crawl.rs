@@ -366,3 +366,20 @@ fn selectors_and_bad_input_are_clear_errors() {
     let err = run_err(kpackfs().arg("crawl").arg("--sources").arg(&bad).arg("--cache-dir").arg(work.path()));
     assert!(err.contains("malformed sources"), "{err}");
 }
+
+#[test]
+fn a_terminal_shows_a_bar_per_source_and_a_summary() {
+    let c = crawled_once();
+    let cmd = crawl(&c.sources, &c.p, &c.server, CANONICAL, &[]);
+    let line = std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| format!("'{}'", a.to_string_lossy())))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // `script` runs the crawl on a pseudo-terminal.
+    let out = run_ok(Command::new("script").args(["-qec", &line, "/dev/null"]).env("RUST_LOG", "warn"));
+    assert!(
+        out.contains("test-debian") && out.contains("ok: 1 packages, 1 bundles (0 new)"),
+        "the source's bar: {out}"
+    );
+    assert!(out.contains("crawled 1 sources (0 failed)"), "{out}");
+}
