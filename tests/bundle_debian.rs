@@ -169,3 +169,16 @@ fn mirrors_can_come_from_the_config_file() {
     let err = run_err(kpackfs().arg("--config").arg(&config).args(["list"]));
     assert!(err.contains("malformed config"), "{err}");
 }
+
+#[test]
+fn full_disk_is_a_clear_error_and_leaves_no_partial_output() {
+    let deb = real_debian();
+    let work = tempdir();
+    let disk = common::SmallDisk::new(&work.path().join("small"), "3m");
+    let out = disk.0.join("bundle.tgz");
+    let err = run_err(kpackfs().arg("bundle").arg("--type").arg("debian").arg("-o").arg(&out).args(deb.files()));
+    let line = err.lines().find(|l| l.starts_with("kpackfs: error:")).expect("an error line");
+    assert!(line.contains("No space left on device"), "{line}");
+    let left: Vec<_> = std::fs::read_dir(&disk.0).unwrap().collect();
+    assert!(left.is_empty(), "nothing partial on the full disk: {left:?}");
+}

@@ -383,3 +383,44 @@ fn a_terminal_shows_a_bar_per_source_and_a_summary() {
     );
     assert!(out.contains("crawled 1 sources (0 failed)"), "{out}");
 }
+
+#[test]
+fn full_disk_fails_the_crawl_and_keeps_the_last_good_outputs() {
+    let c = crawled_once();
+    let disk = common::SmallDisk::new(&c.work.path().join("small"), "1m");
+    let p = Paths { lists: disk.0.join("lists"), manifest: disk.0.join("manifest.yml"), cache: c.p.cache.clone() };
+    run_ok(&mut crawl(&c.sources, &p, &c.server, CANONICAL, &[]));
+    let (list_before, manifest_before) = (read(&p.lists.join("test-debian.txt")), read(&p.manifest));
+    // Fill the disk to the last byte.
+    let mut filler = std::fs::File::create(disk.0.join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let entries_before: Vec<_> = walk(&disk.0);
+
+    c.add_kernel();
+    c.repo.publish(Some(&c.key));
+    let err = run_err(&mut crawl(&c.sources, &p, &c.server, CANONICAL, &[]));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(read(&p.lists.join("test-debian.txt")), list_before, "the previous list is kept");
+    assert_eq!(read(&p.manifest), manifest_before, "the last good manifest is kept");
+    assert_eq!(walk(&disk.0), entries_before, "no temporary file is left behind");
+
+    // Room again: the same crawl succeeds.
+    std::fs::remove_file(disk.0.join("filler")).unwrap();
+    run_ok(&mut crawl(&c.sources, &p, &c.server, CANONICAL, &[]));
+    assert_eq!(read(&p.lists.join("test-debian.txt")).lines().count(), 6, "both kernels");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out.sort();
+    out
+}

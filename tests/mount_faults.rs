@@ -111,3 +111,45 @@ fn status_shows_fetching_during_a_slow_download() {
     );
     assert_eq!(m.bundle_state(&label), "ready");
 }
+
+#[test]
+fn full_disk_is_eio_keeps_the_cache_then_recovers() {
+    let fx = Fixture::new(true);
+    let deb = fx.bundle("debian").clone();
+    let ub = fx.bundle("ubuntu").clone();
+    let dir = common::tempdir();
+    // Room for the small Ubuntu bundle and the Debian packages (14 MB),
+    // not for the Debian bundle's tree.
+    let disk = common::SmallDisk::new(&dir.path().join("cache"), "24m");
+    let m = Mounted::start(&fx.manifest, Some(&disk.0), &fx.mirror_args());
+
+    // A bundle that fits is built and served.
+    let ub_makefile = m.path(&format!("ubuntu/{}/Makefile", ub.name));
+    let ub_text = std::fs::read(&ub_makefile).expect("the small bundle fits");
+    let packs_before: Vec<_> = std::fs::read_dir(m.cache.join("bundles")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(packs_before.len(), 1);
+
+    // The Debian tree does not fit: EIO, one line naming the bundle and ENOSPC.
+    let label = format!("debian/{}", deb.name);
+    let file = m.path(&format!("{label}/BUNDLE_UNAME"));
+    assert_eq!(errno_of(std::fs::read(&file)), Some(libc::EIO));
+    let log = m.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("bundle {label}:"))).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("No space left on device") && lines[0].contains("ERROR"), "{}", lines[0]);
+    assert_eq!(m.bundle_state(&label), "failed");
+    // Nothing partial: no temporary file left, no pack for the failed bundle,
+    // and the bundle already cached is untouched and still served.
+    let tmp: Vec<_> = std::fs::read_dir(m.cache.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temporary files removed: {tmp:?}");
+    let packs: Vec<_> = std::fs::read_dir(m.cache.join("bundles")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(packs, packs_before);
+    assert_eq!(std::fs::read(&ub_makefile).unwrap(), ub_text);
+
+    // Space comes back: after the backoff the same path builds.
+    disk.resize("512m");
+    std::thread::sleep(Duration::from_millis(400));
+    let text = std::fs::read_to_string(&file).expect("success once there is room");
+    assert_eq!(text, deb.uname);
+    assert_eq!(m.bundle_state(&label), "ready");
+}

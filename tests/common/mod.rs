@@ -102,3 +102,31 @@ pub fn kernel_packer_fixtures() -> PathBuf {
     assert!(dir.join("manifest.yml").exists(), "kernel-packer fixtures missing at {}", dir.display());
     dir
 }
+
+/// A tmpfs mounted for one test, unmounted on drop (after the mount that
+/// uses it, which is declared later and so dropped first).
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    pub fn new(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "kpackfs-test-disk"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+        SmallDisk(path.to_path_buf())
+    }
+
+    pub fn resize(&self, size: &str) {
+        let out = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).output().unwrap();
+        assert!(out.status.success(), "remount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
