@@ -8,8 +8,9 @@ use common::http::Server;
 use common::mirror::{errno_of, Mounted};
 use common::pkgs::{self, real_debian};
 use common::repo::{AptRepo, TestKey};
-use common::{build_hello, read, tempdir};
-use std::path::Path;
+use common::{build_hello, kpackfs, read, run_ok, tempdir};
+use kpackfs::manifest::Manifest;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn wait_for(path: &Path, within: Duration) -> bool {
@@ -23,6 +24,20 @@ fn wait_for(path: &Path, within: Duration) -> bool {
     false
 }
 
+/// One apt source for the loopback repository, signed with `keyring`.
+fn test_sources(dir: &Path, keyring: &Path) -> PathBuf {
+    let sources = dir.join("sources.yml");
+    std::fs::write(
+        &sources,
+        format!(
+            "- name: test-debian\n  type: debian\n  kind: apt\n  url: http://archive.example.test/debian\n  suites: [stable]\n  components: [main]\n  architectures: [amd64]\n  packages: ['^linux-headers-.*-amd64$']\n  grouping: depends\n  keyring: {}\n",
+            keyring.display()
+        ),
+    )
+    .unwrap();
+    sources
+}
+
 #[test]
 fn new_kernel_appears_while_mounted() {
     let work = tempdir();
@@ -33,15 +48,7 @@ fn new_kernel_appears_while_mounted() {
     repo.publish(Some(&key));
     let server = Server::start();
     server.mount("/", &work.path().join("www"));
-    let sources = work.path().join("sources.yml");
-    std::fs::write(
-        &sources,
-        format!(
-            "- name: test-debian\n  type: debian\n  kind: apt\n  url: http://archive.example.test/debian\n  suites: [stable]\n  components: [main]\n  architectures: [amd64]\n  packages: ['^linux-headers-.*-amd64$']\n  grouping: depends\n  keyring: {}\n",
-            key.keyring.display()
-        ),
-    )
-    .unwrap();
+    let sources = test_sources(work.path(), &key.keyring);
     let empty = work.path().join("empty.yml");
     std::fs::write(&empty, "# no bundles yet\n").unwrap();
     let args: Vec<String> = [
@@ -76,4 +83,43 @@ fn new_kernel_appears_while_mounted() {
     assert!(listing.contains(&deb.uname) && listing.contains(&format!("{}.tgz", deb.uname)), "{listing:?}");
     let vermagic = build_hello(&second, &work.path().join("hello"));
     assert!(vermagic.starts_with(&deb.uname), "{vermagic}");
+}
+
+#[test]
+fn default_mount_serves_the_shipped_manifest_merged_with_the_last_crawl() {
+    let work = tempdir();
+    let key = TestKey::new(work.path(), "archive");
+    let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);
+    let repo = AptRepo::new(&work.path().join("www/debian"), "stable");
+    repo.add(&fx.files);
+    repo.publish(Some(&key));
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let sources = test_sources(work.path(), &key.keyring);
+    let mirror = format!("http://archive.example.test={}", server.url(""));
+    let cache = work.path().join("cache");
+    // `kpackfs crawl` without --manifest or --lists-dir writes into the cache directory.
+    run_ok(kpackfs().arg("crawl").arg("--sources").arg(&sources).arg("--cache-dir").arg(&cache).args([
+        "--no-apt-mirrors",
+        "--mirror",
+        &mirror,
+    ]));
+    assert!(cache.join("crawl/kernel-package-lists/test-debian.txt").exists());
+
+    let m = Mounted::start_default(&cache, &["--no-apt-mirrors".to_string(), "--mirror".to_string(), mirror]);
+    let shipped = Manifest::load(&common::repo().join("manifest.yml"), None).unwrap();
+    let listed: Vec<String> = std::fs::read_dir(m.path("debian"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let shipped_debian: Vec<&str> =
+        shipped.entries.values().filter(|e| e.kind == "debian").filter_map(|e| e.name.as_deref()).collect();
+    assert!(!shipped_debian.is_empty());
+    for name in &shipped_debian {
+        assert!(listed.iter().any(|l| l == name), "shipped bundle {name} is served: {listed:?}");
+    }
+    assert!(listed.contains(&fx.name), "the crawled bundle is served too: {listed:?}");
+    assert_eq!(read(&m.path(&format!("debian/{}/BUNDLE_UNAME", fx.name))), fx.uname);
+    let note = m.status()["manifest"].as_str().unwrap_or_default().to_string();
+    assert!(note.contains("shipped") && note.contains("merged with the crawl result"), "{note}");
 }

@@ -186,21 +186,25 @@ impl Mounted {
 
     /// Mount at `mnt` (reused across mounts), or at a new directory.
     pub fn start_at(mnt: Option<&Path>, manifest: &Path, cache: Option<&Path>, extra: &[String]) -> Mounted {
+        Self::launch(mnt, Some(manifest), cache, extra)
+    }
+
+    /// Mount without `--manifest`: the shipped manifest and the last crawl result.
+    pub fn start_default(cache: &Path, extra: &[String]) -> Mounted {
+        Self::launch(None, None, Some(cache), extra)
+    }
+
+    fn launch(mnt: Option<&Path>, manifest: Option<&Path>, cache: Option<&Path>, extra: &[String]) -> Mounted {
         let dir = tempdir();
         let mnt = mnt.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("mnt"));
         std::fs::create_dir_all(&mnt).unwrap();
         let cache = cache.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("cache"));
-        let out = run_ok(
-            kpackfs()
-                .arg("mount")
-                .arg(&mnt)
-                .arg("--manifest")
-                .arg(manifest)
-                .arg("--cache-dir")
-                .arg(&cache)
-                .args(Self::defaults(extra))
-                .args(extra),
-        );
+        let mut cmd = kpackfs();
+        cmd.arg("mount").arg(&mnt);
+        if let Some(manifest) = manifest {
+            cmd.arg("--manifest").arg(manifest);
+        }
+        let out = run_ok(cmd.arg("--cache-dir").arg(&cache).args(Self::defaults(extra)).args(extra));
         let pid = out
             .split("(pid ")
             .nth(1)
