@@ -38,17 +38,34 @@ fn test_sources(dir: &Path, keyring: &Path) -> PathBuf {
     sources
 }
 
+/// A signed loopback apt repository with one synthetic kernel, served over HTTP.
+struct Repo {
+    work: tempfile::TempDir,
+    key: TestKey,
+    fx: pkgs::Synthetic,
+    repo: AptRepo,
+    server: Server,
+    sources: PathBuf,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let work = tempdir();
+        let key = TestKey::new(work.path(), "archive");
+        let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);
+        let repo = AptRepo::new(&work.path().join("www/debian"), "stable");
+        repo.add(&fx.files);
+        repo.publish(Some(&key));
+        let server = Server::start();
+        server.mount("/", &work.path().join("www"));
+        let sources = test_sources(work.path(), &key.keyring);
+        Repo { work, key, fx, repo, server, sources }
+    }
+}
+
 #[test]
 fn new_kernel_appears_while_mounted() {
-    let work = tempdir();
-    let key = TestKey::new(work.path(), "archive");
-    let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);
-    let repo = AptRepo::new(&work.path().join("www/debian"), "stable");
-    repo.add(&fx.files);
-    repo.publish(Some(&key));
-    let server = Server::start();
-    server.mount("/", &work.path().join("www"));
-    let sources = test_sources(work.path(), &key.keyring);
+    let Repo { work, key, fx, repo, server, sources } = Repo::new();
     let empty = work.path().join("empty.yml");
     std::fs::write(&empty, "# no bundles yet\n").unwrap();
     let args: Vec<String> = [
@@ -87,15 +104,7 @@ fn new_kernel_appears_while_mounted() {
 
 #[test]
 fn default_mount_serves_the_shipped_manifest_merged_with_the_last_crawl() {
-    let work = tempdir();
-    let key = TestKey::new(work.path(), "archive");
-    let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);
-    let repo = AptRepo::new(&work.path().join("www/debian"), "stable");
-    repo.add(&fx.files);
-    repo.publish(Some(&key));
-    let server = Server::start();
-    server.mount("/", &work.path().join("www"));
-    let sources = test_sources(work.path(), &key.keyring);
+    let Repo { work, key: _key, fx, repo: _repo, server, sources } = Repo::new();
     let mirror = format!("http://archive.example.test={}", server.url(""));
     let cache = work.path().join("cache");
     // `kpackfs crawl` without --manifest or --lists-dir writes into the cache directory.
