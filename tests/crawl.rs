@@ -378,10 +378,11 @@ fn a_terminal_shows_a_bar_per_source_and_a_summary() {
     // `script` runs the crawl on a pseudo-terminal.
     let out = run_ok(Command::new("script").args(["-qec", &line, "/dev/null"]).env("RUST_LOG", "warn"));
     assert!(
-        out.contains("test-debian") && out.contains("ok: 1 packages, 1 bundles (0 new)"),
+        out.contains("test-debian") && out.contains("ok: 3 packages, 1 bundles (0 new)"),
         "the source's bar: {out}"
     );
     assert!(out.contains("crawled 1 sources (0 failed)"), "{out}");
+    assert!(out.contains("3 packages, 0 bundles new, 1 in the manifest"), "the summary: {out}");
 }
 
 #[test]

@@ -219,7 +219,6 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         stanzas.extend(suite_stanzas);
     }
     let is_root = |name: &str| patterns.iter().any(|p| p.is_match(name));
-    let roots = stanzas.iter().filter(|s| is_root(&s.name)).count();
     let base = src.url.trim_end_matches('/');
     let bundles = group_by_depends(&stanzas, is_root)
         .into_iter()
@@ -230,7 +229,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
                 .collect()
         })
         .collect();
-    Ok(Found { packages: roots, bundles })
+    Ok(Found { bundles })
 }
 
 #[cfg(test)]

@@ -31,8 +31,14 @@ use std::time::{Duration, Instant};
 /// What one source yielded: root packages seen, and bundles (package sets).
 #[derive(Debug, Default)]
 pub struct Found {
-    pub packages: usize,
     pub bundles: Vec<Vec<Package>>,
+}
+
+impl Found {
+    /// Distinct package files in the bundles: the length of the source's list.
+    fn package_count(&self) -> usize {
+        self.bundles.iter().flatten().map(|p| p.url.as_str()).collect::<std::collections::HashSet<_>>().len()
+    }
 }
 
 /// Where the crawl reads and writes.
@@ -84,8 +90,9 @@ impl Report {
             }
         }
         let failed = self.failed().count();
+        let packages: usize = self.sources.iter().filter_map(|s| s.result.as_ref().ok()).map(|r| r.0).sum();
         out.push_str(&format!(
-            "crawled {} sources ({} failed) in {:.1}s: {} bundles new, {} in the manifest; {} requests ({} not modified), {}\n",
+            "crawled {} sources ({} failed) in {:.1}s: {packages} packages, {} bundles new, {} in the manifest; {} requests ({} not modified), {}\n",
             self.sources.len(),
             failed,
             self.elapsed.as_secs_f64(),
@@ -189,7 +196,7 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
                 }
                 let text: String = urls.iter().map(|u| format!("{u}\n")).collect();
                 crate::util::write_atomic(&list_path(&opts.lists_dir, &src.name), text.as_bytes())
-                    .map(|()| (found.packages, found.bundles.len(), new))
+                    .map(|()| (found.package_count(), found.bundles.len(), new))
                     .map_err(|e| format!("{e:#}"))
             }
             Err(e) => Err(format!("{e:#}")),

@@ -226,7 +226,6 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         fetch.memo_put(&memo_slot, &memo_key, &serde_json::to_vec(&packages)?)?;
         found.extend(packages.into_iter().map(|p| (base.clone(), p)));
     }
-    let packages = found.len();
     let to_package = |(base, p): &(String, RpmPackage)| Package {
         url: format!("{}/{}", p.base.as_deref().unwrap_or(base).trim_end_matches('/'), p.href.trim_start_matches('/')),
         sha256: p.sha256.clone(),
@@ -250,7 +249,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         }
         _ => found.iter().map(|f| vec![to_package(f)]).collect(),
     };
-    Ok(Found { packages, bundles })
+    Ok(Found { bundles })
 }
 
 #[cfg(test)]
