@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::http::Server;
+use common::http::{Fault, Server};
 use common::mirror::{errno_of, Mounted};
 use common::pkgs::{self, real_debian};
 use common::repo::{AptRepo, TestKey};
@@ -85,6 +85,19 @@ fn new_kernel_appears_while_mounted() {
     let first = m.path(&format!("debian/{}", fx.name));
     assert!(wait_for(&first, Duration::from_secs(30)), "the first crawl shows {}: {}", fx.name, m.log());
     assert_eq!(read(&first.join("BUNDLE_UNAME")), fx.uname);
+
+    // A failed crawl changes nothing that is being served.
+    server.set_fault("/debian/dists/stable/InRelease", Fault::Status(500));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed_note = |m: &Mounted| m.status()["manifest"].as_str().unwrap_or_default().contains("1 failed");
+    while !failed_note(&m) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(failed_note(&m), "status reports the failed crawl: {}", m.status());
+    assert_eq!(read(&first.join("BUNDLE_UNAME")), fx.uname, "still served");
+    let listed = std::fs::read_dir(m.path("debian")).unwrap().count();
+    assert_eq!(listed, 2, "the bundle and its .tgz are still listed");
+    server.clear_faults();
 
     // A name looked up before it exists is cached as missing by the kernel.
     let deb = real_debian();
