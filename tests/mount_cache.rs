@@ -1,11 +1,11 @@
 //! The cache under the mount: crash safety (kill -9 mid-build), LRU
 //! eviction under a byte budget (never a bundle in use), the .tgz size kept
-//! after eviction.
+//! after eviction, packages shared between bundles.
 
 mod common;
 
 use common::http::Server;
-use common::mirror::{errno_of, Mounted};
+use common::mirror::{errno_of, Fixture, Mounted};
 use common::{read, tempdir};
 use kpackfs::manifest::{Entry, Manifest, Package};
 use std::io::Read;
@@ -204,4 +204,33 @@ fn tgz_size_survives_eviction() {
     assert_eq!(m.bundle_state(&format!("debian/{name_a}")), "absent");
     assert_eq!(std::fs::metadata(&tgz_a).unwrap().len(), bytes.len() as u64, "stat is exact after eviction");
     assert_eq!(errno_of(std::fs::metadata(m.path(&format!("debian/{name_a}.tgz.nope")))), Some(libc::ENOENT));
+}
+
+#[test]
+fn packages_are_fetched_once_and_shared_between_bundles() {
+    // The same three Debian packages, reached by a second set of URLs, as a
+    // gardenlinux bundle (gardenlinux repackages Debian's packages).
+    let fx = Fixture::new(false);
+    let deb = fx.bundle("debian").clone();
+    let mut manifest = Manifest::load(&fx.manifest, None).unwrap();
+    let mut packages = manifest.entries[&deb.id].packages.clone();
+    for (pkg, (file, _)) in packages.iter_mut().zip(&deb.files) {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let path = format!("/debian/pool/garden/{name}");
+        let dest = fx.mirror_file(&path);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(file, &dest).unwrap();
+        pkg.url = format!("http://ftp.debian.org{path}");
+    }
+    let garden = manifest.insert(Entry { kind: "garden".into(), name: None, uname: None, packages });
+    manifest.save(&fx.manifest).unwrap();
+    assert_ne!(garden, deb.id);
+
+    let m = Mounted::start(&fx.manifest, None, &fx.mirror_args());
+    assert_eq!(read(&m.path(&format!("debian/{}/BUNDLE_DISTRO", deb.name))), "debian");
+    assert_eq!(fx.server.count(".deb"), 3);
+    assert_eq!(read(&m.path(&format!("garden/{}/BUNDLE_DISTRO", deb.name))), "garden");
+    assert_eq!(fx.server.count(".deb"), 3, "the second bundle downloads nothing: {:?}", fx.server.log());
+    assert_eq!(std::fs::read_dir(m.cache.join("packages/sha256")).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(m.cache.join("bundles")).unwrap().count(), 2, "two bundles built");
 }
