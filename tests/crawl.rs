@@ -425,3 +425,28 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn recrawl_from_a_server_without_validators_is_a_prefix_probe() {
+    let c = crawled_once();
+    // A mirror that sends neither ETag nor Last-Modified (as apt's here does).
+    c.server.set_validators(false);
+    let p = Paths { cache: c.work.path().join("probe-cache"), ..paths(c.work.path()) };
+    run_ok(&mut crawl(&c.sources, &p, &c.server, CANONICAL, &[]));
+    c.server.reset_counts();
+    let out = run_ok(&mut crawl(&c.sources, &p, &c.server, CANONICAL, &[]));
+    let log = c.server.log();
+    assert_eq!(log.len(), 1, "one request: {log:?}");
+    assert!(log[0].contains("/dists/stable/InRelease") && log[0].contains("bytes=0-4095"), "{log:?}");
+    assert!(out.contains("(1 not modified)") && out.contains("0 bundles new"), "{out}");
+
+    // A new publication changes the prefix (Release's Date): fetched whole.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    c.add_kernel();
+    c.repo.publish(Some(&c.key));
+    c.server.reset_counts();
+    let out = run_ok(&mut crawl(&c.sources, &p, &c.server, CANONICAL, &[]));
+    assert!(out.contains("1 bundles new"), "{out}");
+    let log = c.server.log();
+    assert!(log.iter().any(|l| l.contains("/InRelease range=None")), "{log:?}");
+}

@@ -2,6 +2,11 @@
 //! - index roots (InRelease, repomd.xml, mirror lists) are fetched with
 //!   If-None-Match / If-Modified-Since from a small on-disk cache; a 304
 //!   answers from the cache;
+//! - from a server that sends neither ETag nor Last-Modified, a root is
+//!   revalidated by a prefix probe: the first 4 KiB by Range. The same total
+//!   length and the same prefix (which holds Release's Date and repomd's
+//!   revision, both new at every publication) answer from the cache. A wrong
+//!   guess can only serve the copy verified last time, never unverified data;
 //! - files a signed root names by checksum (Packages.xz, primary.xml.gz) are
 //!   kept by sha256 and not fetched again while the checksum is unchanged.
 //!
@@ -18,6 +23,9 @@ use std::time::Duration;
 
 /// Largest index file accepted.
 const MAX_INDEX_BYTES: u64 = 1 << 30;
+
+/// Bytes a prefix probe asks for.
+const PROBE_BYTES: usize = 4096;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Validators {
@@ -46,8 +54,18 @@ pub struct IndexFetcher {
 
 enum Got {
     Body(Vec<u8>),
+    /// A 206 answer: the requested range and the file's total length.
+    Partial(Vec<u8>, Option<u64>),
     NotModified,
     NotFound,
+}
+
+/// What a request asks beyond a plain GET.
+#[derive(Clone, Copy, Default)]
+struct Ask<'a> {
+    validators: Option<&'a Validators>,
+    /// Only the first this many bytes.
+    prefix: Option<usize>,
 }
 
 impl IndexFetcher {
@@ -70,11 +88,11 @@ impl IndexFetcher {
     }
 
     /// One GET with retries on transient failures.
-    async fn request(&self, url: &str, validators: Option<&Validators>) -> Result<(Got, Validators)> {
+    async fn request(&self, url: &str, ask: Ask<'_>) -> Result<(Got, Validators)> {
         let target = self.mirrors.rewrite(url);
         let mut attempt = 0;
         loop {
-            let result = self.request_once(&target, validators).await;
+            let result = self.request_once(&target, ask).await;
             match result {
                 Ok(got) => return Ok(got),
                 Err((e, transient)) if transient && attempt < self.retries => {
@@ -87,13 +105,12 @@ impl IndexFetcher {
         }
     }
 
-    async fn request_once(
-        &self,
-        url: &str,
-        validators: Option<&Validators>,
-    ) -> Result<(Got, Validators), (anyhow::Error, bool)> {
+    async fn request_once(&self, url: &str, ask: Ask<'_>) -> Result<(Got, Validators), (anyhow::Error, bool)> {
         let mut req = self.client.get(url);
-        if let Some(v) = validators {
+        if let Some(n) = ask.prefix {
+            req = req.header(reqwest::header::RANGE, format!("bytes=0-{}", n.saturating_sub(1)));
+        }
+        if let Some(v) = ask.validators {
             if let Some(etag) = &v.etag {
                 req = req.header(reqwest::header::IF_NONE_MATCH, etag);
             }
@@ -113,6 +130,9 @@ impl IndexFetcher {
         };
         let got_validators =
             Validators { etag: header(reqwest::header::ETAG), last_modified: header(reqwest::header::LAST_MODIFIED) };
+        // Content-Range: bytes 0-4095/151075
+        let range_total: Option<u64> = header(reqwest::header::CONTENT_RANGE)
+            .and_then(|r| r.rsplit_once('/').and_then(|(_, t)| t.trim().parse().ok()));
         match status.as_u16() {
             304 => {
                 self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
@@ -120,6 +140,7 @@ impl IndexFetcher {
             }
             404 | 410 => return Ok((Got::NotFound, got_validators)),
             200 => {}
+            206 if ask.prefix.is_some() => {}
             s if s >= 500 || s == 429 || s == 408 => return Err((anyhow!("HTTP {status}"), true)),
             _ => return Err((anyhow!("HTTP {status}"), false)),
         }
@@ -132,6 +153,9 @@ impl IndexFetcher {
             Ok(Ok(b)) => b.to_vec(),
         };
         self.counters.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        if status.as_u16() == 206 {
+            return Ok((Got::Partial(body, range_total), got_validators));
+        }
         Ok((Got::Body(body), got_validators))
     }
 
@@ -142,20 +166,47 @@ impl IndexFetcher {
         let meta_path = self.dir.join("cond").join(format!("{key}.meta"));
         let cached: Option<Validators> =
             std::fs::read(&meta_path).ok().and_then(|m| serde_json::from_slice(&m).ok()).filter(|_| body_path.exists());
-        let (got, validators) = self.request(url, cached.as_ref()).await?;
+        let validated = cached.as_ref().filter(|v| v.etag.is_some() || v.last_modified.is_some());
+        let (got, validators) = match (&cached, validated) {
+            (Some(_), None) => match self.probe(url, &body_path).await? {
+                Some(unchanged) => return Ok(Some(unchanged)),
+                None => self.request(url, Ask::default()).await?,
+            },
+            _ => self.request(url, Ask { validators: validated, prefix: None }).await?,
+        };
         match got {
             Got::NotFound => Ok(None),
             Got::NotModified => {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(std::fs::read(&body_path).with_context(|| format!("reading cached {url}"))?))
             }
-            Got::Body(body) => {
-                if validators.etag.is_some() || validators.last_modified.is_some() {
-                    crate::util::write_atomic(&body_path, &body)?;
-                    crate::util::write_atomic(&meta_path, &serde_json::to_vec(&validators)?)?;
-                }
+            Got::Body(body) | Got::Partial(body, _) => {
+                crate::util::write_atomic(&body_path, &body)?;
+                crate::util::write_atomic(&meta_path, &serde_json::to_vec(&validators)?)?;
                 Ok(Some(body))
             }
+        }
+    }
+
+    /// Revalidate a cached root with a prefix probe: `Some(cached)` when the
+    /// server's copy has the same length and starts with the same bytes.
+    async fn probe(&self, url: &str, body_path: &std::path::Path) -> Result<Option<Vec<u8>>> {
+        let Ok(cached) = std::fs::read(body_path) else { return Ok(None) };
+        let (got, _) = self.request(url, Ask { validators: None, prefix: Some(PROBE_BYTES) }).await?;
+        match got {
+            Got::Partial(head, Some(total))
+                if total == cached.len() as u64 && cached.starts_with(&head) && !head.is_empty() =>
+            {
+                self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(cached))
+            }
+            // The server ignored Range and sent it all: that is the answer.
+            Got::Body(body) => {
+                crate::util::write_atomic(body_path, &body)?;
+                Ok(Some(body))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -186,7 +237,7 @@ impl IndexFetcher {
                 return Ok(data);
             }
         }
-        let (got, _) = self.request(url, None).await?;
+        let (got, _) = self.request(url, Ask::default()).await?;
         let Got::Body(data) = got else { bail!("{url}: not found, though the signed index lists it") };
         if let Some(size) = size {
             if data.len() as u64 != size {

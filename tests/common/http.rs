@@ -1,5 +1,6 @@
 //! A loopback HTTP/1.1 mirror for tests: serves directories, counts
-//! requests per path, honours Range, ETag and If-Modified-Since, and injects
+//! requests per path, honours Range, ETag and If-Modified-Since (or sends no
+//! validators, like some mirrors), and injects
 //! faults (status codes, a body cut short, a stall, wrong bytes).
 
 use std::collections::HashMap;
@@ -31,6 +32,9 @@ struct State {
     counts: HashMap<String, usize>,
     conditional_hits: usize,
     log: Vec<String>,
+    /// Send no ETag or Last-Modified and ignore conditional requests, as
+    /// some mirrors do.
+    no_validators: bool,
 }
 
 pub struct Server {
@@ -74,6 +78,10 @@ impl Server {
 
     pub fn set_fault(&self, path_part: &str, fault: Fault) {
         self.state.lock().unwrap().faults.push((path_part.to_string(), fault));
+    }
+
+    pub fn set_validators(&self, on: bool) {
+        self.state.lock().unwrap().no_validators = !on;
     }
 
     pub fn clear_faults(&self) {
@@ -173,7 +181,7 @@ fn respond(
     headers: &HashMap<String, String>,
     state: &Arc<Mutex<State>>,
 ) -> std::io::Result<bool> {
-    let (file, fault) = {
+    let (file, fault, no_validators) = {
         let mut s = state.lock().unwrap();
         *s.counts.entry(path.to_string()).or_default() += 1;
         s.log.push(format!("{method} {path} range={:?}", headers.get("range")));
@@ -185,7 +193,7 @@ fn respond(
             }
             Some(dir.join(rest.trim_start_matches('/')))
         });
-        (file, fault)
+        (file, fault, s.no_validators)
     };
     if let Some(Fault::Status(code)) = fault {
         write!(out, "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n\r\n")?;
@@ -199,7 +207,7 @@ fn respond(
     let mtime = meta.modified()?;
     let etag = format!("\"{:x}-{:x}\"", meta.len(), mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     let last_modified = http_date(mtime);
-    let not_modified = headers.get("if-none-match").is_some_and(|v| *v == etag)
+    let not_modified = !no_validators && headers.get("if-none-match").is_some_and(|v| *v == etag)
         || (headers.get("if-none-match").is_none()
             && headers.get("if-modified-since").is_some_and(|v| *v == last_modified));
     if not_modified {
@@ -220,7 +228,9 @@ fn respond(
     let mut status = "200 OK".to_string();
     let mut extra = String::new();
     if let Some(range) = headers.get("range").and_then(|r| r.strip_prefix("bytes=")) {
-        let start: usize = range.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let (start, end) = range.split_once('-').unwrap_or((range, ""));
+        let start: usize = start.parse().unwrap_or(0);
+        let end: usize = end.parse::<usize>().map_or(total, |e| (e + 1).min(total));
         if start >= total {
             write!(
                 out,
@@ -228,15 +238,14 @@ fn respond(
             )?;
             return Ok(true);
         }
-        body = body[start..].to_vec();
+        body = body[start..end].to_vec();
         status = "206 Partial Content".to_string();
-        extra = format!("Content-Range: bytes {start}-{}/{total}\r\n", total - 1);
+        extra = format!("Content-Range: bytes {start}-{}/{total}\r\n", end - 1);
     }
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: {etag}\r\nLast-Modified: {last_modified}\r\n{extra}\r\n",
-        body.len()
-    )?;
+    if !no_validators {
+        extra.push_str(&format!("ETag: {etag}\r\nLast-Modified: {last_modified}\r\n"));
+    }
+    write!(out, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n{extra}\r\n", body.len())?;
     if method == "HEAD" {
         return Ok(true);
     }
