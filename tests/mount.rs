@@ -285,6 +285,31 @@ fn writes_get_erofs() {
 }
 
 #[test]
+fn other_users_read_a_root_mount_and_cannot_write() {
+    let fx = Fixture::new(true);
+    let m = mount(&fx, &[]);
+    // The test's temporary directory is 0700; let others reach the mount point.
+    std::fs::set_permissions(m.mnt.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rh = fx.bundle("redhat");
+    let file = m.path(&format!("redhat/{}/BUNDLE_UNAME", rh.name));
+    let as_nobody = |script: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&format!("cat {}", file.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), rh.uname);
+    let out = as_nobody(&format!("ls {}/redhat/ && cat {}/.kpackfs/status", m.mnt.display(), m.mnt.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = as_nobody(&format!("echo x > {}", file.display()));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Read-only file system") || stderr.contains("Permission denied"), "{stderr}");
+}
+
+#[test]
 fn missing_names_are_enoent_and_status_reports() {
     let fx = Fixture::new(true);
     let m = mount(&fx, &[]);
