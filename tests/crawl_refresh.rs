@@ -145,3 +145,62 @@ fn default_mount_serves_the_shipped_manifest_merged_with_the_last_crawl() {
     let note = m.status()["manifest"].as_str().unwrap_or_default().to_string();
     assert!(note.contains("shipped") && note.contains("merged with the crawl result"), "{note}");
 }
+
+#[test]
+fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
+    let Repo { work, key: _key, fx, repo: _repo, server, sources } = Repo::new();
+    let mirror = format!("http://archive.example.test={}", server.url(""));
+    let cache = work.path().join("cache");
+    let manifest = work.path().join("manifest.yml");
+    std::fs::write(&manifest, "# no bundles yet\n").unwrap();
+    let m = Mounted::start(&manifest, Some(&cache), &["--no-apt-mirrors".into(), "--mirror".into(), mirror.clone()]);
+
+    // `kpackfs crawl` by hand into the mount's cache directory.
+    run_ok(kpackfs().arg("crawl").arg("--sources").arg(&sources).arg("--cache-dir").arg(&cache).args([
+        "--no-apt-mirrors",
+        "--mirror",
+        &mirror,
+    ]));
+    let crawled = m.path(&format!("debian/{}", fx.name));
+    assert!(wait_for(&crawled, Duration::from_secs(15)), "a hand crawl shows up: {}", m.log());
+    assert_eq!(read(&crawled.join("BUNDLE_UNAME")), fx.uname);
+
+    // An edit of --manifest adds its bundles.
+    let mut edited = Manifest::default();
+    edited.insert(kpackfs::manifest::Entry {
+        kind: "ubuntu".into(),
+        name: None,
+        uname: None,
+        packages: ["linux-headers-9.8.0-3-generic_9.8.0-3.3_amd64.deb", "linux-headers-9.8.0-3_9.8.0-3.3_all.deb"]
+            .iter()
+            .map(|f| kpackfs::manifest::Package {
+                url: format!("http://archive.example.test/ubuntu/pool/main/l/linux/{f}"),
+                sha256: None,
+                size: None,
+            })
+            .collect(),
+    });
+    edited.save(&manifest).unwrap();
+    let added = m.path("ubuntu/9.8.0-3-generic");
+    assert!(wait_for(&added, Duration::from_secs(15)), "the edit shows up: {}", m.log());
+
+    // A malformed edit changes nothing; the daemon says why.
+    std::fs::write(&manifest, "{ this is: [not a manifest\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !m.log().contains("reload: keeping the served manifest") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(m.log().contains("reload: keeping the served manifest"), "{}", m.log());
+    assert!(added.exists() && crawled.exists(), "nothing disappears");
+
+    // SIGHUP reloads at once.
+    // SAFETY: plain kill(2) on our own child daemon.
+    unsafe { libc::kill(m.pid as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !m.log().contains("SIGHUP: reloading the manifest") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(m.log().contains("SIGHUP: reloading the manifest"), "{}", m.log());
+    assert!(m.alive(), "SIGHUP does not stop the daemon");
+    assert!(added.exists() && crawled.exists());
+}

@@ -4,6 +4,7 @@ mod bundle;
 mod crawl;
 mod list;
 mod mount;
+mod refresh;
 
 use crate::config::{default_cache_dir, Config};
 use crate::fetch::{FetchConfig, MirrorMap};

@@ -7,6 +7,7 @@
 //! `kpackfs umount` or plain `umount`. A stale mount left by a killed daemon
 //! ("Transport endpoint is not connected") is detached before mounting.
 
+use super::refresh::{Crawler, Served};
 use super::{load_manifest, FetchArgs};
 use crate::cache::{Backoff, Cache, Settings};
 use crate::config::Config;
@@ -117,22 +118,15 @@ fn base_manifest(args_manifest: Option<&Path>, lists_dir: Option<&Path>) -> Resu
 }
 
 /// What the mount serves: the base manifest merged with the crawler's latest result.
-fn served_manifest(base: &Manifest, cache_dir: &Path) -> (Manifest, bool) {
+fn served_manifest(mut manifest: Manifest, cache_dir: &Path) -> Manifest {
     let (_, crawled) = super::crawl::default_paths(cache_dir);
-    let mut manifest = base.clone();
-    if !crawled.exists() {
-        return (manifest, false);
-    }
-    match Manifest::load(&crawled, None) {
-        Ok(m) => {
-            manifest.merge(&m);
-            (manifest, true)
-        }
-        Err(e) => {
-            log::warn!("ignoring the crawl result: {e:#}");
-            (manifest, false)
+    if crawled.exists() {
+        match Manifest::load(&crawled, None) {
+            Ok(m) => manifest.merge(&m),
+            Err(e) => log::warn!("ignoring the crawl result: {e:#}"),
         }
     }
+    manifest
 }
 
 pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
@@ -146,6 +140,7 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
     }
     let cache_dir = args.fetch.cache_dir(config);
     // Fail early, in the caller's terminal, on a bad manifest, config or sources.
+    let base_stamp = Served::stamp_of(args.manifest.as_deref());
     let (base, note) = base_manifest(args.manifest.as_deref(), args.lists_dir.as_deref())?;
     args.fetch.fetch_config(config)?;
     let sources = match args.crawl_interval {
@@ -153,7 +148,7 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
         None => None,
     };
     if args.foreground {
-        return serve(&args, config, base, note, sources, cache_dir);
+        return serve(&args, config, (base, note, base_stamp), sources, cache_dir);
     }
     detach_and_wait(&args, &cache_dir)
 }
@@ -213,11 +208,13 @@ fn lock_cache_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// The base manifest, where it comes from, and its file's stamp before loading.
+type Base = (Manifest, String, Option<(std::time::SystemTime, u64)>);
+
 fn serve(
     args: &MountArgs,
     config: &Config,
-    base: Manifest,
-    note: String,
+    (base, note, base_stamp): Base,
     sources: Option<Vec<crate::crawl::sources::Source>>,
     cache_dir: PathBuf,
 ) -> Result<ExitCode> {
@@ -245,11 +242,18 @@ fn serve(
     let cache = Cache::open(settings, fetcher, runtime.handle().clone())?;
     let mountpoint =
         args.mountpoint.canonicalize().with_context(|| format!("resolving {}", args.mountpoint.display()))?;
-    let (manifest, merged) = served_manifest(&base, &cache_dir);
+    let manifest = served_manifest(base, &cache_dir);
     let fs = KpackFs::new(cache.clone(), &manifest, mountpoint.clone());
     let inner = fs.inner();
-    inner.set_manifest_note(if merged { format!("{note}, merged with the crawl result") } else { note.clone() });
-    drop(manifest);
+    let served = Served::new(
+        inner.clone(),
+        args.manifest.clone(),
+        args.lists_dir.clone(),
+        &cache_dir,
+        note,
+        manifest,
+        base_stamp,
+    );
 
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = vec![
@@ -280,23 +284,28 @@ fn serve(
         crate::util::human_bytes(budget)
     );
     signal_ready();
+    served.watch();
     if let (Some(interval), Some(sources)) = (args.crawl_interval, sources) {
         let fetch = args.fetch.fetch_config(config)?;
-        let refresh = Refresh { inner: inner.clone(), base, note, sources, cache_dir: cache_dir.clone(), fetch };
-        runtime.spawn(refresh.run(interval));
-    } else {
-        drop(base);
+        let crawler = Crawler { served: served.clone(), sources, cache_dir: cache_dir.clone(), fetch };
+        runtime.spawn(crawler.run(interval));
     }
 
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let mut flush = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
                 _ = term.recv() => { log::info!("SIGTERM: unmounting"); break; }
                 _ = int.recv() => { log::info!("SIGINT: unmounting"); break; }
+                _ = hup.recv() => {
+                    log::info!("SIGHUP: reloading the manifest");
+                    let served = served.clone();
+                    tokio::task::spawn_blocking(move || served.reload(true));
+                }
                 _ = flush.tick() => cache.flush(),
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if background.guard.is_finished() { log::info!("unmounted"); break; }
@@ -314,54 +323,6 @@ fn serve(
     cache.flush();
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(ExitCode::SUCCESS)
-}
-
-/// The background crawl: the same refresh as `kpackfs crawl`, into
-/// `<cache-dir>/crawl/`; each result that changes the manifest is swapped into
-/// the namespace. A failed crawl changes nothing that is being served.
-struct Refresh {
-    inner: std::sync::Arc<crate::fs::Inner>,
-    base: Manifest,
-    note: String,
-    sources: Vec<crate::crawl::sources::Source>,
-    cache_dir: PathBuf,
-    fetch: crate::fetch::FetchConfig,
-}
-
-impl Refresh {
-    async fn run(self, interval: Duration) {
-        let (lists_dir, manifest) = super::crawl::default_paths(&self.cache_dir);
-        let opts = crate::crawl::Options {
-            lists_dir,
-            manifest,
-            index_cache: self.cache_dir.join("crawl/index-cache"),
-            fetch: self.fetch.clone(),
-            parallel: 2,
-        };
-        loop {
-            let selected: Vec<&crate::crawl::sources::Source> = self.sources.iter().collect();
-            match crate::crawl::run(&selected, &opts, std::sync::Arc::new(crate::crawl::LogProgress)).await {
-                Ok(report) => {
-                    for line in report.summary().lines() {
-                        log::info!("crawl: {}", line.trim());
-                    }
-                    if report.manifest_changed {
-                        let (manifest, _) = served_manifest(&self.base, &self.cache_dir);
-                        let added = self.inner.update_manifest(&manifest);
-                        log::info!("crawl: {added} new bundles shown, {} in all", self.inner.namespace().named);
-                    }
-                    let failed = report.failed().count();
-                    self.inner.set_manifest_note(format!(
-                        "{}, merged with the crawl result (last crawl: {} sources, {failed} failed)",
-                        self.note,
-                        report.sources.len()
-                    ));
-                }
-                Err(e) => log::warn!("crawl failed, nothing changed: {e:#}"),
-            }
-            tokio::time::sleep(interval).await;
-        }
-    }
 }
 
 /// Reads of a .tgz go through the daemon; larger FUSE read-ahead means

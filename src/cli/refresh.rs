@@ -1,0 +1,182 @@
+//! Keeping a mount's manifest current without a remount.
+//!
+//! Three things bring new bundles: the background crawl (`--crawl-interval`),
+//! a `kpackfs crawl` run by hand into the same cache directory, and an edit
+//! of the `--manifest` file. The daemon polls the two files (a `stat` each,
+//! every [`POLL`]) and reloads on SIGHUP. Bundles are only ever added: the
+//! served manifest is the union of everything loaded, because the kernel may
+//! cache any entry it has seen for as long as it likes. A file that fails to
+//! load changes nothing; the daemon logs why and keeps serving.
+
+use super::load_manifest;
+use crate::fs::Inner;
+use crate::manifest::Manifest;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// How often the manifest files are checked for changes.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// A file's identity for change detection: mtime and length.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// What the mount serves, and where it came from.
+pub struct Served {
+    inner: Arc<Inner>,
+    /// `--manifest FILE` (None: the shipped manifest, which cannot change).
+    manifest_path: Option<PathBuf>,
+    lists_dir: Option<PathBuf>,
+    /// The last `kpackfs crawl` result in the cache directory.
+    crawl_result: PathBuf,
+    /// Where the manifest comes from, for status.
+    origin: String,
+    state: Mutex<State>,
+}
+
+struct State {
+    served: Manifest,
+    stamps: (Stamp, Stamp),
+    last_crawl: Option<String>,
+}
+
+impl Served {
+    /// `served` is what the namespace was built from; `base_stamp` the
+    /// `--manifest` file's stamp from before it was loaded.
+    pub fn new(
+        inner: Arc<Inner>,
+        manifest_path: Option<PathBuf>,
+        lists_dir: Option<PathBuf>,
+        cache_dir: &Path,
+        origin: String,
+        served: Manifest,
+        base_stamp: Stamp,
+    ) -> Arc<Self> {
+        let (_, crawl_result) = super::crawl::default_paths(cache_dir);
+        let crawl_stamp = stamp(&crawl_result);
+        let me = Arc::new(Served {
+            inner,
+            manifest_path,
+            lists_dir,
+            crawl_result,
+            origin,
+            state: Mutex::new(State { served, stamps: (base_stamp, crawl_stamp), last_crawl: None }),
+        });
+        me.publish_note(&me.lock());
+        me
+    }
+
+    /// The stamp of `--manifest FILE`, taken before loading it.
+    pub fn stamp_of(path: Option<&Path>) -> Stamp {
+        path.and_then(stamp)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish_note(&self, state: &State) {
+        let mut note = self.origin.clone();
+        if self.crawl_result.exists() {
+            note.push_str(", merged with the crawl result");
+        }
+        if let Some(crawl) = &state.last_crawl {
+            note.push_str(&format!(" (last crawl: {crawl})"));
+        }
+        self.inner.set_manifest_note(note);
+    }
+
+    pub fn set_last_crawl(&self, summary: String) {
+        let mut state = self.lock();
+        state.last_crawl = Some(summary);
+        self.publish_note(&state);
+    }
+
+    /// Reload when a manifest file changed since last seen, or always with
+    /// `force`. Blocking (parses files): call it off the async workers.
+    pub fn reload(&self, force: bool) {
+        let mut state = self.lock();
+        let stamps = (self.manifest_path.as_deref().and_then(stamp), stamp(&self.crawl_result));
+        if !force && stamps == state.stamps {
+            return;
+        }
+        state.stamps = stamps;
+        let mut next = state.served.clone();
+        if let Some(path) = &self.manifest_path {
+            match load_manifest(Some(path), self.lists_dir.as_deref()) {
+                Ok(m) => next.merge(&m),
+                Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
+            }
+        }
+        if self.crawl_result.exists() {
+            match Manifest::load(&self.crawl_result, None) {
+                Ok(m) => next.merge(&m),
+                Err(e) => log::warn!("reload: ignoring the crawl result: {e:#}"),
+            }
+        }
+        if next.entries != state.served.entries {
+            let added = self.inner.update_manifest(&next);
+            state.served = next;
+            log::info!("manifest reloaded: {added} new bundles shown, {} in all", self.inner.namespace().named);
+        }
+        self.publish_note(&state);
+    }
+
+    /// Poll the manifest files until the process ends.
+    pub fn watch(self: &Arc<Self>) {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new().name("kpackfs-reload".into()).spawn(move || loop {
+            std::thread::sleep(POLL);
+            me.reload(false);
+        });
+        if let Err(e) = spawned {
+            log::warn!("not watching the manifest files: {e}");
+        }
+    }
+}
+
+/// The background crawl: the same refresh as `kpackfs crawl`, into
+/// `<cache-dir>/crawl/`; each result that changes the manifest is swapped
+/// into the namespace. A failed crawl changes nothing that is being served.
+pub struct Crawler {
+    pub served: Arc<Served>,
+    pub sources: Vec<crate::crawl::sources::Source>,
+    pub cache_dir: PathBuf,
+    pub fetch: crate::fetch::FetchConfig,
+}
+
+impl Crawler {
+    pub async fn run(self, interval: Duration) {
+        let (lists_dir, manifest) = super::crawl::default_paths(&self.cache_dir);
+        let opts = crate::crawl::Options {
+            lists_dir,
+            manifest,
+            index_cache: self.cache_dir.join("crawl/index-cache"),
+            fetch: self.fetch.clone(),
+            parallel: 2,
+        };
+        loop {
+            let selected: Vec<&crate::crawl::sources::Source> = self.sources.iter().collect();
+            match crate::crawl::run(&selected, &opts, Arc::new(crate::crawl::LogProgress)).await {
+                Ok(report) => {
+                    for line in report.summary().lines() {
+                        log::info!("crawl: {}", line.trim());
+                    }
+                    let failed = report.failed().count();
+                    self.served.set_last_crawl(format!("{} sources, {failed} failed", report.sources.len()));
+                    if report.manifest_changed {
+                        let served = self.served.clone();
+                        let _ = tokio::task::spawn_blocking(move || served.reload(true)).await;
+                    }
+                }
+                Err(e) => log::warn!("crawl failed, nothing changed: {e:#}"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
