@@ -73,6 +73,53 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((value * mult as f64) as u64)
 }
 
+/// Total and available (to unprivileged users) bytes of the filesystem
+/// holding `path`.
+pub fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs into a zeroed struct from a valid C string.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    let unit = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
+}
+
+/// A free-space floor: a size (`2G`) or a share of the filesystem (`5%`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FreeFloor {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl FreeFloor {
+    pub fn parse(s: &str) -> Result<FreeFloor, String> {
+        match s.trim().strip_suffix('%') {
+            Some(pct) => {
+                let v: f64 = pct.trim().parse().map_err(|_| format!("invalid percentage {s:?}"))?;
+                if !(0.0..=90.0).contains(&v) {
+                    return Err(format!("{s:?}: the floor must be between 0% and 90%"));
+                }
+                Ok(FreeFloor::Percent(v))
+            }
+            None => parse_size(s).map(FreeFloor::Bytes),
+        }
+    }
+
+    /// In bytes, for a filesystem of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            FreeFloor::Bytes(b) => b,
+            FreeFloor::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
 /// Parse a duration such as `30s`, `15m`, `6h`, `1d` or `250ms`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
@@ -104,6 +151,18 @@ pub fn sha256_hex(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_floors() {
+        assert_eq!(FreeFloor::parse("5%"), Ok(FreeFloor::Percent(5.0)));
+        assert_eq!(FreeFloor::parse("2G"), Ok(FreeFloor::Bytes(2 << 30)));
+        assert_eq!(FreeFloor::parse("5%").unwrap().bytes(1000), 50);
+        assert_eq!(FreeFloor::Bytes(7).bytes(1000), 7);
+        assert!(FreeFloor::parse("95%").is_err());
+        assert!(FreeFloor::parse("x%").is_err());
+        let (total, avail) = disk_space(std::path::Path::new("/")).expect("statvfs /");
+        assert!(total > 0 && avail <= total);
+    }
 
     #[test]
     fn sizes_and_durations() {

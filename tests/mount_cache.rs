@@ -234,3 +234,27 @@ fn packages_are_fetched_once_and_shared_between_bundles() {
     assert_eq!(std::fs::read_dir(m.cache.join("packages/sha256")).unwrap().count(), 3);
     assert_eq!(std::fs::read_dir(m.cache.join("bundles")).unwrap().count(), 2, "two bundles built");
 }
+
+#[test]
+fn a_free_space_floor_keeps_builds_working_on_a_small_disk() {
+    // Three bundles of about 10 MiB each (a 5 MiB package and a 5 MiB pack)
+    // on a 28 MiB disk, with the default 10 GiB budget: without the floor
+    // the third build runs out of space.
+    let work = tempdir();
+    let pkgs: Vec<PathBuf> = (1..=3u64)
+        .map(|i| debian_package(work.path(), &format!("9.9.0-2{i}"), &[("data", noise(5 << 20, i))], "none"))
+        .collect();
+    let s = setup(pkgs);
+    let disk = common::SmallDisk::new(&s.dir.path().join("cache"), "28m");
+    let m = Mounted::start(&s.manifest, Some(&disk.0), &s.args(&["--min-free", "12M", "--evict-grace", "0s"]));
+    for (i, (name, _)) in s.bundles.iter().enumerate() {
+        let abi = format!("9.9.0-2{}", i + 1);
+        let data = m.path(&format!("debian/{name}/usr/src/linux-headers-{abi}-amd64/data"));
+        assert_eq!(std::fs::read(&data).unwrap_or_default(), noise(5 << 20, i as u64 + 1), "{}", m.log());
+        let (_, avail) = kpackfs::util::disk_space(&disk.0).unwrap();
+        assert!(avail >= 12 << 20, "the floor holds after bundle {}: {avail} bytes free", i + 1);
+    }
+    assert!(m.log().contains("short of its free-space floor: evicting"), "{}", m.log());
+    assert!(m.status()["evictions"].as_u64().unwrap() >= 2);
+    assert!(!m.log().contains("No space left"), "{}", m.log());
+}

@@ -172,6 +172,10 @@ pub struct Settings {
     /// the kernel serves most reads from its page cache without telling
     /// us, so recent use is the sign of a reader.
     pub grace: std::time::Duration,
+    /// Keep at least this much of the cache's filesystem free: the cache
+    /// shrinks below its budget when the disk fills (with other data, or
+    /// because the budget is larger than the disk), so builds keep room.
+    pub min_free: crate::util::FreeFloor,
 }
 
 pub struct Cache {
@@ -344,15 +348,30 @@ impl Cache {
         }
     }
 
-    /// Evict least recently used entries until under budget. Runs under the
-    /// lock so that a concurrent install of the same bundle cannot be unlinked.
+    /// Bytes missing from the filesystem's free-space floor (0: none).
+    fn disk_shortfall(&self) -> u64 {
+        let Some((total, avail)) = crate::util::disk_space(&self.settings.dir) else { return 0 };
+        self.settings.min_free.bytes(total).saturating_sub(avail)
+    }
+
+    /// Evict least recently used entries until under budget and above the
+    /// free-space floor. Runs under the lock so that a concurrent install of
+    /// the same bundle cannot be unlinked.
     fn evict_over_budget(&self, st: &mut State) {
-        if st.used <= self.settings.budget {
+        let shortfall = self.disk_shortfall();
+        let limit = self.settings.budget.min(st.used.saturating_sub(shortfall));
+        if st.used <= limit {
             return;
+        }
+        if shortfall > 0 {
+            log::info!(
+                "cache: the disk is {} short of its free-space floor: evicting",
+                crate::util::human_bytes(shortfall)
+            );
         }
         let candidates: Vec<Key> = st.lru.iter().rev().map(|(k, _)| k.clone()).collect();
         for key in candidates {
-            if st.used <= self.settings.budget {
+            if st.used <= limit {
                 break;
             }
             if self.in_use(st, &key) {
@@ -378,10 +397,11 @@ impl Cache {
             st.used -= bytes;
             st.lru.pop(&key);
         }
-        if st.used > self.settings.budget {
+        if st.used > limit {
             log::warn!(
-                "cache: {} used, over the {} budget, but everything left is in use",
+                "cache: {} used, over its limit of {} (budget {}, free-space floor), but everything left is in use",
                 crate::util::human_bytes(st.used),
+                crate::util::human_bytes(limit),
                 crate::util::human_bytes(self.settings.budget)
             );
         }

@@ -59,6 +59,9 @@ pub struct MountArgs {
     /// The sources file for the background crawl (default: the shipped sources.yml).
     #[arg(long = "sources", value_name = "FILE")]
     sources_file: Option<PathBuf>,
+    /// Keep this much of the cache's filesystem free, evicting below the budget if needed: a size or a percentage.
+    #[arg(long, value_name = "SIZE|PCT", default_value = "5%", value_parser = crate::util::FreeFloor::parse)]
+    min_free: crate::util::FreeFloor,
     /// A bundle used this recently counts as in use: eviction spares it.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::util::parse_duration)]
     evict_grace: Duration,
@@ -238,6 +241,7 @@ fn serve(
         limits: Limits { max_total_bytes: args.max_bundle_size, ..Limits::default() },
         backoff: Backoff { base: args.retry_backoff, max: Duration::from_secs(300) },
         grace: args.evict_grace,
+        min_free: args.min_free,
     };
     let cache = Cache::open(settings, fetcher, runtime.handle().clone())?;
     let mountpoint =
