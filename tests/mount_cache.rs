@@ -257,4 +257,7 @@ fn a_free_space_floor_keeps_builds_working_on_a_small_disk() {
     assert!(m.log().contains("short of its free-space floor: evicting"), "{}", m.log());
     assert!(m.status()["evictions"].as_u64().unwrap() >= 2);
     assert!(!m.log().contains("No space left"), "{}", m.log());
+    let status = m.status();
+    assert_eq!(status["disk_floor"].as_u64(), Some(12 << 20), "{status}");
+    assert!(status["disk_free"].as_u64().unwrap() >= 12 << 20, "{status}");
 }

@@ -34,6 +34,9 @@ pub struct Report {
     pub cache_dir: String,
     pub cache_used: u64,
     pub cache_budget: u64,
+    /// Free bytes on the cache's filesystem, and the floor kept free.
+    pub disk_free: Option<u64>,
+    pub disk_floor: Option<u64>,
     pub cached_bundles: usize,
     pub cached_packages: usize,
     pub hits: u64,
@@ -52,6 +55,7 @@ impl Report {
         let ns = inner.namespace();
         let cache = inner.cache();
         let (used, budget, cached_bundles, cached_packages) = cache.usage();
+        let disk = crate::util::disk_space(&cache.settings().dir);
         let mut bundles = Vec::new();
         for id in cache.known_ids() {
             let label = ns.slot_of_id(&id).and_then(|s| ns.bundle(s)).map_or_else(|| id.clone(), |b| b.label());
@@ -85,6 +89,8 @@ impl Report {
             cache_dir: cache.settings().dir.display().to_string(),
             cache_used: used,
             cache_budget: budget,
+            disk_free: disk.map(|(_, avail)| avail),
+            disk_floor: disk.map(|(total, _)| cache.settings().min_free.bytes(total)),
             cached_bundles,
             cached_packages,
             hits: s.hits.load(Ordering::Relaxed),
@@ -113,13 +119,17 @@ impl Report {
             if self.manifest.is_empty() { String::new() } else { format!("; {}", self.manifest) }
         ));
         out.push_str(&format!(
-            "cache: {} used of {} in {} ({} bundles, {} packages)\n",
+            "cache: {} used of {} in {} ({} bundles, {} packages)",
             human_bytes(self.cache_used),
             human_bytes(self.cache_budget),
             self.cache_dir,
             self.cached_bundles,
             self.cached_packages
         ));
+        if let (Some(free), Some(floor)) = (self.disk_free, self.disk_floor) {
+            out.push_str(&format!("; disk {} free, floor {}", human_bytes(free), human_bytes(floor)));
+        }
+        out.push('\n');
         out.push_str(&format!(
             "requests: {} hits, {} misses; builds: {} done, {} failed; {} evictions\n",
             self.hits, self.misses, self.builds, self.failures, self.evictions
