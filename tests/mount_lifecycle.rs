@@ -1,6 +1,6 @@
 //! Mounting and unmounting: SIGINT, SIGTERM, plain umount and kpackfs umount
 //! all unmount and end the daemon; a busy mount needs --lazy; a stale mount
-//! of a killed daemon is cleaned up by the next mount.
+//! of a killed daemon is cleaned up by the next mount; a large log is rotated.
 
 mod common;
 
@@ -120,4 +120,18 @@ fn bad_manifest_fails_before_mounting() {
     );
     assert!(err.contains("malformed manifest"), "{err}");
     assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn a_large_log_is_rotated_at_mount() {
+    let fx = Fixture::new(false);
+    let work = tempdir();
+    let cache = work.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let old = "an old line\n".repeat(800_000); // 9.6 MB
+    std::fs::write(cache.join("kpackfs.log"), &old).unwrap();
+    let m = Mounted::start(&fx.manifest, Some(&cache), &fx.mirror_args());
+    assert_eq!(std::fs::read_to_string(cache.join("kpackfs.log.1")).unwrap(), old, "the old log is kept once");
+    let log = m.log();
+    assert!(log.len() < 100_000 && log.contains("mounted"), "a fresh log: {log}");
 }

@@ -160,6 +160,7 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
 fn detach_and_wait(args: &MountArgs, cache_dir: &Path) -> Result<ExitCode> {
     std::fs::create_dir_all(cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
     let log_path = cache_dir.join("kpackfs.log");
+    rotate_log(&log_path);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -198,6 +199,20 @@ fn detach_and_wait(args: &MountArgs, cache_dir: &Path) -> Result<ExitCode> {
     let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
     let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
     bail!("the daemon did not start ({}): {last}", status.map_or("unknown status".into(), |s| s.to_string()))
+}
+
+/// The daemon's log grows by a few lines per build and crawl; past this
+/// size it is moved to `kpackfs.log.1` (replacing the previous one) at the
+/// next mount.
+const LOG_ROTATE_BYTES: u64 = 8 << 20;
+
+fn rotate_log(path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        let old = path.with_extension("log.1");
+        if let Err(e) = std::fs::rename(path, &old) {
+            log::warn!("rotating {}: {e}", path.display());
+        }
+    }
 }
 
 /// Hold an exclusive lock on the cache directory for the daemon's life.
