@@ -7,12 +7,9 @@
 # Usage: bench/bundle.sh [ROUNDS]   (default 5)
 set -euo pipefail
 rounds=${1:-5}
-repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib.sh"
 cache=${KPACKFS_BENCH_CACHE:-/var/cache/kpackfs-bench}
 mkdir -p "$cache/debs"
-
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-kpackfs="$repo/target/release/kpackfs"
 
 headers=$(apt-cache depends linux-headers-amd64 | awk '/Depends: linux-headers-/{print $2; exit}')
 pkgs=("$headers" $(apt-cache depends "$headers" | awk '/Depends: (linux-headers-.*-common|linux-kbuild-)/{print $2}'))
@@ -24,12 +21,11 @@ uname=${headers#linux-headers-}
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-now() { date +%s.%N; }
 kp_times=(); base_times=()
 for i in $(seq "$rounds"); do
   # kpackfs
   t0=$(now)
-  "$kpackfs" bundle --type debian -o "$work/kpackfs-$i.tgz" "${debs[@]}" >/dev/null
+  "$kp" bundle --type debian -o "$work/kpackfs-$i.tgz" "${debs[@]}" >/dev/null
   t1=$(now)
   kp_times+=("$(echo "$t1 - $t0" | bc)")
   # kernel-packer's pipeline, into a fresh directory each round
@@ -51,11 +47,10 @@ for i in $(seq "$rounds"); do
   rm -rf "$dir"
   printf 'round %d: kpackfs %.2fs  kernel-packer %.2fs\n' "$i" "${kp_times[-1]}" "${base_times[-1]}"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-kp=$(median "${kp_times[@]}"); base=$(median "${base_times[@]}")
+kp_median=$(median "${kp_times[@]}"); base=$(median "${base_times[@]}")
 kp_size=$(stat -c %s "$work/kpackfs-1.tgz"); base_size=$(stat -c %s "$work/base-1.tgz")
 same=$(sha256sum "$work"/kpackfs-*.tgz | awk '{print $1}' | sort -u | wc -l)
 echo
-printf 'median time:  kpackfs %.2fs   kernel-packer pipeline %.2fs   ratio %.3f (target <= 0.2)\n' "$kp" "$base" "$(echo "$kp / $base" | bc -l)"
+printf 'median time:  kpackfs %.2fs   kernel-packer pipeline %.2fs   ratio %.3f (target <= 0.2)\n' "$kp_median" "$base" "$(echo "$kp_median / $base" | bc -l)"
 printf 'bundle size:  kpackfs %d   kernel-packer %d   ratio %.3f (target <= 1.03)\n' "$kp_size" "$base_size" "$(echo "$kp_size / $base_size" | bc -l)"
 printf 'kpackfs outputs identical across %d rounds: %s\n' "$rounds" "$([ "$same" = 1 ] && echo yes || echo NO)"

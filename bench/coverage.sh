@@ -8,10 +8,8 @@
 # debootstrap from the host's apt mirror (read from apt's own configuration).
 # Usage (as root): bench/coverage.sh [OUT.md]   (default docs/coverage.md)
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib.sh"
 out=${1:-$repo/docs/coverage.md}
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-kp="$repo/target/release/kpackfs"
 state=${KPACKFS_COVERAGE_DIR:-/var/cache/kpackfs-coverage}
 mkdir -p "$state"
 mnt=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-coverage.XXXXXX")
@@ -46,16 +44,7 @@ mount --bind "$mnt" "$chroot_dir/kernels"
 mount -t proc proc "$chroot_dir/proc" 2>/dev/null || true
 
 work="$chroot_dir/work"
-cat > "$work/hello.c" <<'EOF'
-#include <linux/module.h>
-#include <linux/kernel.h>
-MODULE_LICENSE("GPL");
-static int __init hello_init(void) { pr_info("hello\n"); return 0; }
-static void __exit hello_exit(void) {}
-module_init(hello_init);
-module_exit(hello_exit);
-EOF
-echo 'obj-m := hello.o' > "$work/Makefile"
+write_hello "$work"
 
 rows=()
 pass=0; total=0

@@ -5,13 +5,9 @@
 # Usage: bench/crawl.sh [ROUNDS]   (default 3)
 set -euo pipefail
 rounds=${1:-3}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-kp="$repo/target/release/kpackfs"
+source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-crawlbench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-now() { date +%s.%N; }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 first=(); again=()
 for i in $(seq "$rounds"); do
   d="$work/$i"

@@ -6,9 +6,7 @@
 # Usage (as root): bench/mount.sh [ROUNDS]   (default 5)
 set -euo pipefail
 rounds=${1:-5}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-kp="$repo/target/release/kpackfs"
+source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-mountbench.XXXXXX")
 mounts=()
 server_pid=""
@@ -18,8 +16,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { echo "$1 / $2" | bc -l; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
@@ -53,24 +49,18 @@ kmnt="$work/kmnt"; mkdir -p "$kmnt"
 ktree="$kmnt/debian/$name"
 cat "$ktree/BUNDLE_UNAME" >/dev/null
 rmnt="$work/rmnt"; mkdir -p "$rmnt"
-ratarmount=""
-if [ -x /tmp/ratvenv/bin/ratarmount ] || { python3 -m venv "$work/venv" >/dev/null 2>&1 && "$work/venv/bin/pip" install -q ratarmount >/dev/null 2>&1; }; then
-  ratarmount=$([ -x /tmp/ratvenv/bin/ratarmount ] && echo /tmp/ratvenv/bin/ratarmount || echo "$work/venv/bin/ratarmount")
+# RATARMOUNT=/path/to/ratarmount reuses an installed one; else it comes from PyPI.
+ratarmount=${RATARMOUNT:-}
+if [ -z "$ratarmount" ] && python3 -m venv "$work/venv" >/dev/null 2>&1 && "$work/venv/bin/pip" install -q ratarmount >/dev/null 2>&1; then
+  ratarmount="$work/venv/bin/ratarmount"
+fi
+if [ -n "$ratarmount" ]; then
   "$ratarmount" "$work/bundle.tgz" "$rmnt" >/dev/null 2>&1 && mounts+=("$rmnt") || ratarmount=""
 fi
 
 # --- the modules ---------------------------------------------------------------
-mkdir -p "$work/hello" "$work/multi"
-cat > "$work/hello/hello.c" <<'EOF'
-#include <linux/module.h>
-#include <linux/kernel.h>
-MODULE_LICENSE("GPL");
-static int __init hello_init(void) { pr_info("hello\n"); return 0; }
-static void __exit hello_exit(void) {}
-module_init(hello_init);
-module_exit(hello_exit);
-EOF
-echo 'obj-m := hello.o' > "$work/hello/Makefile"
+mkdir -p "$work/multi"
+write_hello "$work/hello"
 headers='#include <linux/module.h>
 #include <linux/kernel.h>
 #include <linux/fs.h>
