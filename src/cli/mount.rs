@@ -142,7 +142,11 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
         bail!("{} is already a kpackfs mount", mountpoint.display());
     }
     let cache_dir = args.fetch.cache_dir(config);
-    // Fail early, in the caller's terminal, on a bad manifest, config or sources.
+    if !args.foreground {
+        // The daemon loads everything once; a bad manifest, config or sources
+        // file ends it before it is ready, and its error line is shown here.
+        return detach_and_wait(&args, &cache_dir);
+    }
     let base_stamp = Served::stamp_of(args.manifest.as_deref());
     let (base, note) = base_manifest(args.manifest.as_deref(), args.lists_dir.as_deref())?;
     args.fetch.fetch_config(config)?;
@@ -150,10 +154,7 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
         Some(_) => Some(crate::crawl::sources::load(args.sources_file.as_deref().or(config.sources.as_deref()))?),
         None => None,
     };
-    if args.foreground {
-        return serve(&args, config, (base, note, base_stamp), sources, cache_dir);
-    }
-    detach_and_wait(&args, &cache_dir)
+    serve(&args, config, (base, note, base_stamp), sources, cache_dir)
 }
 
 /// Start the daemon detached and wait until it reports readiness (or dies).
@@ -196,9 +197,13 @@ fn detach_and_wait(args: &MountArgs, cache_dir: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let status = child.wait().ok();
-    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
-    bail!("the daemon did not start ({}): {last}", status.map_or("unknown status".into(), |s| s.to_string()))
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // The daemon's error, whole (a parse error spans several lines).
+    let cause = match log_text.rfind("kpackfs: error: ") {
+        Some(at) => log_text[at + "kpackfs: error: ".len()..].trim_end(),
+        None => log_text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output"),
+    };
+    bail!("the daemon did not start ({}): {cause}", status.map_or("unknown status".into(), |s| s.to_string()))
 }
 
 /// The daemon's log grows by a few lines per build and crawl; past this
