@@ -7,7 +7,7 @@ mod common;
 
 use common::http::{Fault, Server};
 use common::pkgs;
-use common::repo::{yum_repo, AptRepo, TestKey};
+use common::repo::{yum_repo, AptRepo, SignedRepo, TestKey};
 use common::{kpackfs, read, run_err, run_ok, sha256_file, tempdir};
 use kpackfs::manifest::Manifest;
 use std::path::{Path, PathBuf};
@@ -223,14 +223,7 @@ struct Crawled {
 }
 
 fn crawled_once() -> Crawled {
-    let work = tempdir();
-    let key = TestKey::new(work.path(), "archive");
-    let fx = pkgs::synthetic_debian(work.path(), ["xz", "gzip", "xz"]);
-    let repo = AptRepo::new(&work.path().join("www/debian"), "stable");
-    repo.add(&fx.files);
-    repo.publish(Some(&key));
-    let server = Server::start();
-    server.mount("/", &work.path().join("www"));
+    let SignedRepo { work, key, fx: _, repo, server } = SignedRepo::new(["xz", "gzip", "xz"]);
     let sources = sources_file(
         work.path(),
         &[apt_source("test-debian", "debian", &url_of("/debian"), "stable", "-amd64$", Some(&key.keyring))],

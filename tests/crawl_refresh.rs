@@ -7,8 +7,8 @@ mod common;
 use common::http::{Fault, Server};
 use common::mirror::{errno_of, Mounted};
 use common::pkgs::{self, real_debian};
-use common::repo::{AptRepo, TestKey};
-use common::{build_hello, kpackfs, read, run_ok, tempdir};
+use common::repo::{AptRepo, SignedRepo, TestKey};
+use common::{build_hello, kpackfs, read, run_ok};
 use kpackfs::manifest::Manifest;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ fn test_sources(dir: &Path, keyring: &Path) -> PathBuf {
     sources
 }
 
-/// A signed loopback apt repository with one synthetic kernel, served over HTTP.
+/// The signed loopback repository and a sources file naming it.
 struct Repo {
     work: tempfile::TempDir,
     key: TestKey,
@@ -50,14 +50,7 @@ struct Repo {
 
 impl Repo {
     fn new() -> Repo {
-        let work = tempdir();
-        let key = TestKey::new(work.path(), "archive");
-        let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);
-        let repo = AptRepo::new(&work.path().join("www/debian"), "stable");
-        repo.add(&fx.files);
-        repo.publish(Some(&key));
-        let server = Server::start();
-        server.mount("/", &work.path().join("www"));
+        let SignedRepo { work, key, fx, repo, server } = SignedRepo::new(["xz", "xz", "xz"]);
         let sources = test_sources(work.path(), &key.keyring);
         Repo { work, key, fx, repo, server, sources }
     }

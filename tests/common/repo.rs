@@ -141,3 +141,27 @@ pub fn yum_repo(dir: &Path, rpms: &[PathBuf], key: Option<&TestKey>) {
         key.detach_sign(&dir.join("repodata/repomd.xml"), &dir.join("repodata/repomd.xml.asc"), true);
     }
 }
+
+/// A signed apt repository at `<work>/www/debian` (suite `stable`) with one
+/// synthetic Debian kernel, served over loopback HTTP from `<work>/www`.
+pub struct SignedRepo {
+    pub work: tempfile::TempDir,
+    pub key: TestKey,
+    pub fx: super::pkgs::Synthetic,
+    pub repo: AptRepo,
+    pub server: super::http::Server,
+}
+
+impl SignedRepo {
+    pub fn new(compressions: [&str; 3]) -> SignedRepo {
+        let work = super::tempdir();
+        let key = TestKey::new(work.path(), "archive");
+        let fx = super::pkgs::synthetic_debian(work.path(), compressions);
+        let repo = AptRepo::new(&work.path().join("www/debian"), "stable");
+        repo.add(&fx.files);
+        repo.publish(Some(&key));
+        let server = super::http::Server::start();
+        server.mount("/", &work.path().join("www"));
+        SignedRepo { work, key, fx, repo, server }
+    }
+}
