@@ -147,14 +147,7 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
         // file ends it before it is ready, and its error line is shown here.
         return detach_and_wait(&args, &cache_dir);
     }
-    let base_stamp = Served::stamp_of(args.manifest.as_deref());
-    let (base, note) = base_manifest(args.manifest.as_deref(), args.lists_dir.as_deref())?;
-    args.fetch.fetch_config(config)?;
-    let sources = match args.crawl_interval {
-        Some(_) => Some(crate::crawl::sources::load(args.sources_file.as_deref().or(config.sources.as_deref()))?),
-        None => None,
-    };
-    serve(&args, config, (base, note, base_stamp), sources, cache_dir)
+    serve(&args, config, cache_dir)
 }
 
 /// Start the daemon detached and wait until it reports readiness (or dies).
@@ -231,16 +224,15 @@ fn lock_cache_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// The base manifest, where it comes from, and its file's stamp before loading.
-type Base = (Manifest, String, Option<(std::time::SystemTime, u64)>);
-
-fn serve(
-    args: &MountArgs,
-    config: &Config,
-    (base, note, base_stamp): Base,
-    sources: Option<Vec<crate::crawl::sources::Source>>,
-    cache_dir: PathBuf,
-) -> Result<ExitCode> {
+/// The daemon: load the manifest, config and sources, mount, serve until unmounted.
+fn serve(args: &MountArgs, config: &Config, cache_dir: PathBuf) -> Result<ExitCode> {
+    let base_stamp = Served::stamp_of(args.manifest.as_deref());
+    let (base, note) = base_manifest(args.manifest.as_deref(), args.lists_dir.as_deref())?;
+    let fetch_config = args.fetch.fetch_config(config)?;
+    let sources = match args.crawl_interval {
+        Some(_) => Some(crate::crawl::sources::load(args.sources_file.as_deref().or(config.sources.as_deref()))?),
+        None => None,
+    };
     let _lock = lock_cache_dir(&cache_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -249,7 +241,7 @@ fn serve(
         .build()
         .context("starting the runtime")?;
     let store = PackageStore::open(&cache_dir.join("packages"))?;
-    let fetcher = Fetcher::new(args.fetch.fetch_config(config)?, store)?;
+    let fetcher = Fetcher::new(fetch_config.clone(), store)?;
     let budget = match (args.cache_size, &config.cache_size) {
         (Some(b), _) => b,
         (None, Some(s)) => crate::util::parse_size(s).map_err(|e| anyhow!("config cache_size: {e}"))?,
@@ -310,8 +302,7 @@ fn serve(
     signal_ready();
     served.watch();
     if let (Some(interval), Some(sources)) = (args.crawl_interval, sources) {
-        let fetch = args.fetch.fetch_config(config)?;
-        let crawler = Crawler { served: served.clone(), sources, cache_dir: cache_dir.clone(), fetch };
+        let crawler = Crawler { served: served.clone(), sources, cache_dir: cache_dir.clone(), fetch: fetch_config };
         runtime.spawn(crawler.run(interval));
     }
 
