@@ -3,26 +3,36 @@
 //! Module map (docs/design.md has the whole picture):
 //! - [`manifest`]: the model, kernel-packer's format, names from package files.
 //! - [`package`]: streaming .deb/.rpm/tar readers with hostile-input checks.
-//! - [`tree`]: the in-memory staging tree the packages extract into.
+//! - [`staging`]: the in-memory tree packages extract into.
 //! - [`layout`]: per-distribution normalisation into a relocatable bundle tree.
-//! - [`bundle`]: bundle tree → deterministic .tgz.
-//! - [`build`]: package files → bundle (parallel extraction + layout).
-//! - [`fetch`]: HTTP downloads into the content-addressed package store.
+//! - [`assemble`]: package files → laid-out bundle tree (parallel extraction + layout).
+//! - [`tgz`]: bundle tree → deterministic .tgz.
+//! - [`pack`]: bundle tree → one cache file served by pread.
+//! - [`source`]: where package bytes come from (HTTP, a directory, faults for tests).
+//! - [`fetch`]: downloads with deadlines, retries and verification into the package store.
+//! - [`cache`]: the LRU disk cache of packs, .tgz files and packages; single-flight builds.
+//! - [`fs`]: the filesystem core (kpackfs types) and its fuser adapter.
+//! - [`daemon`]: serving a mount: settings, refresh, lifecycle.
 //! - [`crawl`]: repository crawling into package lists and the manifest.
-//! - [`cache`], [`pack`], [`fs`]: the mount's LRU disk cache and FUSE filesystem.
 //! - [`cli`]: the command line.
+//! - [`cpu`], [`files`], [`ids`], [`config`], [`util`]: shared pieces.
 
-pub mod build;
-pub mod bundle;
+pub mod assemble;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod crawl;
+pub mod daemon;
 pub mod fetch;
+pub mod files;
 pub mod fs;
+pub mod ids;
 pub mod layout;
 pub mod manifest;
 pub mod pack;
 pub mod package;
-pub mod tree;
+pub mod source;
+pub mod staging;
+pub mod tgz;
 pub mod util;

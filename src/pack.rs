@@ -9,10 +9,15 @@
 //! "KPKPACK1"                      8-byte magic
 //! file contents, end to end       (identical blobs stored once)
 //! index                           one record per entry, in canonical order
-//! trailer (40 bytes)              index offset u64, index length u64,
-//!                                 entry count u64, index crc32 u32,
-//!                                 version u32, "KPKEND01"
+//! trailer (48 bytes)              index offset u64, index length u64,
+//!                                 record count u64, index crc32 u32,
+//!                                 body crc32 u32 (magic and contents),
+//!                                 version u32, reserved u32, "KPKEND02"
 //! ```
+//! Every trailer field is checked before it is trusted (a pack is input
+//! like any other: a flipped byte must mean "rebuild", never a crash), and
+//! [`Pack::open_verified`] also checks the body's CRC the first time a pack
+//! is used after start (docs/design.md gives the measured cost).
 //! Index record (little-endian): kind u8 (0 dir, 1 file, 2 symlink), mode u16,
 //! parent u32, name length u16, name; then a file's offset u64 and size u64,
 //! or a symlink's target length u16 and target.
@@ -20,19 +25,21 @@
 //! Entries keep the bundle's canonical order (depth first, names sorted), so
 //! a .tgz written from a pack is byte-identical to one written from the tree.
 
-use crate::bundle::{TarItem, TarKind, TarWriter};
-use crate::layout::{Bundle, EntryKind};
+use crate::layout::{BundleTree, ItemKind};
+use crate::tgz::{TarItem, TarKind, TarWriter};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"KPKPACK1";
-const END_MAGIC: &[u8; 8] = b"KPKEND01";
-const TRAILER_LEN: u64 = 40;
-const VERSION: u32 = 1;
+const END_MAGIC: &[u8; 8] = b"KPKEND02";
+const TRAILER_LEN: u64 = 48;
+const VERSION: u32 = 2;
+/// The smallest index record: kind, mode, parent, name length.
+const MIN_RECORD: u64 = 1 + 2 + 4 + 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -43,7 +50,7 @@ pub enum Kind {
 
 /// One entry of a loaded pack.
 #[derive(Debug, Clone, Copy)]
-pub struct PackEntry {
+pub struct PackRecord {
     pub parent: u32,
     name_off: u32,
     name_len: u16,
@@ -63,26 +70,45 @@ pub struct PackEntry {
 #[derive(Debug)]
 pub struct Pack {
     file: File,
-    entries: Vec<PackEntry>,
+    entries: Vec<PackRecord>,
     /// Names and symlink targets.
     strings: Vec<u8>,
     /// Children of every directory, each directory's range sorted by name.
     children: Vec<u32>,
     /// Bytes on disk.
     pub file_bytes: u64,
+    body_crc: u32,
+    /// Where the contents end (the index starts).
+    contents_end: u64,
 }
 
-/// Write `bundle` as a pack to `path` (synced). Returns the bytes written.
-pub fn write(bundle: &Bundle, path: &Path) -> Result<u64> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+/// A writer that keeps a CRC of what passes through.
+struct Crc<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Crc<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Write `tree` as a pack to `out` (flushed, not synced). Returns the bytes written.
+pub fn write(tree: &BundleTree, out: impl Write) -> Result<u64> {
+    let mut out = Crc { inner: out, crc: crc32fast::Hasher::new() };
     out.write_all(MAGIC)?;
     let mut pos = MAGIC.len() as u64;
     let mut stored: HashMap<*const Vec<u8>, u64> = HashMap::new();
-    let mut offsets = Vec::with_capacity(bundle.entries.len());
-    for entry in &bundle.entries {
+    let mut offsets = Vec::with_capacity(tree.items.len());
+    for entry in &tree.items {
         let offset = match &entry.kind {
-            EntryKind::File(blob) => {
+            ItemKind::File(blob) => {
                 let key = std::sync::Arc::as_ptr(blob);
                 match stored.get(&key) {
                     Some(off) => *off,
@@ -98,26 +124,29 @@ pub fn write(bundle: &Bundle, path: &Path) -> Result<u64> {
         };
         offsets.push(offset);
     }
-    let index = encode_index(bundle, &offsets)?;
+    let body_crc = out.crc.clone().finalize();
+    let mut out = out.inner;
+    let index = encode_index(tree, &offsets)?;
     out.write_all(&index).context("writing pack index")?;
     let mut trailer = Vec::with_capacity(TRAILER_LEN as usize);
     trailer.extend_from_slice(&pos.to_le_bytes());
     trailer.extend_from_slice(&(index.len() as u64).to_le_bytes());
-    trailer.extend_from_slice(&(bundle.entries.len() as u64).to_le_bytes());
+    trailer.extend_from_slice(&(tree.items.len() as u64).to_le_bytes());
     trailer.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
+    trailer.extend_from_slice(&body_crc.to_le_bytes());
     trailer.extend_from_slice(&VERSION.to_le_bytes());
+    trailer.extend_from_slice(&0u32.to_le_bytes());
     trailer.extend_from_slice(END_MAGIC);
     out.write_all(&trailer)?;
-    let file = out.into_inner().map_err(|e| e.into_error()).context("flushing the pack")?;
-    file.sync_all().context("syncing the pack")?;
+    out.flush().context("flushing the pack")?;
     Ok(pos + index.len() as u64 + TRAILER_LEN)
 }
 
-fn encode_index(bundle: &Bundle, offsets: &[u64]) -> Result<Vec<u8>> {
-    let mut index = Vec::with_capacity(bundle.entries.len() * 48);
+fn encode_index(tree: &BundleTree, offsets: &[u64]) -> Result<Vec<u8>> {
+    let mut index = Vec::with_capacity(tree.items.len() * 48);
     // Parent of each entry: the nearest preceding directory that prefixes it.
     let mut dir_stack: Vec<(usize, &str)> = Vec::new();
-    for (i, entry) in bundle.entries.iter().enumerate() {
+    for (i, entry) in tree.items.iter().enumerate() {
         let (parent, name) = if i == 0 {
             (0u32, "")
         } else {
@@ -131,9 +160,9 @@ fn encode_index(bundle: &Bundle, offsets: &[u64]) -> Result<Vec<u8>> {
         };
         ensure!(name.len() <= u16::MAX as usize, "name too long: {}", entry.path);
         let kind = match entry.kind {
-            EntryKind::Dir => 0u8,
-            EntryKind::File(_) => 1,
-            EntryKind::Symlink(_) => 2,
+            ItemKind::Dir => 0u8,
+            ItemKind::File(_) => 1,
+            ItemKind::Symlink(_) => 2,
         };
         index.push(kind);
         index.extend_from_slice(&(entry.mode as u16).to_le_bytes());
@@ -141,12 +170,12 @@ fn encode_index(bundle: &Bundle, offsets: &[u64]) -> Result<Vec<u8>> {
         index.extend_from_slice(&(name.len() as u16).to_le_bytes());
         index.extend_from_slice(name.as_bytes());
         match &entry.kind {
-            EntryKind::Dir => dir_stack.push((i, entry.path.as_str())),
-            EntryKind::File(blob) => {
+            ItemKind::Dir => dir_stack.push((i, entry.path.as_str())),
+            ItemKind::File(blob) => {
                 index.extend_from_slice(&offsets[i].to_le_bytes());
                 index.extend_from_slice(&(blob.len() as u64).to_le_bytes());
             }
-            EntryKind::Symlink(target) => {
+            ItemKind::Symlink(target) => {
                 ensure!(target.len() <= u16::MAX as usize, "link target too long: {}", entry.path);
                 index.extend_from_slice(&(target.len() as u16).to_le_bytes());
                 index.extend_from_slice(target.as_bytes());
@@ -194,19 +223,26 @@ impl Pack {
         ensure!(&head == MAGIC, "{} is not a pack", path.display());
         let mut trailer = [0u8; TRAILER_LEN as usize];
         file.read_exact_at(&mut trailer, file_bytes - TRAILER_LEN)?;
-        ensure!(&trailer[32..40] == END_MAGIC, "pack {} has no trailer (incomplete)", path.display());
+        ensure!(&trailer[40..48] == END_MAGIC, "pack {} has no trailer (incomplete)", path.display());
         let index_off = u64::from_le_bytes(trailer[0..8].try_into()?);
         let index_len = u64::from_le_bytes(trailer[8..16].try_into()?);
         let count = u64::from_le_bytes(trailer[16..24].try_into()?);
         let crc = u32::from_le_bytes(trailer[24..28].try_into()?);
-        let version = u32::from_le_bytes(trailer[28..32].try_into()?);
+        let body_crc = u32::from_le_bytes(trailer[28..32].try_into()?);
+        let version = u32::from_le_bytes(trailer[32..36].try_into()?);
         ensure!(version == VERSION, "pack {} has version {version}, expected {VERSION}", path.display());
         ensure!(
-            index_off.checked_add(index_len) == Some(file_bytes - TRAILER_LEN),
+            index_off >= MAGIC.len() as u64 && index_off.checked_add(index_len) == Some(file_bytes - TRAILER_LEN),
             "pack {} index is misplaced",
             path.display()
         );
-        ensure!(count >= 1 && count <= u32::MAX as u64, "pack {} has {count} entries", path.display());
+        // Each record takes at least MIN_RECORD bytes: a count beyond what
+        // the index can hold is damage, not a reason to allocate.
+        ensure!(
+            count >= 1 && count <= index_len / MIN_RECORD && count <= u32::MAX as u64,
+            "pack {} claims {count} records in a {index_len}-byte index",
+            path.display()
+        );
         let mut index = vec![0u8; index_len as usize];
         file.read_exact_at(&mut index, index_off)?;
         ensure!(crc32fast::hash(&index) == crc, "pack {} index checksum mismatch", path.display());
@@ -245,7 +281,7 @@ impl Pack {
                     (len as u64, off)
                 }
             };
-            entries.push(PackEntry {
+            entries.push(PackRecord {
                 parent,
                 name_off,
                 name_len,
@@ -282,7 +318,24 @@ impl Pack {
                 entries[p].subdirs += 1;
             }
         }
-        Ok(Pack { file, entries, strings, children, file_bytes })
+        Ok(Pack { file, entries, strings, children, file_bytes, body_crc, contents_end: index_off })
+    }
+
+    /// Open, then check the body against its CRC: for a pack used for the
+    /// first time since start (it may have been damaged on disk meanwhile).
+    pub fn open_verified(path: &Path) -> Result<Pack> {
+        let pack = Pack::open(path)?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        while pos < pack.contents_end {
+            let n = (pack.contents_end - pos).min(buf.len() as u64) as usize;
+            pack.file.read_exact_at(&mut buf[..n], pos).with_context(|| format!("reading {}", path.display()))?;
+            crc.update(&buf[..n]);
+            pos += n as u64;
+        }
+        ensure!(crc.finalize() == pack.body_crc, "pack {} contents checksum mismatch", path.display());
+        Ok(pack)
     }
 
     pub fn len(&self) -> usize {
@@ -293,15 +346,15 @@ impl Pack {
         self.entries.is_empty()
     }
 
-    pub fn entry(&self, idx: u32) -> Option<&PackEntry> {
+    pub fn entry(&self, idx: u32) -> Option<&PackRecord> {
         self.entries.get(idx as usize)
     }
 
-    pub fn name(&self, e: &PackEntry) -> &[u8] {
+    pub fn name(&self, e: &PackRecord) -> &[u8] {
         &self.strings[e.name_off as usize..e.name_off as usize + e.name_len as usize]
     }
 
-    pub fn link_target(&self, e: &PackEntry) -> &[u8] {
+    pub fn link_target(&self, e: &PackRecord) -> &[u8] {
         match e.kind {
             Kind::Symlink => &self.strings[e.data as usize..(e.data + e.size) as usize],
             _ => &[],
@@ -324,7 +377,7 @@ impl Pack {
     }
 
     /// Read up to `len` bytes of a file entry from `offset`.
-    pub fn read(&self, e: &PackEntry, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+    pub fn read(&self, e: &PackRecord, offset: u64, len: u32) -> io::Result<Vec<u8>> {
         if e.kind != Kind::File || offset >= e.size {
             return Ok(Vec::new());
         }
@@ -334,10 +387,10 @@ impl Pack {
         Ok(buf)
     }
 
-    /// Write the bundle's .tgz: byte-identical to [`crate::bundle::write_tgz`]
+    /// Write the bundle's .tgz: byte-identical to [`crate::tgz::write`]
     /// over the tree the pack was written from.
-    pub fn write_tgz<W: Write>(&self, out: W) -> Result<W> {
-        let gz = crate::bundle::gzip::ParallelGzip::new(out, crate::bundle::LEVEL, crate::bundle::default_threads())?;
+    pub fn write_tgz<W: Write>(&self, out: W, threads: usize) -> Result<W> {
+        let gz = crate::tgz::gzip::ParallelGzip::new(out, crate::tgz::LEVEL, threads)?;
         let mut tar = TarWriter::new(gz);
         let mut paths: Vec<String> = Vec::with_capacity(self.entries.len());
         for (i, e) in self.entries.iter().enumerate() {
@@ -372,7 +425,7 @@ impl Pack {
 
 struct PackReader<'a> {
     pack: &'a Pack,
-    entry: PackEntry,
+    entry: PackRecord,
     pos: u64,
 }
 
@@ -392,22 +445,22 @@ impl Read for PackReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::BundleEntry;
+    use crate::layout::TreeItem;
     use std::sync::Arc;
 
-    fn sample() -> Bundle {
+    fn sample() -> BundleTree {
         let shared = Arc::new(b"same bytes".to_vec());
-        let e = |path: &str, kind: EntryKind, mode| BundleEntry { path: path.into(), kind, mode };
-        Bundle {
-            entries: vec![
-                e("", EntryKind::Dir, 0o755),
-                e("BUNDLE_UNAME", EntryKind::File(Arc::new(b"1.0".to_vec())), 0o644),
-                e("a", EntryKind::Dir, 0o755),
-                e("a/b", EntryKind::Dir, 0o755),
-                e("a/b/one", EntryKind::File(shared.clone()), 0o644),
-                e("a/b/two", EntryKind::File(shared), 0o755),
-                e("a/link", EntryKind::Symlink("b/one".into()), 0o777),
-                e("z", EntryKind::File(Arc::new(Vec::new())), 0o644),
+        let e = |path: &str, kind: ItemKind, mode| TreeItem { path: path.into(), kind, mode };
+        BundleTree {
+            items: vec![
+                e("", ItemKind::Dir, 0o755),
+                e("BUNDLE_UNAME", ItemKind::File(Arc::new(b"1.0".to_vec())), 0o644),
+                e("a", ItemKind::Dir, 0o755),
+                e("a/b", ItemKind::Dir, 0o755),
+                e("a/b/one", ItemKind::File(shared.clone()), 0o644),
+                e("a/b/two", ItemKind::File(shared), 0o755),
+                e("a/link", ItemKind::Symlink("b/one".into()), 0o777),
+                e("z", ItemKind::File(Arc::new(Vec::new())), 0o644),
             ],
         }
     }
@@ -417,7 +470,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.pack");
         let bundle = sample();
-        write(&bundle, &path).unwrap();
+        write(&bundle, std::fs::File::create(&path).unwrap()).unwrap();
         let pack = Pack::open(&path).unwrap();
         assert_eq!(pack.len(), 8);
         let a = pack.lookup(0, b"a").unwrap();
@@ -435,8 +488,8 @@ mod tests {
         let trailer = &raw[raw.len() - TRAILER_LEN as usize..];
         let index_off = u64::from_le_bytes(trailer[..8].try_into().unwrap());
         assert_eq!(index_off - MAGIC.len() as u64, 13);
-        let from_tree = crate::bundle::write_tgz(&bundle, Vec::new()).unwrap();
-        let from_pack = pack.write_tgz(Vec::new()).unwrap();
+        let from_tree = crate::tgz::write(&bundle, Vec::new(), 2).unwrap();
+        let from_pack = pack.write_tgz(Vec::new(), 1).unwrap();
         assert_eq!(from_tree, from_pack);
     }
 
@@ -444,14 +497,46 @@ mod tests {
     fn truncated_or_corrupt_packs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.pack");
-        write(&sample(), &path).unwrap();
+        write(&sample(), std::fs::File::create(&path).unwrap()).unwrap();
         let full = std::fs::read(&path).unwrap();
         std::fs::write(&path, &full[..full.len() - 10]).unwrap();
         assert!(Pack::open(&path).is_err());
         let mut bad = full.clone();
         let n = bad.len();
-        bad[n - 45] ^= 0xff; // inside the index
+        bad[n - TRAILER_LEN as usize - 5] ^= 0xff; // inside the index
         std::fs::write(&path, &bad).unwrap();
         assert!(Pack::open(&path).unwrap_err().to_string().contains("checksum"));
+        // A flipped content byte passes open (the index is fine) but not verification.
+        let mut bad = full.clone();
+        bad[MAGIC.len() + 1] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(Pack::open(&path).is_ok());
+        assert!(Pack::open_verified(&path).unwrap_err().to_string().contains("contents checksum"));
+        std::fs::write(&path, &full).unwrap();
+        assert!(Pack::open_verified(&path).is_ok());
+    }
+
+    /// Issue 8 item 6: a record count outside the index CRC once made the
+    /// daemon allocate 154 GB and abort at every start.
+    #[test]
+    fn item6_a_corrupt_record_count_is_refused_without_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pack");
+        write(&sample(), std::fs::File::create(&path).unwrap()).unwrap();
+        let mut bad = std::fs::read(&path).unwrap();
+        let at = bad.len() - TRAILER_LEN as usize + 16;
+        bad[at..at + 8].copy_from_slice(&(154_618_822_656u64 / 48).to_le_bytes());
+        std::fs::write(&path, &bad).unwrap();
+        let err = Pack::open(&path).unwrap_err().to_string();
+        assert!(err.contains("claims"), "{err}");
+        // Every single-byte flip of the trailer is refused or harmless, never a panic.
+        write(&sample(), std::fs::File::create(&path).unwrap()).unwrap();
+        let full = std::fs::read(&path).unwrap();
+        for i in full.len() - TRAILER_LEN as usize..full.len() {
+            let mut bad = full.clone();
+            bad[i] ^= 0x80;
+            std::fs::write(&path, &bad).unwrap();
+            let _ = Pack::open_verified(&path);
+        }
     }
 }

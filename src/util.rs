@@ -1,44 +1,6 @@
-//! Small helpers shared by several modules.
+//! Small helpers shared by several modules: sizes, durations, disk space.
 
-use anyhow::{Context, Result};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-/// Write `data` to `path` atomically: a temporary file in the same directory,
-/// fsync, then rename. Readers see the old file or the new one.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = temp_path_beside(path);
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(data).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The directory holding `path` ("." for a bare file name).
-pub fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// A unique temporary name next to `path` (same filesystem, so rename is atomic).
-pub fn temp_path_beside(path: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    parent_dir(path).join(format!(".{name}.tmp.{}.{n}", std::process::id()))
-}
+pub use crate::files::write_atomic;
 
 /// Bytes as a short human string (binary units).
 pub fn human_bytes(n: u64) -> String {
@@ -142,6 +104,77 @@ pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Seconds since the epoch of an RFC 2822 date as Release files carry them
+/// (`Sat, 28 Nov 2026 08:12:34 UTC`, or a `+hhmm` offset).
+pub fn parse_rfc2822(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let s = s.split_once(',').map_or(s, |(_, rest)| rest.trim());
+    let mut parts = s.split_whitespace();
+    let day: i64 = parts.next()?.parse().ok()?;
+    let month = MONTHS.iter().position(|m| parts.clone().next().is_some_and(|p| p.eq_ignore_ascii_case(m)))? as i64 + 1;
+    parts.next();
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|x| x.parse::<i64>());
+    let (h, mi, sec) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next().unwrap_or(Ok(0)).ok()?);
+    let offset = match parts.next().unwrap_or("UTC") {
+        "UTC" | "GMT" | "Z" | "UT" => 0,
+        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+            let v: i64 = z[1..].parse().ok()?;
+            let secs = (v / 100) * 3600 + (v % 100) * 60;
+            if z.starts_with('-') {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    if !(1..=31).contains(&day) || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..=60).contains(&sec) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// An epoch time as `Sat, 28 Nov 2026 08:12:34 UTC`.
+pub fn format_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Inverse of days_from_civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} UTC",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Hex sha256 of a byte slice.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -162,6 +195,18 @@ mod tests {
         assert!(FreeFloor::parse("x%").is_err());
         let (total, avail) = disk_space(std::path::Path::new("/")).expect("statvfs /");
         assert!(total > 0 && avail <= total);
+    }
+
+    #[test]
+    fn release_dates() {
+        assert_eq!(parse_rfc2822("Sat, 28 Nov 2026 08:12:34 UTC"), Some(1_795_853_554));
+        assert_eq!(format_utc(1_795_853_554), "Sat, 28 Nov 2026 08:12:34 UTC");
+        assert_eq!(parse_rfc2822("28 Nov 2026 09:12:34 +0100"), Some(1_795_853_554));
+        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert!(parse_rfc2822("yesterday").is_none());
+        for t in [0, 951_782_400, 1_795_853_554, 4_102_444_800] {
+            assert_eq!(parse_rfc2822(&format_utc(t)), Some(t));
+        }
     }
 
     #[test]

@@ -60,10 +60,15 @@ fn manifest_and_mirror(deb: &RealDebian, dir: &Path, corrupt_sha: bool) -> (std:
             if corrupt_sha && p.name.ends_with("-common") {
                 sha = "0".repeat(64);
             }
-            kpackfs::manifest::Package { url: RealDebian::canonical_url(p), sha256: Some(sha), size: Some(p.size) }
+            kpackfs::manifest::Package {
+                url: RealDebian::canonical_url(p),
+                also: Vec::new(),
+                sha256: Some(sha),
+                size: Some(p.size),
+            }
         })
         .collect();
-    manifest.insert(kpackfs::manifest::Entry { kind: "debian".into(), name: None, uname: None, packages });
+    manifest.insert(kpackfs::manifest::BundleSpec { kind: "debian".into(), name: None, uname: None, packages });
     let path = dir.join("manifest.yml");
     manifest.save(&path).unwrap();
     (path, server)

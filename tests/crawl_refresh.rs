@@ -160,13 +160,14 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
 
     // An edit of --manifest adds its bundles.
     let mut edited = Manifest::default();
-    edited.insert(kpackfs::manifest::Entry {
+    edited.insert(kpackfs::manifest::BundleSpec {
         kind: "ubuntu".into(),
         name: None,
         uname: None,
         packages: ["linux-headers-9.8.0-3-generic_9.8.0-3.3_amd64.deb", "linux-headers-9.8.0-3_9.8.0-3.3_all.deb"]
             .iter()
             .map(|f| kpackfs::manifest::Package {
+                also: Vec::new(),
                 url: format!("http://archive.example.test/ubuntu/pool/main/l/linux/{f}"),
                 sha256: None,
                 size: None,

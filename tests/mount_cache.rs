@@ -7,7 +7,7 @@ mod common;
 use common::http::Server;
 use common::mirror::{errno_of, Fixture, Mounted};
 use common::{read, tempdir};
-use kpackfs::manifest::{Entry, Manifest, Package};
+use kpackfs::manifest::{BundleSpec, Manifest, Package};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,11 +73,13 @@ fn setup(packages: Vec<PathBuf>) -> Setup {
         std::fs::copy(&pkg, pool.join(&name)).unwrap();
         let url = format!("http://deb.example.test/pool/{name}");
         let package = Package {
+            also: Vec::new(),
             url,
             sha256: Some(common::sha256_file(&pkg)),
             size: Some(std::fs::metadata(&pkg).unwrap().len()),
         };
-        let id = manifest.insert(Entry { kind: "debian".into(), name: None, uname: None, packages: vec![package] });
+        let id =
+            manifest.insert(BundleSpec { kind: "debian".into(), name: None, uname: None, packages: vec![package] });
         bundles.push((manifest.entries[&id].name.clone().unwrap(), format!("/pool/{name}")));
     }
     let path = dir.path().join("manifest.yml");
@@ -222,7 +224,7 @@ fn packages_are_fetched_once_and_shared_between_bundles() {
         std::fs::copy(file, &dest).unwrap();
         pkg.url = format!("http://ftp.debian.org{path}");
     }
-    let garden = manifest.insert(Entry { kind: "garden".into(), name: None, uname: None, packages });
+    let garden = manifest.insert(BundleSpec { kind: "garden".into(), name: None, uname: None, packages });
     manifest.save(&fx.manifest).unwrap();
     assert_ne!(garden, deb.id);
 

@@ -8,159 +8,42 @@
 //!   bundles/<id>.tgz      its .tgz, written from the pack on first use
 //!   tmp/                  builds in progress; emptied at start
 //! ```
-//! - One byte budget covers packs, .tgz files and packages. Over it, the
-//!   least recently used are evicted, never one in use (a pack or .tgz
-//!   someone holds, a bundle being built, a package a build needs).
-//! - Installs are atomic (write in `tmp/`, fsync, rename), so a crash never
-//!   leaves a partial tree; `tmp/` is emptied at start.
-//! - One build per bundle however many ask ([`flight`]); callers queue a
+//! - One byte budget covers packs, .tgz files, packages and downloads in
+//!   progress ([`accounting`]). Over it, or when the disk falls under its
+//!   free-space floor, the least recently used are evicted, never one in
+//!   use ([`loaded`], running builds, pinned packages, active downloads).
+//! - Installs are atomic (write in `tmp/`, sync, rename), so a crash never
+//!   leaves a partial file; `tmp/` is emptied at start. A cached file's
+//!   digest is checked the first time it is used after start: a damaged one
+//!   is removed and rebuilt, never served.
+//! - One build per bundle however many ask ([`inflight`]); callers queue a
 //!   continuation instead of blocking a thread.
 
-pub mod build;
-pub mod flight;
-mod index;
+pub mod accounting;
+pub mod index;
+pub mod inflight;
+mod loaded;
+mod pipeline;
+mod tgz;
 
-pub use flight::{Backoff, Cause, Outcome, Waiter};
+pub use accounting::{Key, Usage};
 pub use index::BundleRecord;
+pub use inflight::{Backoff, Cause, Outcome, Phase, Waiter};
+pub use tgz::Tgz;
 
-use crate::fetch::{Fetcher, PackageStore};
-use crate::manifest::Entry;
+use crate::fetch::{Fetcher, PackageStore, SpaceGuard};
+use crate::ids::{BundleId, Sha256};
+use crate::manifest::BundleSpec;
 use crate::pack::Pack;
+use accounting::Accounting;
 use anyhow::{Context, Result};
-use flight::{Flights, Joined};
-use lru::LruCache;
+use inflight::{Flights, Joined, Pins};
+use loaded::Loaded;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-/// A built .tgz, open for reading. It is mapped into memory: a read reply
-/// then copies straight from the page cache into the kernel's FUSE pages.
-#[derive(Debug)]
-pub struct Tgz {
-    pub file: File,
-    pub size: u64,
-    pub sha256: String,
-    map: Option<Mapping>,
-}
-
-/// A read-only shared mapping of a whole file. Cached files are never
-/// modified after their rename into place (eviction unlinks them, which
-/// leaves the mapping valid), so the mapped bytes cannot change under us.
-#[derive(Debug)]
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is read-only and immutable for its whole life.
-unsafe impl Send for Mapping {}
-// SAFETY: as above; concurrent reads of immutable memory are fine.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn new(file: &File, len: u64) -> Option<Mapping> {
-        use std::os::fd::AsRawFd;
-        if len == 0 {
-            return None;
-        }
-        let len = usize::try_from(len).ok()?;
-        // SAFETY: mapping a file we hold open, read-only and shared.
-        let ptr =
-            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
-        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: ptr/len come from a successful mmap that lives as long as self.
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what mmap returned.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
-}
-
-impl Tgz {
-    fn new(file: File, size: u64, sha256: String) -> Tgz {
-        let map = Mapping::new(&file, size);
-        Tgz { file, size, sha256, map }
-    }
-
-    /// Up to `len` bytes from `offset`: borrowed from the mapping, or read.
-    pub fn bytes(&self, offset: u64, len: u32) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::FileExt;
-        if offset == 0 {
-            // A reader starting a .tgz takes it whole: let the disk stream it ahead of us.
-            // SAFETY: fadvise on a descriptor this Tgz owns.
-            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-        }
-        let start = offset.min(self.size) as usize;
-        let end = (offset.saturating_add(len as u64)).min(self.size) as usize;
-        if let Some(map) = &self.map {
-            return Ok(std::borrow::Cow::Borrowed(&map.bytes()[start..end]));
-        }
-        let mut buf = vec![0u8; end - start];
-        self.file.read_exact_at(&mut buf, start as u64)?;
-        Ok(std::borrow::Cow::Owned(buf))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Bundle(String),
-    Package(String),
-}
-
-struct State {
-    /// Recency of everything on disk (most recent first).
-    lru: LruCache<Key, ()>,
-    sizes: HashMap<Key, u64>,
-    used: u64,
-    packs: HashMap<String, Arc<Pack>>,
-    tgzs: HashMap<String, Arc<Tgz>>,
-    records: HashMap<String, BundleRecord>,
-    dirty: HashSet<String>,
-    pack_jobs: Flights<Pack>,
-    tgz_jobs: Flights<Tgz>,
-    /// Packages a running build uses (sha256 → builds).
-    pinned_packages: HashMap<String, usize>,
-    /// What a running build is doing (for status).
-    phases: HashMap<String, &'static str>,
-    /// When each bundle was last used by a reader (for the eviction grace).
-    last_used: HashMap<String, std::time::Instant>,
-}
-
-/// Counters for the status report.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub builds: AtomicU64,
-    pub failures: AtomicU64,
-    pub evictions: AtomicU64,
-}
-
-/// Where a bundle stands, for status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BundleState {
-    Absent,
-    /// fetching, extracting or compressing.
-    Building(&'static str),
-    Ready {
-        bytes: u64,
-        tgz: bool,
-    },
-    Failed {
-        cause: String,
-        retry_in_secs: u64,
-    },
-}
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -168,14 +51,56 @@ pub struct Settings {
     pub budget: u64,
     pub limits: crate::package::Limits,
     pub backoff: Backoff,
-    /// A bundle used this recently counts as in use and is not evicted:
-    /// the kernel serves most reads from its page cache without telling
-    /// us, so recent use is the sign of a reader.
-    pub grace: std::time::Duration,
+    /// A bundle used this recently counts as in use and is not evicted.
+    pub grace: Duration,
     /// Keep at least this much of the cache's filesystem free: the cache
-    /// shrinks below its budget when the disk fills (with other data, or
-    /// because the budget is larger than the disk), so builds keep room.
+    /// shrinks below its budget when the disk fills.
     pub min_free: crate::util::FreeFloor,
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Served without a build (open, or verified from disk).
+    pub hits: AtomicU64,
+    /// Needed a build.
+    pub misses: AtomicU64,
+    pub builds: AtomicU64,
+    pub failures: AtomicU64,
+    pub evictions: AtomicU64,
+    /// Cached files found damaged and removed.
+    pub damaged: AtomicU64,
+    /// Bundles installed from the remote tier instead of built.
+    pub remote_hits: AtomicU64,
+    pub remote_writes: AtomicU64,
+    pub remote_errors: AtomicU64,
+    /// Bytes downloaded for packages.
+    pub downloaded_bytes: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Where a bundle stands, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleState {
+    Absent,
+    Building(Phase),
+    Ready { bytes: u64 },
+    Failed { cause: String, retry_in: Duration },
+}
+
+struct State {
+    acct: Accounting,
+    loaded: Loaded,
+    records: HashMap<BundleId, BundleRecord>,
+    dirty: HashSet<BundleId>,
+    packs: Flights<Pack>,
+    tgzs: Flights<Tgz>,
+    pins: Pins,
+    /// Partial files being written right now.
+    downloads: HashSet<String>,
 }
 
 pub struct Cache {
@@ -185,14 +110,30 @@ pub struct Cache {
     index: index::Index,
     fetcher: Fetcher,
     runtime: tokio::runtime::Handle,
-    /// CPU-bound work (extraction, compression) at most one per core.
-    cpu: Arc<tokio::sync::Semaphore>,
     state: Mutex<State>,
     pub stats: Stats,
 }
 
-fn is_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+/// Lets the fetcher count downloads in progress against the budget
+/// without the cache and fetcher owning each other.
+struct Guard(Weak<Cache>);
+
+impl SpaceGuard for Guard {
+    fn grow(&self, name: &str, bytes: u64) -> bool {
+        self.0.upgrade().is_none_or(|c| c.grow_download(name, bytes))
+    }
+    fn idle(&self, name: &str) {
+        if let Some(c) = self.0.upgrade() {
+            c.lock().downloads.remove(name);
+        }
+    }
+    fn gone(&self, name: &str) {
+        if let Some(c) = self.0.upgrade() {
+            let mut st = c.lock();
+            st.downloads.remove(name);
+            st.acct.remove(&Key::Partial(name.to_string()));
+        }
+    }
 }
 
 impl Cache {
@@ -200,10 +141,11 @@ impl Cache {
     /// index, and accounts for what is on disk.
     pub fn open(settings: Settings, fetcher: Fetcher, runtime: tokio::runtime::Handle) -> Result<Arc<Cache>> {
         let dir = &settings.dir;
+        crate::files::create_owned_dir_all(dir)?;
         let bundles_dir = dir.join("bundles");
         let tmp_dir = dir.join("tmp");
         for d in [&bundles_dir, &tmp_dir] {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            crate::files::create_private_dir_all(d)?;
         }
         // Leftovers of builds interrupted by a crash: never served, removed.
         if let Ok(entries) = std::fs::read_dir(&tmp_dir) {
@@ -214,28 +156,22 @@ impl Cache {
         }
         let index = index::Index::open(&dir.join("index.redb"))?;
         let records = index.load_all()?;
-        let cpu = Arc::new(tokio::sync::Semaphore::new(crate::bundle::default_threads()));
         let state = State {
-            lru: LruCache::unbounded(),
-            sizes: HashMap::new(),
-            used: 0,
-            packs: HashMap::new(),
-            tgzs: HashMap::new(),
+            acct: Accounting::default(),
+            loaded: Loaded::default(),
             records,
             dirty: HashSet::new(),
-            pack_jobs: Flights::new(settings.backoff),
-            tgz_jobs: Flights::new(settings.backoff),
-            pinned_packages: HashMap::new(),
-            last_used: HashMap::new(),
-            phases: HashMap::new(),
+            packs: Flights::new(settings.backoff),
+            tgzs: Flights::new(settings.backoff),
+            pins: Pins::default(),
+            downloads: HashSet::new(),
         };
-        let cache = Arc::new(Cache {
+        let cache = Arc::new_cyclic(|weak: &Weak<Cache>| Cache {
             bundles_dir,
             tmp_dir,
             index,
-            fetcher,
+            fetcher: fetcher.with_space_guard(Arc::new(Guard(weak.clone()))),
             runtime,
-            cpu,
             state: Mutex::new(state),
             stats: Stats::default(),
             settings,
@@ -252,11 +188,15 @@ impl Cache {
         self.fetcher.store()
     }
 
-    pub fn pack_path(&self, id: &str) -> PathBuf {
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn pack_path(&self, id: &BundleId) -> PathBuf {
         self.bundles_dir.join(format!("{id}.pack"))
     }
 
-    pub fn tgz_path(&self, id: &str) -> PathBuf {
+    pub fn tgz_path(&self, id: &BundleId) -> PathBuf {
         self.bundles_dir.join(format!("{id}.tgz"))
     }
 
@@ -264,87 +204,61 @@ impl Cache {
     fn scan(&self) -> Result<()> {
         let mut found: Vec<(Key, u64, u64)> = Vec::new(); // key, bytes, last access
         let mut st = self.lock();
-        let mut tgz_sizes: HashMap<String, u64> = HashMap::new();
-        let mut pack_sizes: HashMap<String, u64> = HashMap::new();
-        for e in std::fs::read_dir(&self.bundles_dir)?.flatten() {
+        let mut tgz_sizes: HashMap<BundleId, u64> = HashMap::new();
+        let mut pack_sizes: HashMap<BundleId, u64> = HashMap::new();
+        let entries =
+            std::fs::read_dir(&self.bundles_dir).with_context(|| format!("reading {}", self.bundles_dir.display()))?;
+        for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Ok(meta) = e.metadata() else { continue };
-            match name.rsplit_once('.') {
-                Some((id, "pack")) if is_id(id) => {
-                    pack_sizes.insert(id.to_string(), meta.len());
+            let parsed = name.rsplit_once('.').and_then(|(id, ext)| Some((BundleId::parse(id)?, ext)));
+            match parsed {
+                Some((id, "pack")) if meta.is_file() => {
+                    pack_sizes.insert(id, meta.len());
                 }
-                Some((id, "tgz")) if is_id(id) => {
-                    tgz_sizes.insert(id.to_string(), meta.len());
+                Some((id, "tgz")) if meta.is_file() => {
+                    tgz_sizes.insert(id, meta.len());
                 }
                 _ => log::warn!("cache: ignoring unexpected file bundles/{name}"),
             }
         }
-        for (id, size) in &tgz_sizes {
-            if !pack_sizes.contains_key(id) {
-                let _ = std::fs::remove_file(self.tgz_path(id));
-                log::debug!("cache: removed a .tgz without its pack: {id}");
-                let _ = size;
+        for (id, size) in tgz_sizes {
+            let known = st.records.get(&id).is_some_and(|r| r.tgz_size == Some(size) && r.tgz_sha256.is_some());
+            if known && pack_sizes.contains_key(&id) {
+                *pack_sizes.get_mut(&id).expect("checked") += size;
+            } else {
+                // Without its pack or a recorded digest it cannot be checked: rebuilt on demand.
+                let _ = std::fs::remove_file(self.tgz_path(&id));
             }
         }
-        for (id, pack) in pack_sizes {
-            let tgz = tgz_sizes.get(&id).copied().unwrap_or(0);
+        for (id, bytes) in pack_sizes {
             let access = st.records.get(&id).map_or(0, |r| r.last_access);
-            found.push((Key::Bundle(id), pack + tgz, access));
+            found.push((Key::Bundle(id), bytes, access));
         }
+        let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for (sha, bytes, mtime) in self.store().list() {
-            let access = mtime.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            found.push((Key::Package(sha), bytes, access));
+            if let Some(sha) = Sha256::parse(&sha) {
+                found.push((Key::Package(sha), bytes, secs(mtime)));
+            }
+        }
+        for (name, bytes, mtime) in self.store().partials() {
+            found.push((Key::Partial(name), bytes, secs(mtime)));
         }
         found.sort_by_key(|(_, _, access)| *access);
         for (key, bytes, _) in found {
-            st.used += bytes;
-            st.sizes.insert(key.clone(), bytes);
-            st.lru.put(key, ());
+            st.acct.insert(key, bytes);
         }
         self.evict_over_budget(&mut st);
         Ok(())
     }
 
-    fn touch(st: &mut State, key: &Key) {
-        st.lru.promote(key);
-        if let Key::Bundle(id) = key {
-            let now = crate::util::now_secs();
-            match st.records.get_mut(id) {
-                Some(r) if r.last_access == now => {}
-                Some(r) => r.last_access = now,
-                None => {
-                    st.records.insert(id.clone(), BundleRecord { last_access: now, ..Default::default() });
-                }
-            }
-            if !st.dirty.contains(id) {
-                st.dirty.insert(id.clone());
-            }
-            match st.last_used.get_mut(id) {
-                Some(t) => *t = std::time::Instant::now(),
-                None => {
-                    st.last_used.insert(id.clone(), std::time::Instant::now());
-                }
-            }
-        }
-    }
-
-    fn add(&self, st: &mut State, key: Key, bytes: u64) {
-        let old = st.sizes.insert(key.clone(), bytes).unwrap_or(0);
-        st.used = st.used - old + bytes;
-        st.lru.put(key.clone(), ());
-        Self::touch(st, &key);
-    }
-
-    fn in_use(&self, st: &State, key: &Key) -> bool {
+    fn in_use(&self, st: &State, key: &Key, now: Instant) -> bool {
         match key {
             Key::Bundle(id) => {
-                st.last_used.get(id).is_some_and(|t| t.elapsed() < self.settings.grace)
-                    || st.packs.get(id).is_some_and(|p| Arc::strong_count(p) > 1)
-                    || st.tgzs.get(id).is_some_and(|t| Arc::strong_count(t) > 1)
-                    || st.pack_jobs.is_running(id)
-                    || st.tgz_jobs.is_running(id)
+                st.loaded.in_use(id, self.settings.grace, now) || st.packs.is_running(id) || st.tgzs.is_running(id)
             }
-            Key::Package(sha) => st.pinned_packages.contains_key(sha),
+            Key::Package(sha) => st.pins.contains(sha),
+            Key::Partial(name) => st.downloads.contains(name),
         }
     }
 
@@ -354,13 +268,12 @@ impl Cache {
         self.settings.min_free.bytes(total).saturating_sub(avail)
     }
 
-    /// Evict least recently used entries until under budget and above the
-    /// free-space floor. Runs under the lock so that a concurrent install of
-    /// the same bundle cannot be unlinked.
+    /// Evict until under budget and above the free-space floor. Runs under
+    /// the lock, so a concurrent install of the same bundle cannot be unlinked.
     fn evict_over_budget(&self, st: &mut State) {
         let shortfall = self.disk_shortfall();
-        let limit = self.settings.budget.min(st.used.saturating_sub(shortfall));
-        if st.used <= limit {
+        let limit = self.settings.budget.min(st.acct.used().saturating_sub(shortfall));
+        if st.acct.used() <= limit {
             return;
         }
         if shortfall > 0 {
@@ -369,122 +282,109 @@ impl Cache {
                 crate::util::human_bytes(shortfall)
             );
         }
-        let candidates: Vec<Key> = st.lru.iter().rev().map(|(k, _)| k.clone()).collect();
-        for key in candidates {
-            if st.used <= limit {
-                break;
-            }
-            if self.in_use(st, &key) {
-                continue;
-            }
+        let now = Instant::now();
+        for key in st.acct.victims(limit, |k| self.in_use(st, k, now)) {
             let removed = match &key {
                 Key::Bundle(id) => {
-                    st.packs.remove(id);
-                    st.tgzs.remove(id);
-                    let a = remove_file_if_exists(&self.pack_path(id));
-                    let b = remove_file_if_exists(&self.tgz_path(id));
-                    a.and(b)
+                    st.loaded.unload(id);
+                    crate::files::remove_file_if_exists(&self.pack_path(id))
+                        .and(crate::files::remove_file_if_exists(&self.tgz_path(id)))
                 }
-                Key::Package(sha) => self.store().remove(sha),
+                Key::Package(sha) => self.store().remove(&sha.hex()),
+                Key::Partial(name) => self.store().remove_partial(name),
             };
             if let Err(e) = removed {
                 log::warn!("cache: evicting {key:?}: {e:#}");
                 continue;
             }
-            log::debug!("cache: evicted {key:?}");
-            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-            let bytes = st.sizes.remove(&key).unwrap_or(0);
-            st.used -= bytes;
-            st.lru.pop(&key);
+            let bytes = st.acct.remove(&key).unwrap_or(0);
+            bump(&self.stats.evictions);
+            log::info!("cache: evicted {} ({})", describe(&key), crate::util::human_bytes(bytes));
         }
-        if st.used > limit {
+        if st.acct.used() > limit {
             log::warn!(
                 "cache: {} used, over its limit of {} (budget {}, free-space floor), but everything left is in use",
-                crate::util::human_bytes(st.used),
+                crate::util::human_bytes(st.acct.used()),
                 crate::util::human_bytes(limit),
                 crate::util::human_bytes(self.settings.budget)
             );
         }
     }
 
-    /// A built bundle if it is in the cache, loading it from disk if needed.
-    /// Never builds.
-    pub fn ready_pack(&self, id: &str) -> Option<Arc<Pack>> {
-        let key = Key::Bundle(id.to_string());
-        {
-            let mut st = self.lock();
-            if let Some(p) = st.packs.get(id).cloned() {
-                Self::touch(&mut st, &key);
-                return Some(p);
-            }
-            if !st.sizes.contains_key(&key) {
-                return None;
-            }
+    /// A download grew: account for it, evicting to make room; false if
+    /// even that cannot keep the cache within its budget.
+    fn grow_download(&self, name: &str, bytes: u64) -> bool {
+        let mut st = self.lock();
+        st.downloads.insert(name.to_string());
+        let key = Key::Partial(name.to_string());
+        let before = st.acct.size_of(&key).unwrap_or(0);
+        self.stats.downloaded_bytes.fetch_add(bytes.saturating_sub(before), Ordering::Relaxed);
+        st.acct.resize(&key, bytes);
+        if st.acct.used() <= self.settings.budget {
+            return true;
         }
-        // On disk but not loaded: open outside the lock (reads the index).
-        match Pack::open(&self.pack_path(id)) {
-            Ok(pack) => {
-                let mut st = self.lock();
-                let pack = st.packs.entry(id.to_string()).or_insert_with(|| Arc::new(pack)).clone();
-                Self::touch(&mut st, &key);
-                Some(pack)
-            }
-            Err(e) => {
-                log::warn!("cache: bundle {id}: unusable pack ({e:#}); it will be rebuilt");
-                let mut st = self.lock();
-                st.packs.remove(id);
-                if let Some(bytes) = st.sizes.remove(&key) {
-                    st.used -= bytes;
-                }
-                st.lru.pop(&key);
-                let _ = remove_file_if_exists(&self.pack_path(id));
-                let _ = remove_file_if_exists(&self.tgz_path(id));
-                None
-            }
+        self.evict_over_budget(&mut st);
+        st.acct.used() <= self.settings.budget
+    }
+
+    fn touch(&self, st: &mut State, id: BundleId) {
+        st.acct.touch(&Key::Bundle(id));
+        st.loaded.used(id, Instant::now());
+        let now = crate::util::now_secs();
+        let record = st.records.entry(id).or_default();
+        if record.last_access != now {
+            record.last_access = now;
+            st.dirty.insert(id);
         }
     }
 
-    /// Call `waiter` with the bundle's pack: at once if cached, else after
-    /// one shared build. `label` names the bundle in logs (`type/name`).
-    pub fn with_pack(self: &Arc<Self>, id: &str, entry: &Arc<Entry>, label: &str, waiter: Waiter<Pack>) {
-        if let Some(pack) = self.ready_pack(id) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            waiter(Ok(pack));
-            return;
-        }
-        let joined = self.lock().pack_jobs.join(id, waiter);
+    /// Call `waiter` with the bundle's pack: at once if open, else after one
+    /// shared job (verify the cached pack, or build it). `label` names the
+    /// bundle in logs (`type/name`).
+    pub fn with_pack(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str, waiter: Waiter<Pack>) {
+        let joined = {
+            let mut st = self.lock();
+            if let Some(pack) = st.loaded.pack(&id) {
+                self.touch(&mut st, id);
+                drop(st);
+                bump(&self.stats.hits);
+                return waiter(Ok(pack));
+            }
+            st.packs.join(id, waiter, Instant::now())
+        };
         match joined {
             Joined::Queued => {}
             Joined::Failed(waiter, cause) => waiter(Err(cause)),
             Joined::Start => {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                let (cache, id, entry, label) = (self.clone(), id.to_string(), entry.clone(), label.to_string());
+                let (cache, spec, label) = (self.clone(), spec.clone(), label.to_string());
                 self.runtime.spawn(async move {
-                    let result = cache.build_pack(&id, &entry).await;
-                    cache.finish_pack(&id, &label, result);
+                    let result = cache.obtain_pack(id, &spec, &label).await;
+                    cache.finish_pack(id, &label, result);
                 });
             }
         }
     }
 
-    fn finish_pack(&self, id: &str, label: &str, result: Result<(Arc<Pack>, u64)>) {
+    fn finish_pack(&self, id: BundleId, label: &str, result: Result<pipeline::Obtained<Pack>>) {
         let (waiters, outcome) = {
             let mut st = self.lock();
             let outcome: Outcome<Pack> = match result {
-                Ok((pack, bytes)) => {
-                    st.packs.insert(id.to_string(), pack.clone());
-                    self.add(&mut st, Key::Bundle(id.to_string()), bytes);
-                    self.stats.builds.fetch_add(1, Ordering::Relaxed);
-                    Ok(pack)
+                Ok(got) => {
+                    if let Some(bytes) = got.new_bytes {
+                        st.acct.insert(Key::Bundle(id), bytes);
+                    }
+                    st.loaded.set_pack(id, got.value.clone());
+                    self.touch(&mut st, id);
+                    Ok(got.value)
                 }
                 Err(e) => {
-                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    bump(&self.stats.failures);
                     let cause: Cause = Arc::from(format!("{e:#}"));
                     log::error!("bundle {label}: {cause}");
                     Err(cause)
                 }
             };
-            let waiters = st.pack_jobs.finish(id, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+            let waiters = st.packs.finish(id, &outcome.as_ref().map(|_| ()).map_err(Clone::clone), Instant::now());
             self.evict_over_budget(&mut st);
             (waiters, outcome)
         };
@@ -494,76 +394,53 @@ impl Cache {
     }
 
     /// The .tgz size, if the bundle's .tgz was ever built (kept after eviction).
-    pub fn tgz_size(&self, id: &str) -> Option<u64> {
+    pub fn tgz_size(&self, id: &BundleId) -> Option<u64> {
         self.lock().records.get(id).and_then(|r| r.tgz_size)
     }
 
-    fn ready_tgz(&self, id: &str) -> Option<Arc<Tgz>> {
-        let key = Key::Bundle(id.to_string());
-        let mut st = self.lock();
-        if let Some(t) = st.tgzs.get(id).cloned() {
-            Self::touch(&mut st, &key);
-            return Some(t);
-        }
-        let record = st.records.get(id).cloned().unwrap_or_default();
-        let (Some(size), Some(sha256)) = (record.tgz_size, record.tgz_sha256) else { return None };
-        if !st.sizes.contains_key(&key) {
-            return None;
-        }
-        let file = File::open(self.tgz_path(id)).ok()?;
-        if file.metadata().ok()?.len() != size {
-            return None;
-        }
-        let tgz = Arc::new(Tgz::new(file, size, sha256));
-        st.tgzs.insert(id.to_string(), tgz.clone());
-        Self::touch(&mut st, &key);
-        Some(tgz)
-    }
-
-    /// Call `waiter` with the bundle's .tgz, building the pack and then the
-    /// .tgz if needed (one build however many ask).
-    pub fn with_tgz(self: &Arc<Self>, id: &str, entry: &Arc<Entry>, label: &str, waiter: Waiter<Tgz>) {
-        if let Some(tgz) = self.ready_tgz(id) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            waiter(Ok(tgz));
-            return;
-        }
-        let joined = self.lock().tgz_jobs.join(id, waiter);
+    /// Call `waiter` with the bundle's .tgz, verifying the cached one or
+    /// building it from the pack (one job however many ask).
+    pub fn with_tgz(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str, waiter: Waiter<Tgz>) {
+        let joined = {
+            let mut st = self.lock();
+            if let Some(tgz) = st.loaded.tgz(&id) {
+                self.touch(&mut st, id);
+                drop(st);
+                bump(&self.stats.hits);
+                return waiter(Ok(tgz));
+            }
+            st.tgzs.join(id, waiter, Instant::now())
+        };
         match joined {
             Joined::Queued => {}
             Joined::Failed(waiter, cause) => waiter(Err(cause)),
             Joined::Start => {
-                let (cache, owned_id, owned_label) = (self.clone(), id.to_string(), label.to_string());
-                self.with_pack(
-                    id,
-                    entry,
-                    label,
-                    Box::new(move |pack| match pack {
-                        Err(cause) => cache.finish_tgz(&owned_id, &owned_label, Err(anyhow::anyhow!("{cause}"))),
-                        Ok(pack) => {
-                            let c = cache.clone();
-                            cache.runtime.spawn(async move {
-                                let result = c.build_tgz(&owned_id, pack).await;
-                                c.finish_tgz(&owned_id, &owned_label, result);
-                            });
-                        }
-                    }),
-                );
+                let (cache, spec, label) = (self.clone(), spec.clone(), label.to_string());
+                self.runtime.spawn(async move {
+                    let result = cache.obtain_tgz(id, &spec, &label).await;
+                    cache.finish_tgz(id, &label, result);
+                });
             }
         }
     }
 
-    fn finish_tgz(&self, id: &str, label: &str, result: Result<Arc<Tgz>>) {
+    fn finish_tgz(&self, id: BundleId, label: &str, result: Result<pipeline::Obtained<Tgz>>) {
         let (waiters, outcome) = {
             let mut st = self.lock();
             let outcome: Outcome<Tgz> = match result {
-                Ok(tgz) => {
-                    let record = st.records.entry(id.to_string()).or_default();
+                Ok(got) => {
+                    let tgz = got.value;
+                    let record = st.records.entry(id).or_default();
                     record.tgz_size = Some(tgz.size);
                     record.tgz_sha256 = Some(tgz.sha256.clone());
-                    let pack_bytes = st.packs.get(id).map_or(0, |p| p.file_bytes);
-                    st.tgzs.insert(id.to_string(), tgz.clone());
-                    self.add(&mut st, Key::Bundle(id.to_string()), pack_bytes + tgz.size);
+                    st.dirty.insert(id);
+                    if let Some(bytes) = got.new_bytes {
+                        let key = Key::Bundle(id);
+                        let total = st.acct.size_of(&key).unwrap_or(0) + bytes;
+                        st.acct.resize(&key, total);
+                    }
+                    st.loaded.set_tgz(id, tgz.clone());
+                    self.touch(&mut st, id);
                     Ok(tgz)
                 }
                 Err(e) => {
@@ -572,7 +449,7 @@ impl Cache {
                     Err(cause)
                 }
             };
-            let waiters = st.tgz_jobs.finish(id, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+            let waiters = st.tgzs.finish(id, &outcome.as_ref().map(|_| ()).map_err(Clone::clone), Instant::now());
             self.evict_over_budget(&mut st);
             (waiters, outcome)
         };
@@ -587,101 +464,94 @@ impl Cache {
 
     /// Persist access times and records (periodically and at shutdown).
     pub fn flush(&self) {
-        let records: Vec<(String, BundleRecord)> = {
+        let records: Vec<(BundleId, BundleRecord)> = {
             let mut st = self.lock();
-            let dirty: Vec<String> = st.dirty.drain().collect();
+            let dirty: Vec<BundleId> = st.dirty.drain().collect();
             dirty.into_iter().filter_map(|id| st.records.get(&id).cloned().map(|r| (id, r))).collect()
         };
         if records.is_empty() {
             return;
         }
-        if let Err(e) = self.index.put_many(records.iter().map(|(id, r)| (id.as_str(), r))) {
+        if let Err(e) = self.index.put_many(records.iter().map(|(id, r)| (id, r))) {
             log::warn!("cache: saving the index: {e:#}");
         }
     }
 
-    pub fn state_of(&self, id: &str) -> BundleState {
+    pub fn state_of(&self, id: &BundleId) -> BundleState {
         let st = self.lock();
-        if st.pack_jobs.is_running(id) || st.tgz_jobs.is_running(id) {
-            return BundleState::Building(st.phases.get(id).copied().unwrap_or("building"));
+        if let Some(phase) = st.packs.phase(id).or_else(|| st.tgzs.phase(id)) {
+            return BundleState::Building(phase);
         }
-        if let Some(bytes) = st.sizes.get(&Key::Bundle(id.to_string())) {
-            let tgz = self.tgz_path(id).exists();
-            return BundleState::Ready { bytes: *bytes, tgz };
+        if let Some(bytes) = st.acct.size_of(&Key::Bundle(*id)) {
+            return BundleState::Ready { bytes };
         }
-        if let Some((cause, wait)) = st.pack_jobs.failure(id).or_else(|| st.tgz_jobs.failure(id)) {
-            return BundleState::Failed { cause: cause.to_string(), retry_in_secs: wait.as_secs() };
+        let now = Instant::now();
+        if let Some((cause, retry_in)) = st.packs.failure(id, now).or_else(|| st.tgzs.failure(id, now)) {
+            return BundleState::Failed { cause: cause.to_string(), retry_in };
         }
         BundleState::Absent
     }
 
-    /// Ids with a state other than absent.
-    pub fn known_ids(&self) -> Vec<String> {
+    /// Bundles with a state other than absent.
+    pub fn known_ids(&self) -> Vec<BundleId> {
         let st = self.lock();
-        let mut ids: HashSet<String> = st
-            .sizes
-            .keys()
-            .filter_map(|k| match k {
-                Key::Bundle(id) => Some(id.clone()),
-                Key::Package(_) => None,
-            })
-            .collect();
-        ids.extend(st.pack_jobs.running().map(str::to_string));
-        ids.extend(st.pack_jobs.failed().map(str::to_string));
-        ids.extend(st.tgz_jobs.running().map(str::to_string));
-        ids.extend(st.tgz_jobs.failed().map(str::to_string));
-        let mut ids: Vec<String> = ids.into_iter().collect();
+        let mut ids: HashSet<BundleId> = st.acct.bundles().map(|(id, _)| *id).collect();
+        ids.extend(st.packs.ids().copied());
+        ids.extend(st.tgzs.ids().copied());
+        let mut ids: Vec<BundleId> = ids.into_iter().collect();
         ids.sort();
         ids
     }
 
-    /// (bytes used, budget, bundles on disk, packages on disk)
-    pub fn usage(&self) -> (u64, u64, usize, usize) {
-        let st = self.lock();
-        let bundles = st.sizes.keys().filter(|k| matches!(k, Key::Bundle(_))).count();
-        (st.used, self.settings.budget, bundles, st.sizes.len() - bundles)
+    /// Askers queued on a running pack job (the fast tests observe the queue).
+    pub fn waiting(&self, id: &BundleId) -> usize {
+        self.lock().packs.waiting(id)
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    pub fn usage(&self) -> Usage {
+        self.lock().acct.usage(self.settings.budget)
     }
 
-    /// Record what a build of `id` is doing (`None` when it ends).
-    fn set_phase(&self, id: &str, phase: Option<&'static str>) {
+    fn set_phase(&self, id: BundleId, phase: Phase) {
         let mut st = self.lock();
-        match phase {
-            Some(p) => {
-                st.phases.insert(id.to_string(), p);
-            }
-            None => {
-                st.phases.remove(id);
-            }
+        st.packs.set_phase(id, phase);
+        st.tgzs.set_phase(id, phase);
+    }
+
+    fn pin_packages(&self, shas: &[Sha256], pin: bool) {
+        let mut st = self.lock();
+        if pin {
+            st.pins.pin(shas)
+        } else {
+            st.pins.unpin(shas)
         }
     }
 
-    fn pin_packages(&self, shas: &[String], delta: isize) {
-        let mut st = self.lock();
-        for sha in shas {
-            let n = st.pinned_packages.entry(sha.clone()).or_default();
-            *n = (*n as isize + delta).max(0) as usize;
-            if *n == 0 {
-                st.pinned_packages.remove(sha);
-            }
-        }
-    }
-
-    fn register_package(&self, path: &Path) {
-        let Some(sha) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    fn register_package(&self, sha: Sha256, path: &Path) {
         let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+        self.lock().acct.insert(Key::Package(sha), bytes);
+    }
+
+    /// Forget a damaged bundle file: off the books and off the disk.
+    fn discard_bundle(&self, id: BundleId, what: &str, cause: &anyhow::Error) {
+        log::warn!("cache: bundle {id}: the cached {what} is damaged ({cause:#}); it will be rebuilt");
+        bump(&self.stats.damaged);
         let mut st = self.lock();
-        self.add(&mut st, Key::Package(sha), bytes);
+        st.acct.remove(&Key::Bundle(id));
+        st.loaded.unload(&id);
+        let _ = crate::files::remove_file_if_exists(&self.tgz_path(&id));
+        if what == "pack" {
+            let _ = crate::files::remove_file_if_exists(&self.pack_path(&id));
+        } else if let Some(bytes) = std::fs::metadata(self.pack_path(&id)).ok().map(|m| m.len()) {
+            st.acct.insert(Key::Bundle(id), bytes);
+        }
     }
 }
 
-fn remove_file_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+fn describe(key: &Key) -> String {
+    match key {
+        Key::Bundle(id) => format!("bundle {id}"),
+        Key::Package(sha) => format!("package {sha}"),
+        Key::Partial(name) => format!("partial download {name}"),
     }
 }

@@ -3,17 +3,21 @@
 //! - `kpackfs bundle --type TYPE -o OUT.tgz PKG_FILE…` from local files;
 //! - `kpackfs bundle NAME [--manifest FILE] -o OUT.tgz` downloads the entry's
 //!   packages (sha256 and size checked where given), then builds.
+//!
+//! `-o` takes a file (written beside it, then renamed: a failure leaves the
+//! old file or nothing), a device or FIFO (streamed), or `-` (stdout).
 
-use super::{load_manifest, FetchArgs};
-use crate::build::{self, PackageFile};
+use super::FetchArgs;
+use crate::assemble::{self, PackageFile};
 use crate::config::Config;
 use crate::fetch::{Fetcher, PackageStore};
-use crate::manifest::{bundle_id, file_name_of, simplify};
+use crate::files::{AtomicFile, Output};
+use crate::manifest::{bundle_id, simplify};
 use crate::package::Limits;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -24,7 +28,7 @@ pub struct BundleArgs {
     /// Build from local package files with this layout type (debian, ubuntu, redhat, oracle, suse, …).
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
-    /// The output .tgz (written atomically).
+    /// The output .tgz: a file (replaced atomically), a device or FIFO, or - for stdout.
     #[arg(short, long, value_name = "OUT.tgz")]
     output: PathBuf,
     /// Manifest to look NAME up in (default: the shipped manifest).
@@ -33,37 +37,50 @@ pub struct BundleArgs {
     /// kernel-packer package lists (*.txt) for a manifest of simplified names.
     #[arg(long, value_name = "DIR")]
     lists_dir: Option<PathBuf>,
-    /// Largest uncompressed size of one bundle's contents.
-    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = crate::util::parse_size)]
-    max_bundle_size: u64,
+    /// Largest uncompressed size of one bundle's contents (default 2G).
+    #[arg(long, value_name = "SIZE")]
+    max_bundle_size: Option<String>,
     #[command(flatten)]
     fetch: FetchArgs,
 }
 
 pub fn run(args: BundleArgs, config: &Config) -> Result<ExitCode> {
-    let limits = Limits { max_total_bytes: args.max_bundle_size, ..Limits::default() };
-    let built = match &args.kind {
-        Some(kind) => from_files(kind, &args.inputs, limits)?,
+    let mut pairs = args.fetch.pairs();
+    if let Some(v) = &args.max_bundle_size {
+        pairs.push(("max_bundle_size", v.clone()));
+    }
+    let settings = super::settings(config, &pairs)?;
+    // Decide where the output goes before any work: a bad -o fails at once.
+    let output = Output::resolve(&args.output)?;
+    let limits = Limits { max_total_bytes: settings.max_bundle_size, ..Limits::default() };
+    let lease = crate::cpu::pool().lease(crate::cpu::cores());
+    let laid_out = match &args.kind {
+        Some(kind) => from_files(kind, &args.inputs, limits, lease.threads())?,
         None => {
             let [name] = args.inputs.as_slice() else {
                 bail!("give one bundle name (or --type TYPE with package files)");
             };
-            from_manifest(name, &args, config, limits)?
+            from_manifest(name, &args, &settings, limits, lease.threads())?
         }
     };
-    let (sha, size) = write_output(&built.bundle, &args.output)?;
-    println!(
-        "{}: {} ({} entries, {} bytes, sha256 {sha}) uname {}",
+    let (sha, size) = write_output(&laid_out.tree, &output, lease.threads())?;
+    let summary = format!(
+        "{}: {} ({} entries, {} bytes, sha256 {sha}) uname {}\n",
         args.output.display(),
-        built.meta.distro,
-        built.bundle.entries.len(),
+        laid_out.meta.distro,
+        laid_out.tree.items.len(),
         size,
-        built.meta.uname
+        laid_out.meta.uname
     );
+    // With the bundle on stdout, the summary goes to stderr.
+    match output {
+        Output::Stdout => eprint!("{summary}"),
+        _ => super::print(&summary)?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn from_files(kind: &str, files: &[String], limits: Limits) -> Result<crate::layout::Built> {
+fn from_files(kind: &str, files: &[String], limits: Limits, threads: usize) -> Result<crate::layout::LaidOut> {
     let mut packages = Vec::new();
     for f in files {
         let path = PathBuf::from(f);
@@ -74,61 +91,51 @@ fn from_files(kind: &str, files: &[String], limits: Limits) -> Result<crate::lay
         packages.push(PackageFile { order_key: simplify(&display), display, path });
     }
     let id = bundle_id(packages.iter().map(|p| p.display.as_str()));
-    build::build(build::Job { kind, id: &id, uname: None, packages, limits })
+    assemble::assemble(assemble::Job { kind, id: &id, uname: None, packages, limits, threads })
 }
 
-fn from_manifest(key: &str, args: &BundleArgs, config: &Config, limits: Limits) -> Result<crate::layout::Built> {
-    let manifest = load_manifest(args.manifest.as_deref(), args.lists_dir.as_deref())?;
-    let (id, entry) = manifest.find(key)?;
-    let store = PackageStore::open(&args.fetch.cache_dir(config).join("packages"))?;
-    let fetcher = Fetcher::new(args.fetch.fetch_config(config)?, store)?;
+fn from_manifest(
+    key: &str,
+    args: &BundleArgs,
+    settings: &crate::daemon::settings::Settings,
+    limits: Limits,
+    threads: usize,
+) -> Result<crate::layout::LaidOut> {
+    let manifest = crate::manifest::load_or_shipped(args.manifest.as_deref(), args.lists_dir.as_deref())?;
+    let (id, spec) = manifest.find(key)?;
+    let store = PackageStore::open(&settings.cache_dir.join("packages"))?;
+    let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let paths = runtime.block_on(async {
-        let tasks: Vec<_> = entry
-            .packages
-            .iter()
-            .cloned()
-            .map(|pkg| {
-                let fetcher = fetcher.clone();
-                tokio::spawn(async move { fetcher.fetch(&pkg).await })
-            })
-            .collect();
-        let mut paths = Vec::new();
-        for (task, pkg) in tasks.into_iter().zip(&entry.packages) {
-            paths.push((task.await.context("download task failed")??, pkg));
-        }
-        Ok::<_, anyhow::Error>(paths)
-    })?;
-    let packages = paths
-        .into_iter()
-        .map(|(path, pkg)| PackageFile {
-            path,
-            display: file_name_of(&pkg.url).to_string(),
-            order_key: simplify(&pkg.url),
-        })
-        .collect();
-    build::build(build::Job { kind: &entry.kind, id, uname: entry.uname.as_deref(), packages, limits })
+    let packages = runtime.block_on(assemble::download(&fetcher, spec))?;
+    assemble::assemble(assemble::Job { kind: &spec.kind, id, uname: spec.uname.as_deref(), packages, limits, threads })
 }
 
-/// Write the .tgz next to its destination, then rename: a failure leaves nothing.
-fn write_output(bundle: &crate::layout::Bundle, output: &Path) -> Result<(String, u64)> {
-    let tmp = crate::util::temp_path_beside(output);
-    let result = (|| -> Result<(String, u64)> {
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let hashing = crate::bundle::HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let hashing = crate::bundle::write_tgz(bundle, hashing)?;
-        let (writer, sha, size) = hashing.finish();
-        let file = writer.into_inner().map_err(|e| e.into_error()).context("flushing the output")?;
-        file.sync_all().context("syncing the output")?;
-        std::fs::rename(&tmp, output).with_context(|| format!("renaming into {}", output.display()))?;
+/// Write the .tgz; returns its sha256 and size.
+fn write_output(tree: &crate::layout::BundleTree, output: &Output, threads: usize) -> Result<(String, u64)> {
+    fn stream(tree: &crate::layout::BundleTree, out: impl Write, threads: usize) -> Result<(String, u64)> {
+        let hashing = crate::tgz::HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
+        let (writer, sha, size) = crate::tgz::write(tree, hashing, threads)?.finish();
+        writer.into_inner().map_err(|e| e.into_error()).context("flushing the output")?;
         Ok((sha, size))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
-    result
+    match output {
+        Output::File(path) => {
+            let mut out = AtomicFile::create(path)?;
+            let result = stream(tree, out.file(), threads)?;
+            out.commit()?;
+            Ok(result)
+        }
+        Output::Stream(path) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            stream(tree, file, threads)
+        }
+        Output::Stdout => stream(tree, std::io::stdout().lock(), threads),
+    }
 }

@@ -33,12 +33,6 @@ pub struct CrawlArgs {
     fetch: FetchArgs,
 }
 
-/// Where a crawl writes by default: beside the mount's cache.
-pub fn default_paths(cache_dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let dir = cache_dir.join("crawl");
-    (dir.join("kernel-package-lists"), dir.join("manifest.yml"))
-}
-
 /// One spinner per source on a terminal.
 struct Bars {
     multi: indicatif::MultiProgress,
@@ -77,16 +71,17 @@ impl Progress for Bars {
 }
 
 pub fn run(args: CrawlArgs, config: &Config) -> Result<ExitCode> {
-    let sources_file = args.sources_file.clone().or_else(|| config.sources.clone());
+    let settings = super::settings(config, &args.fetch.pairs())?;
+    let sources_file = args.sources_file.clone().or_else(|| settings.sources.clone());
     let all = sources::load(sources_file.as_deref())?;
     let selected = sources::select(&all, &args.sources)?;
-    let cache_dir = args.fetch.cache_dir(config);
-    let (default_lists, default_manifest) = default_paths(&cache_dir);
+    let cache_dir = settings.cache_dir.clone();
+    let (default_lists, default_manifest) = crawl::default_paths(&cache_dir);
     let opts = crawl::Options {
         lists_dir: args.lists_dir.unwrap_or(default_lists),
         manifest: args.manifest.unwrap_or(default_manifest),
         index_cache: cache_dir.join("crawl/index-cache"),
-        fetch: args.fetch.fetch_config(config)?,
+        fetch: settings.fetch,
         parallel: args.parallel,
     };
     let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
@@ -100,8 +95,12 @@ pub fn run(args: CrawlArgs, config: &Config) -> Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     let report = runtime.block_on(crawl::run(&selected, &opts, progress))?;
-    print!("{}", report.summary());
-    println!("lists: {}  manifest: {}", opts.lists_dir.display(), opts.manifest.display());
+    super::print(&format!(
+        "{}lists: {}  manifest: {}\n",
+        report.summary(),
+        opts.lists_dir.display(),
+        opts.manifest.display()
+    ))?;
     if report.failed().next().is_some() {
         return Ok(ExitCode::FAILURE);
     }

@@ -1,7 +1,6 @@
 //! `kpackfs list`: the manifest's bundles, one per line (`type/name uname id`),
 //! or as JSON; unnamed entries with the reason.
 
-use super::load_manifest;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -24,19 +23,23 @@ pub struct ListArgs {
 }
 
 pub fn run(args: ListArgs) -> Result<ExitCode> {
-    let manifest = load_manifest(args.manifest.as_deref(), args.lists_dir.as_deref())?;
+    let manifest = crate::manifest::load_or_shipped(args.manifest.as_deref(), args.lists_dir.as_deref())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&manifest.entries)?);
+        super::print(&(serde_json::to_string_pretty(&manifest.entries)? + "\n"))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let mut out = String::new();
     for (id, e) in &manifest.entries {
         match (&e.name, &e.uname) {
-            (Some(name), Some(uname)) => println!("{}/{name} {uname} {id}", e.kind),
-            _ if args.unnamed => {
-                println!("{}/- - {id} ({})", e.kind, manifest.unnamed.get(id).map_or("", String::as_str))
-            }
+            (Some(name), Some(uname)) => out.push_str(&format!("{}/{name} {uname} {id}\n", e.kind)),
+            _ if args.unnamed => out.push_str(&format!(
+                "{}/- - {id} ({})\n",
+                e.kind,
+                manifest.unnamed.get(id).map_or("", String::as_str)
+            )),
             _ => {}
         }
     }
+    super::print(&out)?;
     Ok(ExitCode::SUCCESS)
 }

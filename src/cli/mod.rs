@@ -1,21 +1,17 @@
-//! The command line (clap). Each subcommand lives in its own module.
+//! The command line (clap): each subcommand maps its arguments onto the
+//! library and the daemon; nothing else lives here.
 
 mod bundle;
 mod crawl;
 mod list;
 mod mount;
-mod refresh;
 
-use crate::config::{default_cache_dir, Config};
-use crate::fetch::{FetchConfig, MirrorMap};
-use crate::manifest::Manifest;
-use anyhow::{Context, Result};
+use crate::config::Config;
+use crate::daemon::settings::Settings;
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The repository's manifest, compiled in: what `mount` and `bundle` serve by default.
-pub const SHIPPED_MANIFEST: &str = include_str!("../../manifest.yml");
 
 #[derive(Parser)]
 #[command(name = "kpackfs", version, about = "Kernel build headers of every distribution kernel, one path away")]
@@ -46,54 +42,82 @@ enum Command {
     Crawl(crawl::CrawlArgs),
 }
 
-/// Where packages come from: cache, mirrors, timeouts.
-#[derive(Args, Clone, Debug)]
+/// Where packages come from: cache, mirrors, timeouts. Unset flags fall
+/// back to the configuration file, then to the defaults (docs/operations.md).
+#[derive(Args, Clone, Debug, Default)]
 pub struct FetchArgs {
     /// Cache directory (packages, bundles, index).
     #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    pub cache_dir: Option<String>,
     /// Rewrite a canonical URL prefix to a mirror at fetch time (repeatable).
     #[arg(long = "mirror", value_name = "CANONICAL=LOCAL")]
     pub mirrors: Vec<String>,
     /// Do not use the host's apt Debian mirror for Debian URLs.
     #[arg(long)]
     pub no_apt_mirrors: bool,
-    /// Give up on a transfer that sends nothing for this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::util::parse_duration)]
-    pub stall_timeout: std::time::Duration,
-    /// Attempts after the first on transient HTTP failures.
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
+    /// Give up on a transfer that sends nothing for this long (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub stall_timeout: Option<String>,
+    /// Give up on a transfer averaging less than this per second after 30 s (default 20K).
+    #[arg(long, value_name = "SIZE")]
+    pub min_rate: Option<String>,
+    /// Give up on a package after this long, all attempts included (default 30m).
+    #[arg(long, value_name = "DURATION")]
+    pub download_deadline: Option<String>,
+    /// Attempts after the first on transient HTTP failures (default 3).
+    #[arg(long)]
+    pub retries: Option<String>,
 }
 
 impl FetchArgs {
-    pub fn cache_dir(&self, config: &Config) -> PathBuf {
-        self.cache_dir.clone().or_else(|| config.cache_dir.clone()).unwrap_or_else(default_cache_dir)
-    }
-
-    pub fn fetch_config(&self, config: &Config) -> Result<FetchConfig> {
-        let mut mirrors = MirrorMap::default();
-        for rule in &self.mirrors {
-            mirrors.add_rule(rule)?;
-        }
-        for (canonical, mirror) in &config.mirrors {
-            if !mirrors.rules().iter().any(|(c, _)| c == canonical.trim_end_matches('/')) {
-                mirrors.add(canonical, mirror);
+    /// Flags as `(key, value)` settings.
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let single = [
+            ("cache_dir", &self.cache_dir),
+            ("stall_timeout", &self.stall_timeout),
+            ("min_rate", &self.min_rate),
+            ("download_deadline", &self.download_deadline),
+            ("retries", &self.retries),
+        ];
+        for (k, v) in single {
+            if let Some(v) = v {
+                out.push((k, v.clone()));
             }
         }
-        if !self.no_apt_mirrors && config.apt_mirrors.unwrap_or(true) {
-            mirrors.add_defaults(&MirrorMap::from_apt(Path::new("/etc/apt")));
+        out.extend(self.mirrors.iter().map(|m| ("mirror", m.clone())));
+        if self.no_apt_mirrors {
+            out.push(("apt_mirrors", "false".into()));
         }
-        Ok(FetchConfig { stall_timeout: self.stall_timeout, retries: self.retries, mirrors, ..FetchConfig::default() })
+        out
     }
 }
 
-/// Load `--manifest FILE`, or the shipped one.
-pub fn load_manifest(path: Option<&Path>, lists_dir: Option<&Path>) -> Result<Manifest> {
-    match path {
-        Some(p) => Manifest::load(p, lists_dir),
-        None => Manifest::parse(SHIPPED_MANIFEST, &Default::default()).context("loading the shipped manifest"),
+/// Settings from defaults, the configuration file, then `extra` (mount
+/// options and flags, in that order).
+pub fn settings(config: &Config, extra: &[(&str, String)]) -> Result<Settings> {
+    let mut s = Settings::defaults();
+    for (k, v) in &config.pairs {
+        s.set(k, v).map_err(|e| anyhow::anyhow!("config: {e:#}"))?;
     }
+    for (k, v) in extra {
+        s.set(k, v).map_err(|e| anyhow::anyhow!("--{}: {e:#}", k.replace('_', "-")))?;
+    }
+    s.finish();
+    Ok(s)
+}
+
+/// Write to stdout. A reader that went away (`kpackfs list | head`) ends
+/// the command quietly, with success: see [`main`].
+pub fn print(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush())?;
+    Ok(())
+}
+
+fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn init_logging(verbose: u8) {
@@ -108,6 +132,12 @@ fn init_logging(verbose: u8) {
 
 /// Run the command line; errors print as one line and exit 1.
 pub fn main() -> ExitCode {
+    // Whatever umask we inherit, nothing we create is writable by others.
+    // SAFETY: umask has no preconditions.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old | 0o022);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
@@ -120,6 +150,7 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kpackfs: error: {e:#}");
             ExitCode::FAILURE

@@ -134,32 +134,50 @@ pub fn group_by_depends(stanzas: &[Stanza], is_root: impl Fn(&str) -> bool) -> V
     bundles
 }
 
-/// The verified Release text of one suite.
+/// The verified Release text of one suite, checked for freshness before
+/// anything of it is kept.
 async fn release_text(src: &Source, fetch: &IndexFetcher, suite: &str) -> Result<String> {
     let base = format!("{}/dists/{suite}", src.url.trim_end_matches('/'));
+    let mut kept = Vec::new();
     let text = match fetch.get(&format!("{base}/InRelease")).await? {
-        Some(signed) => match &src.keyring {
-            Some(keyring) => gpg::verify_clearsigned(keyring, &signed).with_context(|| format!("{suite}/InRelease"))?,
-            None => gpg::strip_clearsign(&signed),
-        },
+        Some(signed) => {
+            let text = match &src.keyring {
+                Some(keyring) => {
+                    gpg::verify_clearsigned(keyring, &signed.body).with_context(|| format!("{suite}/InRelease"))?
+                }
+                None => gpg::strip_clearsign(&signed.body),
+            };
+            kept.push(signed);
+            text
+        }
         None => {
             let release = fetch
                 .get(&format!("{base}/Release"))
                 .await?
                 .ok_or_else(|| anyhow!("{suite}: no InRelease or Release"))?;
-            match (&src.keyring, fetch.get(&format!("{base}/Release.gpg")).await?) {
-                (Some(keyring), Some(sig)) => {
-                    gpg::verify_detached(keyring, &release, &sig).with_context(|| format!("{suite}/Release"))?
-                }
+            let sig = fetch.get(&format!("{base}/Release.gpg")).await?;
+            match (&src.keyring, &sig) {
+                (Some(keyring), Some(sig)) => gpg::verify_detached(keyring, &release.body, &sig.body)
+                    .with_context(|| format!("{suite}/Release"))?,
                 (Some(_), None) => {
                     bail!("{suite}: unsigned repository (no InRelease or Release.gpg); set insecure: true to accept it")
                 }
                 (None, _) => {}
             }
-            release
+            let text = release.body.clone();
+            kept.push(release);
+            kept.extend(sig);
+            text
         }
     };
-    String::from_utf8(text).map_err(|_| anyhow!("{suite}: Release is not UTF-8"))
+    let text = String::from_utf8(text).map_err(|_| anyhow!("{suite}: Release is not UTF-8"))?;
+    let slot = format!("apt {} {suite}", src.url);
+    super::freshness::check_release(src, &fetch.state_path(&slot), &text, crate::util::now_secs() as i64)
+        .with_context(|| format!("{suite}/Release"))?;
+    for f in &kept {
+        fetch.keep(f)?;
+    }
+    Ok(text)
 }
 
 fn decompress(path: &str, data: &[u8]) -> Result<String> {
@@ -225,7 +243,12 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         .map(|group| {
             group
                 .into_iter()
-                .map(|s| Package { url: format!("{base}/{}", s.filename), sha256: s.sha256, size: s.size })
+                .map(|s| Package {
+                    url: format!("{base}/{}", s.filename),
+                    also: Vec::new(),
+                    sha256: s.sha256,
+                    size: s.size,
+                })
                 .collect()
         })
         .collect();

@@ -1,4 +1,4 @@
-//! Fetching repository indexes, cheaply on a re-crawl:
+//! Fetching repository indexes, cheaply on a re-crawl and within bounds:
 //! - index roots (InRelease, repomd.xml, mirror lists) are fetched with
 //!   If-None-Match / If-Modified-Since from a small on-disk cache; a 304
 //!   answers from the cache;
@@ -7,27 +7,35 @@
 //!   length and the same prefix (which holds Release's Date and repomd's
 //!   revision, both new at every publication) answer from the cache. A wrong
 //!   guess can only serve the copy verified last time, never unverified data;
+//! - a root enters the cache only once its caller has verified it
+//!   ([`IndexFetcher::keep`]), so an unverified body is never kept;
 //! - files a signed root names by checksum (Packages.xz, primary.xml.gz) are
-//!   kept by sha256 and not fetched again while the checksum is unchanged.
+//!   kept by sha256 and not fetched again while the checksum is unchanged;
+//! - every body is bounded (roots by [`MAX_ROOT_BYTES`], checksummed files
+//!   by their signed size) whether or not the server sends Content-Length,
+//!   and every read by the stall timeout; retries follow the one
+//!   [`RetryPolicy`](crate::fetch::RetryPolicy).
 //!
 //! So an unchanged re-crawl costs one small request per index root.
 
-use crate::fetch::{error_chain, FetchConfig, MirrorMap};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::fetch::{error_chain, FetchConfig, FetchError, MirrorMap};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-/// Largest index file accepted.
-const MAX_INDEX_BYTES: u64 = 1 << 30;
+/// The largest index root accepted (a real InRelease is under 200 KiB).
+pub const MAX_ROOT_BYTES: u64 = 32 << 20;
+/// The largest checksummed index file accepted (Packages.xz, primary.xml.gz).
+pub const MAX_INDEX_BYTES: u64 = 1 << 30;
 
 /// Bytes a prefix probe asks for.
 const PROBE_BYTES: usize = 4096;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Validators {
     etag: Option<String>,
     last_modified: Option<String>,
@@ -47,8 +55,7 @@ pub struct IndexFetcher {
     client: reqwest::Client,
     mirrors: MirrorMap,
     dir: PathBuf,
-    retries: u32,
-    stall: Duration,
+    cfg: Arc<FetchConfig>,
     pub counters: Arc<Counters>,
 }
 
@@ -61,24 +68,33 @@ enum Got {
 }
 
 /// What a request asks beyond a plain GET.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Ask<'a> {
     validators: Option<&'a Validators>,
     /// Only the first this many bytes.
     prefix: Option<usize>,
+    /// The most bytes accepted.
+    limit: u64,
+}
+
+/// An index root as fetched: [`IndexFetcher::keep`] it once verified.
+pub struct Fetched {
+    pub body: Vec<u8>,
+    key: String,
+    /// None: it came from the cache (already kept).
+    validators: Option<Validators>,
 }
 
 impl IndexFetcher {
     pub fn new(cfg: &FetchConfig, dir: PathBuf) -> Result<Self> {
-        for sub in ["cond", "by-hash", "memo"] {
-            std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        for sub in ["cond", "by-hash", "memo", "state"] {
+            crate::files::create_private_dir_all(&dir.join(sub))?;
         }
         Ok(IndexFetcher {
             client: crate::fetch::http_client(cfg)?,
             mirrors: cfg.mirrors.clone(),
             dir,
-            retries: cfg.retries,
-            stall: cfg.stall_timeout,
+            cfg: Arc::new(cfg.clone()),
             counters: Arc::default(),
         })
     }
@@ -87,25 +103,23 @@ impl IndexFetcher {
         crate::util::sha256_hex(url.as_bytes())
     }
 
-    /// One GET with retries on transient failures.
-    async fn request(&self, url: &str, ask: Ask<'_>) -> Result<(Got, Validators)> {
-        let target = self.mirrors.rewrite(url);
-        let mut attempt = 0;
-        loop {
-            let result = self.request_once(&target, ask).await;
-            match result {
-                Ok(got) => return Ok(got),
-                Err((e, transient)) if transient && attempt < self.retries => {
-                    attempt += 1;
-                    log::debug!("{target}: {e:#}; retrying");
-                    tokio::time::sleep(Duration::from_millis(300) * 2u32.pow(attempt.min(6))).await;
-                }
-                Err((e, _)) => return Err(e.context(format!("fetching {target}"))),
-            }
-        }
+    /// Where per-source crawl state lives (e.g. the last accepted Release Date).
+    pub fn state_path(&self, slot: &str) -> PathBuf {
+        self.dir.join("state").join(Self::key(slot))
     }
 
-    async fn request_once(&self, url: &str, ask: Ask<'_>) -> Result<(Got, Validators), (anyhow::Error, bool)> {
+    /// One GET with retries on transient failures, within the deadline.
+    async fn request(&self, url: &str, ask: Ask<'_>) -> Result<(Got, Validators)> {
+        let target = self.mirrors.rewrite(url);
+        let deadline = Instant::now() + self.cfg.deadline;
+        self.cfg.retry.run(Some(deadline), |_| self.request_once(&target, ask, deadline)).await.map_err(|failed| {
+            let n = failed.attempts;
+            anyhow::Error::new(failed.error)
+                .context(format!("fetching {target} ({n} attempt{})", if n == 1 { "" } else { "s" }))
+        })
+    }
+
+    async fn request_once(&self, url: &str, ask: Ask<'_>, deadline: Instant) -> Result<(Got, Validators), FetchError> {
         let mut req = self.client.get(url);
         if let Some(n) = ask.prefix {
             req = req.header(reqwest::header::RANGE, format!("bytes=0-{}", n.saturating_sub(1)));
@@ -119,12 +133,13 @@ impl IndexFetcher {
             }
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = match tokio::time::timeout(self.stall * 2, req.send()).await {
-            Err(_) => return Err((anyhow!("no response within {:?}", self.stall * 2), true)),
-            Ok(Err(e)) => return Err((anyhow!("{}", error_chain(&e)), true)),
+        let wait = self.cfg.stall_timeout + self.cfg.connect_timeout;
+        let mut resp = match tokio::time::timeout(wait.min(remaining(deadline)), req.send()).await {
+            Err(_) => return Err(FetchError::Stalled { after_bytes: 0, timeout: wait }),
+            Ok(Err(e)) => return Err(FetchError::Connect(error_chain(&e))),
             Ok(Ok(r)) => r,
         };
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let header = |name: reqwest::header::HeaderName| {
             resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
         };
@@ -133,7 +148,7 @@ impl IndexFetcher {
         // Content-Range: bytes 0-4095/151075
         let range_total: Option<u64> = header(reqwest::header::CONTENT_RANGE)
             .and_then(|r| r.rsplit_once('/').and_then(|(_, t)| t.trim().parse().ok()));
-        match status.as_u16() {
+        match status {
             304 => {
                 self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
                 return Ok((Got::NotModified, got_validators));
@@ -141,73 +156,98 @@ impl IndexFetcher {
             404 | 410 => return Ok((Got::NotFound, got_validators)),
             200 => {}
             206 if ask.prefix.is_some() => {}
-            s if s >= 500 || s == 429 || s == 408 => return Err((anyhow!("HTTP {status}"), true)),
-            _ => return Err((anyhow!("HTTP {status}"), false)),
+            s => return Err(FetchError::Status(s)),
         }
-        if resp.content_length().is_some_and(|l| l > MAX_INDEX_BYTES) {
-            return Err((anyhow!("index larger than {MAX_INDEX_BYTES} bytes"), false));
-        }
-        let body = match tokio::time::timeout(self.stall * 4, resp.bytes()).await {
-            Err(_) => return Err((anyhow!("transfer stalled"), true)),
-            Ok(Err(e)) => return Err((anyhow!("transfer failed: {}", error_chain(&e)), true)),
-            Ok(Ok(b)) => b.to_vec(),
+        let limit = match (status, ask.prefix) {
+            (206, Some(n)) => n as u64,
+            _ => ask.limit,
         };
+        if resp.content_length().is_some_and(|l| l > limit) {
+            return Err(FetchError::TooLarge { limit });
+        }
+        let mut body = Vec::new();
+        loop {
+            let wait = self.cfg.stall_timeout.min(remaining(deadline));
+            let chunk = match tokio::time::timeout(wait, resp.chunk()).await {
+                Err(_) if Instant::now() >= deadline => return Err(FetchError::Deadline { after: self.cfg.deadline }),
+                Err(_) => {
+                    return Err(FetchError::Stalled { after_bytes: body.len() as u64, timeout: self.cfg.stall_timeout })
+                }
+                Ok(Err(e)) => {
+                    return Err(FetchError::Cut {
+                        after_bytes: body.len() as u64,
+                        expected: None,
+                        cause: error_chain(&e),
+                    })
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
         self.counters.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-        if status.as_u16() == 206 {
+        if status == 206 {
             return Ok((Got::Partial(body, range_total), got_validators));
         }
         Ok((Got::Body(body), got_validators))
     }
 
     /// An index root, revalidated against the cached copy. `None`: not found.
-    pub async fn get(&self, url: &str) -> Result<Option<Vec<u8>>> {
+    pub async fn get(&self, url: &str) -> Result<Option<Fetched>> {
         let key = Self::key(url);
         let body_path = self.dir.join("cond").join(format!("{key}.body"));
         let meta_path = self.dir.join("cond").join(format!("{key}.meta"));
         let cached: Option<Validators> =
             std::fs::read(&meta_path).ok().and_then(|m| serde_json::from_slice(&m).ok()).filter(|_| body_path.exists());
         let validated = cached.as_ref().filter(|v| v.etag.is_some() || v.last_modified.is_some());
+        let ask = Ask { validators: validated, prefix: None, limit: MAX_ROOT_BYTES };
         let (got, validators) = match (&cached, validated) {
             (Some(_), None) => match self.probe(url, &body_path).await? {
-                Some(unchanged) => return Ok(Some(unchanged)),
-                None => self.request(url, Ask::default()).await?,
+                Probe::Same(body) => return Ok(Some(Fetched { body, key, validators: None })),
+                Probe::Whole(body) => (Got::Body(body), Validators::default()),
+                Probe::Changed => self.request(url, ask).await?,
             },
-            _ => self.request(url, Ask { validators: validated, prefix: None }).await?,
+            _ => self.request(url, ask).await?,
         };
         match got {
             Got::NotFound => Ok(None),
             Got::NotModified => {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(std::fs::read(&body_path).with_context(|| format!("reading cached {url}"))?))
+                let body = std::fs::read(&body_path).with_context(|| format!("reading cached {url}"))?;
+                Ok(Some(Fetched { body, key, validators: None }))
             }
-            Got::Body(body) | Got::Partial(body, _) => {
-                crate::util::write_atomic(&body_path, &body)?;
-                crate::util::write_atomic(&meta_path, &serde_json::to_vec(&validators)?)?;
-                Ok(Some(body))
-            }
+            Got::Body(body) | Got::Partial(body, _) => Ok(Some(Fetched { body, key, validators: Some(validators) })),
         }
     }
 
-    /// Revalidate a cached root with a prefix probe: `Some(cached)` when the
-    /// server's copy has the same length and starts with the same bytes.
-    async fn probe(&self, url: &str, body_path: &std::path::Path) -> Result<Option<Vec<u8>>> {
-        let Ok(cached) = std::fs::read(body_path) else { return Ok(None) };
-        let (got, _) = self.request(url, Ask { validators: None, prefix: Some(PROBE_BYTES) }).await?;
-        match got {
+    /// Cache a verified root for conditional requests next time.
+    pub fn keep(&self, fetched: &Fetched) -> Result<()> {
+        let Some(validators) = &fetched.validators else { return Ok(()) };
+        let cond = self.dir.join("cond");
+        crate::util::write_atomic(&cond.join(format!("{}.body", fetched.key)), &fetched.body)?;
+        crate::util::write_atomic(&cond.join(format!("{}.meta", fetched.key)), &serde_json::to_vec(validators)?)
+    }
+
+    /// Revalidate a cached root with a prefix probe.
+    async fn probe(&self, url: &str, body_path: &std::path::Path) -> Result<Probe> {
+        let Ok(cached) = std::fs::read(body_path) else { return Ok(Probe::Changed) };
+        let ask = Ask { validators: None, prefix: Some(PROBE_BYTES), limit: MAX_ROOT_BYTES };
+        let (got, _) = self.request(url, ask).await?;
+        Ok(match got {
             Got::Partial(head, Some(total))
                 if total == cached.len() as u64 && cached.starts_with(&head) && !head.is_empty() =>
             {
                 self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(cached))
+                Probe::Same(cached)
             }
             // The server ignored Range and sent it all: that is the answer.
-            Got::Body(body) => {
-                crate::util::write_atomic(body_path, &body)?;
-                Ok(Some(body))
-            }
-            _ => Ok(None),
-        }
+            Got::Body(body) => Probe::Whole(body),
+            _ => Probe::Changed,
+        })
     }
 
     /// A result memoised under `slot`, if it was stored with the same `key`
@@ -228,16 +268,26 @@ impl IndexFetcher {
     }
 
     /// A file named by checksum in a signed index: from the cache when its
-    /// sha256 is known, else downloaded and checked.
+    /// sha256 is known, else downloaded (at most its signed size) and checked.
     pub async fn get_verified(&self, url: &str, sha256: &str, size: Option<u64>) -> Result<Vec<u8>> {
         let path = self.dir.join("by-hash").join(sha256.to_ascii_lowercase());
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("{url}: the signed index gives an invalid sha256 {sha256:?}");
+        }
         if let Ok(data) = std::fs::read(&path) {
             if crate::util::sha256_hex(&data).eq_ignore_ascii_case(sha256) {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(data);
             }
         }
-        let (got, _) = self.request(url, Ask::default()).await?;
+        let limit = size.unwrap_or(MAX_INDEX_BYTES).min(MAX_INDEX_BYTES);
+        let result = self.request(url, Ask { validators: None, prefix: None, limit }).await;
+        if let (Err(e), Some(size)) = (&result, size) {
+            if matches!(e.downcast_ref::<FetchError>(), Some(FetchError::TooLarge { .. })) {
+                bail!("{url}: size mismatch with the signed index (expected {size} bytes, the server sent more)");
+            }
+        }
+        let (got, _) = result?;
         let Got::Body(data) = got else { bail!("{url}: not found, though the signed index lists it") };
         if let Some(size) = size {
             if data.len() as u64 != size {
@@ -251,4 +301,16 @@ impl IndexFetcher {
         crate::util::write_atomic(&path, &data)?;
         Ok(data)
     }
+}
+
+enum Probe {
+    /// Unchanged: the cached copy.
+    Same(Vec<u8>),
+    /// The server sent the whole file instead of a range.
+    Whole(Vec<u8>),
+    Changed,
+}
+
+fn remaining(deadline: Instant) -> std::time::Duration {
+    deadline.saturating_duration_since(Instant::now())
 }

@@ -13,13 +13,14 @@
 
 pub mod apt;
 mod debversion;
+pub mod freshness;
 pub mod gpg;
 pub mod http;
 pub mod sources;
 pub mod yum;
 
 use crate::fetch::FetchConfig;
-use crate::manifest::{Entry, Manifest, Package};
+use crate::manifest::{BundleSpec, Manifest, Package};
 use anyhow::{anyhow, Context, Result};
 use sources::{Kind, Source};
 use std::collections::BTreeSet;
@@ -143,6 +144,12 @@ async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Prog
     }
 }
 
+/// Where a crawl writes by default: beside the mount's cache.
+pub fn default_paths(cache_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = cache_dir.join("crawl");
+    (dir.join("kernel-package-lists"), dir.join("manifest.yml"))
+}
+
 fn list_path(dir: &Path, source: &str) -> PathBuf {
     dir.join(format!("{source}.txt"))
 }
@@ -163,6 +170,9 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
     } else {
         Manifest::default()
     };
+    for dir in [opts.lists_dir.as_path(), crate::files::parent_dir(&opts.manifest)] {
+        crate::files::create_private_dir_all(dir)?;
+    }
     let fetch = http::IndexFetcher::new(&opts.fetch, opts.index_cache.clone())?;
     let limit = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
     let tasks: Vec<_> = sources
@@ -187,7 +197,8 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
                 let mut new = 0;
                 for packages in &found.bundles {
                     urls.extend(packages.iter().map(|p| p.url.clone()));
-                    let entry = Entry { kind: src.layout.clone(), name: None, uname: None, packages: packages.clone() };
+                    let entry =
+                        BundleSpec { kind: src.layout.clone(), name: None, uname: None, packages: packages.clone() };
                     let id = entry.compute_id();
                     if !manifest.entries.contains_key(&id) {
                         new += 1;

@@ -76,6 +76,16 @@ pub struct Source {
     pub insecure: bool,
     #[serde(default)]
     pub description: Option<String>,
+    /// Refuse a Release whose Valid-Until has passed (apt's default).
+    #[serde(default = "yes")]
+    pub check_valid_until: bool,
+    /// How far ahead of our clock a Release's Date may be (default 10m).
+    #[serde(default)]
+    pub clock_skew: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Source {
@@ -84,6 +94,13 @@ impl Source {
             .iter()
             .map(|p| Regex::new(p).with_context(|| format!("source {}: invalid package pattern {p:?}", self.name)))
             .collect()
+    }
+
+    pub fn clock_skew_secs(&self) -> i64 {
+        self.clock_skew
+            .as_deref()
+            .and_then(|s| crate::util::parse_duration(s).ok())
+            .map_or(super::freshness::DEFAULT_SKEW_SECS, |d| d.as_secs() as i64)
     }
 
     pub fn matches(&self, selector: &str) -> bool {
@@ -112,6 +129,9 @@ impl Source {
             bail!("source {n}: no package patterns");
         }
         self.patterns()?;
+        if let Some(skew) = &self.clock_skew {
+            crate::util::parse_duration(skew).map_err(|e| anyhow!("source {n}: clock_skew: {e}"))?;
+        }
         if self.keyring.is_none() && !self.insecure {
             bail!("source {n}: no keyring; give one, or set insecure: true to crawl it unsigned");
         }

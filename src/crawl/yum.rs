@@ -176,14 +176,15 @@ async fn bases(src: &Source, fetch: &IndexFetcher) -> Result<Vec<String>> {
     let root = src.url.trim_end_matches('/');
     let mut bases: Vec<String> = src.repos.iter().map(|r| format!("{root}/{}", r.trim_matches('/'))).collect();
     if let Some(list) = &src.mirrorlist {
-        let body = fetch.get(list).await?.ok_or_else(|| anyhow!("mirror list {list} not found"))?;
-        let text = String::from_utf8_lossy(&body);
+        let fetched = fetch.get(list).await?.ok_or_else(|| anyhow!("mirror list {list} not found"))?;
+        let text = String::from_utf8_lossy(&fetched.body).into_owned();
         let first = text
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#') && l.contains("://"))
             .ok_or_else(|| anyhow!("mirror list {list} names no repository"))?;
         bases.push(first.trim_end_matches('/').to_string());
+        fetch.keep(&fetched)?;
     }
     Ok(bases)
 }
@@ -195,13 +196,23 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
     for base in bases(src, fetch).await? {
         progress(format!("{base}: repomd.xml"));
         let repomd_url = format!("{base}/repodata/repomd.xml");
-        let repomd = fetch.get(&repomd_url).await?.ok_or_else(|| anyhow!("{repomd_url} not found"))?;
+        let fetched = fetch.get(&repomd_url).await?.ok_or_else(|| anyhow!("{repomd_url} not found"))?;
+        let mut sig = None;
         if let Some(keyring) = &src.keyring {
-            let sig = fetch.get(&format!("{repomd_url}.asc")).await?.ok_or_else(|| {
+            let s = fetch.get(&format!("{repomd_url}.asc")).await?.ok_or_else(|| {
                 anyhow!("{base}: repomd.xml is not signed (no repomd.xml.asc); set insecure: true to accept it")
             })?;
-            gpg::verify_detached(keyring, &repomd, &sig).with_context(|| format!("{base}/repodata/repomd.xml"))?;
+            gpg::verify_detached(keyring, &fetched.body, &s.body)
+                .with_context(|| format!("{base}/repodata/repomd.xml"))?;
+            sig = Some(s);
         }
+        super::freshness::check_repomd(&fetch.state_path(&format!("yum {base}")), &fetched.body)
+            .with_context(|| repomd_url.clone())?;
+        fetch.keep(&fetched)?;
+        if let Some(s) = &sig {
+            fetch.keep(s)?;
+        }
+        let repomd = fetched.body;
         // An unchanged (signed) repomd means an unchanged primary: reuse its result.
         let memo_slot = format!("yum {base} {:?}", src.packages);
         let memo_key = crate::util::sha256_hex(&repomd);
@@ -228,6 +239,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
     }
     let to_package = |(base, p): &(String, RpmPackage)| Package {
         url: format!("{}/{}", p.base.as_deref().unwrap_or(base).trim_end_matches('/'), p.href.trim_start_matches('/')),
+        also: Vec::new(),
         sha256: p.sha256.clone(),
         size: p.size,
     };

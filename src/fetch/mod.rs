@@ -1,47 +1,65 @@
-//! HTTP downloads into a content-addressed package store.
+//! Downloading packages into the content-addressed package store.
 //!
-//! - Timeouts: on connecting, and on any stall (no bytes for `stall_timeout`);
-//!   never on the whole transfer, since packages can be large.
-//! - Retries with exponential backoff on connection errors, stalls and 5xx,
-//!   resuming a cut transfer with `Range` (a server answering 200 restarts it).
-//! - Verification: size and sha256 when the manifest has them. A package is
-//!   visible in the store only once verified (rename from a partial file).
-//! - Mirrors: the canonical URL is rewritten at fetch time ([`MirrorMap`]).
+//! Bytes come from a [`PackageSource`] (HTTP, a directory, a faulty test
+//! source); everything that must hold whatever the transport is here:
+//! - a stall timeout (no bytes for that long), a minimum average rate after
+//!   a grace period, and an overall deadline per package, covering every
+//!   attempt and location;
+//! - retries with the one [`RetryPolicy`], trying each location of the
+//!   package (its URL, then its alternatives) in order;
+//! - resuming a cut transfer with `Range` and `If-Range` (the validator of
+//!   the first response), only for packages with a sha256: a package
+//!   without one is admitted only whole from one response;
+//! - a size cap whether or not the server sends Content-Length, and the
+//!   cache's budget for bytes in progress ([`SpaceGuard`]);
+//! - verification (size, sha256) before a package is visible in the store.
 
+pub mod error;
 pub mod mirror;
+pub mod retry;
 mod store;
 
+pub use error::{error_chain, FetchError};
 pub use mirror::MirrorMap;
-pub use store::PackageStore;
+pub use retry::{Failed, RetryPolicy};
+pub use store::{hash_file, PackageStore};
 
 use crate::manifest::Package;
+use crate::source::{HttpSource, PackageSource, Resume};
 use anyhow::{anyhow, Context, Result};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
     pub connect_timeout: Duration,
     /// A transfer with no bytes for this long fails (and is retried).
     pub stall_timeout: Duration,
-    /// Attempts after the first one.
-    pub retries: u32,
-    pub retry_base: Duration,
-    /// Refuse bodies larger than this when the manifest gives no size.
+    /// After `rate_grace`, a transfer averaging less than this many bytes
+    /// per second fails (and is retried).
+    pub min_rate: u64,
+    pub rate_grace: Duration,
+    /// All attempts at one package, every location included, end by then.
+    pub deadline: Duration,
+    pub retry: RetryPolicy,
+    /// The largest package accepted when the manifest gives no size.
     pub max_package_bytes: u64,
     pub mirrors: MirrorMap,
 }
 
 impl Default for FetchConfig {
     fn default() -> Self {
+        let d = crate::daemon::settings::Defaults::get();
         FetchConfig {
-            connect_timeout: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(30),
-            retries: 3,
-            retry_base: Duration::from_millis(500),
-            max_package_bytes: 4 << 30,
+            connect_timeout: d.connect_timeout,
+            stall_timeout: d.stall_timeout,
+            min_rate: d.min_rate,
+            rate_grace: d.rate_grace,
+            deadline: d.download_deadline,
+            retry: RetryPolicy { retries: d.retries, ..RetryPolicy::default() },
+            max_package_bytes: d.max_package_bytes,
             mirrors: MirrorMap::default(),
         }
     }
@@ -55,7 +73,8 @@ pub fn init_tls() {
     });
 }
 
-/// Build the HTTP client used for packages and repository indexes.
+/// The HTTP client used for packages and repository indexes. Only the
+/// connection has a client-side timeout; the fetcher bounds the rest.
 pub fn http_client(cfg: &FetchConfig) -> Result<reqwest::Client> {
     init_tls();
     reqwest::Client::builder()
@@ -66,184 +85,199 @@ pub fn http_client(cfg: &FetchConfig) -> Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// Bytes of downloads in progress count against the cache's budget.
+pub trait SpaceGuard: Send + Sync {
+    /// The download `name` has grown to `bytes`: make room, or refuse.
+    fn grow(&self, name: &str, bytes: u64) -> bool;
+    /// The attempt ended; its partial file stays on disk (resumable, evictable).
+    fn idle(&self, name: &str);
+    /// The partial file is gone (admitted into the store, or removed).
+    fn gone(&self, name: &str);
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    source: Arc<dyn PackageSource>,
     cfg: Arc<FetchConfig>,
     store: PackageStore,
-}
-
-/// Why a transfer attempt failed, and whether another attempt may help.
-struct AttemptError {
-    error: anyhow::Error,
-    retry: bool,
-}
-
-fn transient(error: anyhow::Error) -> AttemptError {
-    AttemptError { error, retry: true }
-}
-
-fn permanent(error: anyhow::Error) -> AttemptError {
-    AttemptError { error, retry: false }
+    space: Option<Arc<dyn SpaceGuard>>,
 }
 
 impl Fetcher {
-    pub fn new(cfg: FetchConfig, store: PackageStore) -> Result<Self> {
-        Ok(Fetcher { client: http_client(&cfg)?, cfg: Arc::new(cfg), store })
+    pub fn new(cfg: FetchConfig, store: PackageStore, source: Arc<dyn PackageSource>) -> Self {
+        Fetcher { source, cfg: Arc::new(cfg), store, space: None }
+    }
+
+    /// Over HTTP(S), with the configuration's mirrors.
+    pub fn http(cfg: FetchConfig, store: PackageStore) -> Result<Self> {
+        let source = Arc::new(HttpSource::new(http_client(&cfg)?, cfg.mirrors.clone()));
+        Ok(Fetcher::new(cfg, store, source))
+    }
+
+    pub fn with_space_guard(mut self, guard: Arc<dyn SpaceGuard>) -> Self {
+        self.space = Some(guard);
+        self
     }
 
     pub fn store(&self) -> &PackageStore {
         &self.store
     }
 
-    /// The verified local file for `pkg`, downloading it if the store lacks it.
-    /// Errors are one line naming the package and the cause.
+    pub fn config(&self) -> &FetchConfig {
+        &self.cfg
+    }
+
+    /// The verified local file for `pkg`, downloading it if the store lacks
+    /// it. Errors are one line naming the package, where from, and why.
     pub async fn fetch(&self, pkg: &Package) -> Result<PathBuf> {
         let name = pkg.file_name().to_string();
         self.fetch_inner(pkg).await.map_err(|e| anyhow!("package {name}: {e:#}"))
     }
 
     async fn fetch_inner(&self, pkg: &Package) -> Result<PathBuf> {
-        let key_lock = self.store.lock_for(&pkg.url);
+        let key_lock = self.store.lock_for(pkg);
         let _guard = key_lock.lock().await;
         if let Some(path) = self.store.lookup(pkg)? {
             return Ok(path);
         }
-        let partial = self.store.partial_path(&pkg.url);
-        let url = self.cfg.mirrors.rewrite(&pkg.url);
-        let mut attempt = 0;
-        loop {
-            match self.attempt(&url, pkg, &partial).await {
-                Ok(()) => break,
-                Err(AttemptError { error, retry }) => {
-                    if !retry || attempt >= self.cfg.retries {
-                        let tries = attempt + 1;
-                        return Err(
-                            error.context(format!("from {url} ({tries} attempt{})", if tries == 1 { "" } else { "s" }))
-                        );
-                    }
-                    let delay = self.cfg.retry_base * 2u32.saturating_pow(attempt);
-                    log::info!("{}: {error:#}; retrying in {delay:?}", pkg.file_name());
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
+        let deadline = Instant::now() + self.cfg.deadline;
+        let mut failures = Vec::new();
+        for url in pkg.locations() {
+            let result = self.cfg.retry.run(Some(deadline), |_| self.attempt(url, pkg, deadline)).await;
+            match result {
+                Ok(path) => return Ok(path),
+                Err(failed) => failures.push(format!("from {}: {}", self.source.location(url), failed.describe())),
+            }
+            if Instant::now() >= deadline {
+                break;
             }
         }
-        let store = self.store.clone();
-        let pkg = pkg.clone();
-        tokio::task::spawn_blocking(move || store.admit(&pkg, &partial)).await.context("verification task failed")?
+        Err(anyhow!("{}", failures.join("; ")))
     }
 
-    /// One HTTP request, appending to `partial` (resuming when it has bytes).
-    async fn attempt(&self, url: &str, pkg: &Package, partial: &std::path::Path) -> Result<(), AttemptError> {
-        let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    /// One request for `url`, appending to the package's partial file when
+    /// it can resume. Returns the admitted store path.
+    async fn attempt(&self, url: &str, pkg: &Package, deadline: Instant) -> Result<PathBuf, FetchError> {
+        let partial = self.store.partial_path(pkg);
+        let name = partial.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let result = self.transfer(url, pkg, &partial, &name, deadline).await;
+        let result = match result {
+            Ok(()) => self.admit(pkg, &partial).await,
+            Err(e) => Err(e),
+        };
+        match (&result, &self.space) {
+            (Ok(_), Some(space)) => space.gone(&name),
+            (Err(_), Some(space)) if partial.exists() => space.idle(&name),
+            (Err(_), Some(space)) => space.gone(&name),
+            _ => {}
+        }
+        result
+    }
+
+    async fn transfer(
+        &self,
+        url: &str,
+        pkg: &Package,
+        partial: &Path,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(), FetchError> {
+        let cfg = &self.cfg;
+        let validator_path = PackageStore::validator_path(partial);
+        // Without a sha256 nothing could tell a mix of two versions apart:
+        // such a package is only taken whole from one response.
+        let resumable = pkg.sha256.is_some();
+        let mut have = if resumable { std::fs::metadata(partial).map_or(0, |m| m.len()) } else { 0 };
         if let Some(size) = pkg.size {
-            if have == size {
-                return Ok(()); // complete from an earlier run; verified on admission
+            if resumable && have == size {
+                return Ok(()); // complete from an earlier attempt; verified on admission
             }
             if have > size {
-                let _ = std::fs::remove_file(partial);
-                return Err(transient(anyhow!("partial download was longer than the expected {size} bytes")));
+                have = 0;
             }
         }
-        let mut req = self.client.get(url);
-        if have > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        let resume =
+            (have > 0).then(|| Resume { offset: have, validator: std::fs::read_to_string(&validator_path).ok() });
+        let wait = cfg.stall_timeout + cfg.connect_timeout;
+        let resp = match tokio::time::timeout(until(deadline, wait), self.source.get(url, resume.as_ref())).await {
+            Err(_) if Instant::now() >= deadline => return Err(FetchError::Deadline { after: cfg.deadline }),
+            Err(_) => return Err(FetchError::Stalled { after_bytes: 0, timeout: wait }),
+            Ok(r) => r?,
+        };
+        let append = resp.partial && have > 0;
+        let start = if append { have } else { 0 };
+        let limit = pkg.size.unwrap_or(cfg.max_package_bytes);
+        if let Some(len) = resp.length {
+            if start + len > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
         }
-        let send = tokio::time::timeout(self.cfg.stall_timeout + self.cfg.connect_timeout, req.send());
-        let mut resp = match send.await {
-            Err(_) => return Err(transient(anyhow!("no response within {:?}", self.cfg.stall_timeout))),
-            Ok(Err(e)) if is_timeout(&e) => {
-                return Err(transient(anyhow!("no response within {:?}", self.cfg.stall_timeout)))
-            }
-            Ok(Err(e)) => return Err(transient(anyhow!("request failed: {}", error_chain(&e)))),
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status();
-        let append = match status.as_u16() {
-            206 if have > 0 => true,
-            200 => false,
-            416 if have > 0 => {
-                let _ = std::fs::remove_file(partial);
-                return Err(transient(anyhow!("server refused to resume (HTTP 416)")));
-            }
-            s if (500..600).contains(&s) || s == 429 || s == 408 => {
-                return Err(transient(anyhow!("HTTP {status}")));
-            }
-            _ => return Err(permanent(anyhow!("HTTP {status}"))),
-        };
-        let limit = pkg.size.unwrap_or(self.cfg.max_package_bytes);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(partial)
-            .map_err(|e| permanent(anyhow!("opening {}: {e}", partial.display())))?;
-        let mut written = if append { have } else { 0 };
-        loop {
-            let stalled =
-                || transient(anyhow!("transfer stalled for {:?} after {written} bytes", self.cfg.stall_timeout));
-            let chunk = match tokio::time::timeout(self.cfg.stall_timeout, resp.chunk()).await {
-                Err(_) => return Err(stalled()),
-                Ok(Err(e)) if is_timeout(&e) => return Err(stalled()),
-                Ok(Err(e)) => {
-                    return Err(transient(anyhow!("transfer cut after {written} bytes: {}", error_chain(&e))))
+        if !append {
+            match &resp.validator {
+                Some(v) if resumable => crate::util::write_atomic(&validator_path, v.as_bytes())
+                    .map_err(|e| FetchError::io("saving the download's validator", format!("{e:#}")))?,
+                _ => {
+                    let _ = std::fs::remove_file(&validator_path);
                 }
+            }
+        }
+        let mut file = crate::files::open_private_output(partial, append)
+            .map_err(|e| FetchError::io(&format!("opening {}", partial.display()), e))?;
+        let expected = resp.length.map(|len| start + len);
+        let mut body = resp.body;
+        let (began, mut written) = (Instant::now(), start);
+        loop {
+            let wait = until(deadline, cfg.stall_timeout);
+            let chunk = match tokio::time::timeout(wait, body.chunk()).await {
+                Err(_) if Instant::now() >= deadline => return Err(FetchError::Deadline { after: cfg.deadline }),
+                Err(_) => return Err(FetchError::Stalled { after_bytes: written, timeout: cfg.stall_timeout }),
+                Ok(Err(FetchError::Cut { cause, .. })) => {
+                    return Err(FetchError::Cut { after_bytes: written, expected, cause })
+                }
+                Ok(Err(FetchError::Stalled { .. })) => {
+                    return Err(FetchError::Stalled { after_bytes: written, timeout: cfg.stall_timeout })
+                }
+                Ok(Err(e)) => return Err(e),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(c))) => c,
             };
             written += chunk.len() as u64;
             if written > limit {
+                drop(file);
                 let _ = std::fs::remove_file(partial);
-                return Err(permanent(anyhow!("body exceeds the expected {limit} bytes")));
+                return Err(FetchError::TooLarge { limit });
             }
-            file.write_all(&chunk).map_err(|e| permanent(anyhow!("writing {}: {e}", partial.display())))?;
-        }
-        if let Some(size) = pkg.size {
-            if written < size {
-                return Err(transient(anyhow!("transfer ended after {written} of {size} bytes")));
+            if let Some(space) = &self.space {
+                if !space.grow(name, written) {
+                    return Err(FetchError::NoRoom { needed: chunk.len() as u64 });
+                }
+            }
+            file.write_all(&chunk).map_err(|e| FetchError::io(&format!("writing {}", partial.display()), e))?;
+            let elapsed = began.elapsed();
+            if elapsed > cfg.rate_grace && cfg.min_rate > 0 {
+                let rate = (written - start) as f64 / elapsed.as_secs_f64();
+                if rate < cfg.min_rate as f64 {
+                    return Err(FetchError::TooSlow { bytes: written - start, elapsed, min_rate: cfg.min_rate });
+                }
             }
         }
-        if let Some(len) = resp.content_length() {
-            let expected_total = if append { have + len } else { len };
-            if written < expected_total {
-                return Err(transient(anyhow!("transfer ended after {written} of {expected_total} bytes")));
-            }
+        let short_of = expected.into_iter().chain(pkg.size).find(|total| written < *total);
+        if let Some(total) = short_of {
+            return Err(FetchError::Cut { after_bytes: written, expected: Some(total), cause: String::new() });
         }
-        file.sync_all().map_err(|e| permanent(anyhow!("syncing {}: {e}", partial.display())))?;
+        file.sync_all().map_err(|e| FetchError::io(&format!("syncing {}", partial.display()), e))?;
         Ok(())
     }
+
+    async fn admit(&self, pkg: &Package, partial: &Path) -> Result<PathBuf, FetchError> {
+        let (store, pkg, partial) = (self.store.clone(), pkg.clone(), partial.to_path_buf());
+        tokio::task::spawn_blocking(move || store.admit(&pkg, &partial))
+            .await
+            .map_err(|e| FetchError::Io(format!("verification task failed: {e}")))?
+    }
 }
 
-/// Whether a transfer error is a timeout anywhere in its source chain.
-fn is_timeout(e: &reqwest::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = src {
-        if let Some(r) = err.downcast_ref::<reqwest::Error>() {
-            if r.is_timeout() {
-                return true;
-            }
-        }
-        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-            return true;
-        }
-        src = err.source();
-    }
-    false
-}
-
-/// An error with its sources, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = inner.source();
-    }
-    s
+/// `wait`, cut short at the deadline.
+fn until(deadline: Instant, wait: Duration) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).min(wait)
 }

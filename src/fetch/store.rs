@@ -4,10 +4,14 @@
 //! - `sha256/<hex>`: verified packages, named by their sha256;
 //! - `by-url/<sha256 of url>`: the hex sha256 of a URL's package, for
 //!   manifests without checksums;
-//! - `partial/<sha256 of url>`: downloads in progress (resumable).
+//! - `partial/<key>`: downloads in progress (`sha-<hex>` for packages with a
+//!   known sha256, resumable; `url-<hash>` for the others), and beside each
+//!   resumable one `<key>.validator`, the first response's ETag or
+//!   Last-Modified for `If-Range`.
 
+use super::FetchError;
 use crate::manifest::Package;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -44,23 +48,35 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
 impl PackageStore {
     pub fn open(dir: &Path) -> Result<Self> {
         for sub in ["sha256", "by-url", "partial"] {
-            std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
+            crate::files::create_private_dir_all(&dir.join(sub))?;
         }
         Ok(PackageStore { dir: dir.to_path_buf(), locks: Arc::default() })
     }
 
-    /// One lock per URL, so concurrent builds download a shared package once.
-    pub(crate) fn lock_for(&self, url: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The store key of a package: its sha256 when known, else its URL.
+    fn key(pkg: &Package) -> String {
+        match &pkg.sha256 {
+            Some(sha) => format!("sha-{}", sha.to_ascii_lowercase()),
+            None => format!("url-{}", url_key(&pkg.url)),
+        }
+    }
+
+    /// One lock per package, so concurrent builds download a shared package once.
+    pub(crate) fn lock_for(&self, pkg: &Package) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(url.to_string()).or_default().clone()
+        locks.entry(Self::key(pkg)).or_default().clone()
     }
 
     pub fn path_for_sha(&self, sha: &str) -> PathBuf {
         self.dir.join("sha256").join(sha)
     }
 
-    pub(crate) fn partial_path(&self, url: &str) -> PathBuf {
-        self.dir.join("partial").join(url_key(url))
+    pub(crate) fn partial_path(&self, pkg: &Package) -> PathBuf {
+        self.dir.join("partial").join(Self::key(pkg))
+    }
+
+    pub(crate) fn validator_path(partial: &Path) -> PathBuf {
+        partial.with_extension("validator")
     }
 
     /// The sha256 the store knows for a package: the manifest's, or the one
@@ -71,7 +87,7 @@ impl PackageStore {
         }
         let recorded = std::fs::read_to_string(self.dir.join("by-url").join(url_key(&pkg.url))).ok()?;
         let sha = recorded.trim().to_string();
-        (sha.len() == 64).then_some(sha)
+        (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
     }
 
     /// A verified copy in the store. A damaged one is removed.
@@ -96,47 +112,66 @@ impl PackageStore {
         Ok(Some(path))
     }
 
-    /// Verify a finished download and move it into the store.
-    pub fn admit(&self, pkg: &Package, partial: &Path) -> Result<PathBuf> {
-        let (actual, len) = hash_file(partial)?;
+    /// Verify a finished download and move it into the store. A mismatch
+    /// removes the partial file: it can never be admitted.
+    pub fn admit(&self, pkg: &Package, partial: &Path) -> Result<PathBuf, FetchError> {
+        let refuse = |e: FetchError| {
+            let _ = std::fs::remove_file(partial);
+            let _ = std::fs::remove_file(Self::validator_path(partial));
+            Err(e)
+        };
+        let (actual, len) = hash_file(partial).map_err(|e| FetchError::Io(format!("{e:#}")))?;
         if let Some(size) = pkg.size {
             if len != size {
-                let _ = std::fs::remove_file(partial);
-                bail!("size mismatch: expected {size} bytes, got {len}");
+                return refuse(FetchError::SizeMismatch { expected: size, got: len });
             }
         }
         if let Some(expected) = &pkg.sha256 {
             if !expected.eq_ignore_ascii_case(&actual) {
-                let _ = std::fs::remove_file(partial);
-                bail!("sha256 mismatch: expected {expected}, got {actual}");
+                return refuse(FetchError::Sha256Mismatch { expected: expected.clone(), got: actual });
             }
         }
         let dest = self.path_for_sha(&actual);
-        std::fs::rename(partial, &dest).with_context(|| format!("moving the download into {}", dest.display()))?;
+        std::fs::rename(partial, &dest).map_err(|e| FetchError::io("moving the download into the store", e))?;
+        let _ = std::fs::remove_file(Self::validator_path(partial));
         if pkg.sha256.is_none() {
-            crate::util::write_atomic(&self.dir.join("by-url").join(url_key(&pkg.url)), actual.as_bytes())?;
+            crate::util::write_atomic(&self.dir.join("by-url").join(url_key(&pkg.url)), actual.as_bytes())
+                .map_err(|e| FetchError::Io(format!("{e:#}")))?;
         }
         Ok(dest)
     }
 
     /// Every verified package: (sha256, bytes, last use).
     pub fn list(&self) -> Vec<(String, u64, std::time::SystemTime)> {
-        let Ok(dir) = std::fs::read_dir(self.dir.join("sha256")) else { return Vec::new() };
-        dir.filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let meta = e.metadata().ok()?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                (name.len() == 64).then(|| (name, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
-            })
-            .collect()
+        list_dir(&self.dir.join("sha256"), |name| name.len() == 64)
+    }
+
+    /// Every partial download left on disk: (name, bytes, last write).
+    pub fn partials(&self) -> Vec<(String, u64, std::time::SystemTime)> {
+        list_dir(&self.dir.join("partial"), |name| !name.ends_with(".validator"))
     }
 
     /// Remove a verified package (eviction).
     pub fn remove(&self, sha: &str) -> Result<()> {
-        match std::fs::remove_file(self.path_for_sha(sha)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing package {sha}")),
-        }
+        crate::files::remove_file_if_exists(&self.path_for_sha(sha))
     }
+
+    /// Remove a partial download and its validator (eviction).
+    pub fn remove_partial(&self, name: &str) -> Result<()> {
+        let path = self.dir.join("partial").join(name);
+        crate::files::remove_file_if_exists(&Self::validator_path(&path))?;
+        crate::files::remove_file_if_exists(&path)
+    }
+}
+
+fn list_dir(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<(String, u64, std::time::SystemTime)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            keep(&name).then(|| (name, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)))
+        })
+        .collect()
 }

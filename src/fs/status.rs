@@ -2,11 +2,11 @@
 //! which `kpackfs status MOUNTPOINT` prints: each known bundle's state,
 //! cache use, and hit/miss counts.
 
-use super::Inner;
+use super::core::FsCore;
+use super::namespace::Counts;
 use crate::cache::BundleState;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 #[derive(Debug, Serialize)]
 pub struct BundleStatus {
@@ -22,6 +22,13 @@ pub struct BundleStatus {
     pub retry_in_secs: Option<u64>,
 }
 
+/// `bundle-<name>.tgz` claimed by more than one type.
+#[derive(Debug, Serialize)]
+pub struct FlatClash {
+    pub name: String,
+    pub types: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub mountpoint: String,
@@ -31,6 +38,7 @@ pub struct Report {
     pub bundles_total: usize,
     pub bundles_unnamed: usize,
     pub bundles_shadowed: usize,
+    pub flat_collisions: Vec<FlatClash>,
     pub cache_dir: String,
     pub cache_used: u64,
     pub cache_budget: u64,
@@ -44,6 +52,9 @@ pub struct Report {
     pub builds: u64,
     pub failures: u64,
     pub evictions: u64,
+    pub damaged: u64,
+    /// Requests answered EINTR because their caller was killed while waiting.
+    pub waiting: usize,
     /// FUSE requests served since mount, per operation.
     pub requests: serde_json::Value,
     /// Every bundle that is not absent.
@@ -51,54 +62,62 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn collect(inner: &Arc<Inner>) -> Report {
-        let ns = inner.namespace();
-        let cache = inner.cache();
-        let (used, budget, cached_bundles, cached_packages) = cache.usage();
+    pub fn collect(core: &FsCore) -> Report {
+        let ns = core.namespace();
+        let cache = core.cache();
+        let usage = cache.usage();
         let disk = crate::util::disk_space(&cache.settings().dir);
         let mut bundles = Vec::new();
         for id in cache.known_ids() {
-            let label = ns.slot_of_id(&id).and_then(|s| ns.bundle(s)).map_or_else(|| id.clone(), |b| b.label());
+            let label = ns.slot_of_id(&id).and_then(|s| ns.bundle(s)).map_or_else(|| id.hex(), |b| b.label());
             let mut status =
-                BundleStatus { label, id: id.clone(), state: "absent", bytes: None, cause: None, retry_in_secs: None };
+                BundleStatus { label, id: id.hex(), state: "absent", bytes: None, cause: None, retry_in_secs: None };
             match cache.state_of(&id) {
                 BundleState::Absent => continue,
-                BundleState::Building(phase) => status.state = phase,
-                BundleState::Ready { bytes, .. } => {
+                BundleState::Building(phase) => status.state = phase.name(),
+                BundleState::Ready { bytes } => {
                     status.state = "ready";
                     status.bytes = Some(bytes);
                 }
-                BundleState::Failed { cause, retry_in_secs } => {
+                BundleState::Failed { cause, retry_in } => {
                     status.state = "failed";
                     status.cause = Some(cause);
-                    status.retry_in_secs = Some(retry_in_secs);
+                    status.retry_in_secs = Some(retry_in.as_secs());
                 }
             }
             bundles.push(status);
         }
         bundles.sort_by(|a, b| a.label.cmp(&b.label));
         let s = &cache.stats;
+        let Counts { shown, unnamed, shadowed, .. } = ns.counts.clone();
         Report {
-            mountpoint: inner.mountpoint.display().to_string(),
+            mountpoint: core.mountpoint().display().to_string(),
             pid: std::process::id(),
-            uptime_secs: inner.started.elapsed().as_secs(),
-            manifest: inner.manifest_note.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            bundles_total: ns.named,
-            bundles_unnamed: ns.unnamed,
-            bundles_shadowed: ns.shadowed,
+            uptime_secs: core.uptime().as_secs(),
+            manifest: core.manifest_note(),
+            bundles_total: shown,
+            bundles_unnamed: unnamed,
+            bundles_shadowed: shadowed,
+            flat_collisions: ns
+                .flat_clashes
+                .iter()
+                .map(|(name, types)| FlatClash { name: name.clone(), types: types.clone() })
+                .collect(),
             cache_dir: cache.settings().dir.display().to_string(),
-            cache_used: used,
-            cache_budget: budget,
+            cache_used: usage.used,
+            cache_budget: usage.budget,
             disk_free: disk.map(|(_, avail)| avail),
             disk_floor: disk.map(|(total, _)| cache.settings().min_free.bytes(total)),
-            cached_bundles,
-            cached_packages,
+            cached_bundles: usage.bundles,
+            cached_packages: usage.packages,
             hits: s.hits.load(Ordering::Relaxed),
             misses: s.misses.load(Ordering::Relaxed),
             builds: s.builds.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
             evictions: s.evictions.load(Ordering::Relaxed),
-            requests: serde_json::to_value(&inner.requests).unwrap_or_default(),
+            damaged: s.damaged.load(Ordering::Relaxed),
+            waiting: core.waiting().len(),
+            requests: serde_json::to_value(&core.requests).unwrap_or_default(),
             bundles,
         }
     }
@@ -131,9 +150,17 @@ impl Report {
         }
         out.push('\n');
         out.push_str(&format!(
-            "requests: {} hits, {} misses; builds: {} done, {} failed; {} evictions\n",
-            self.hits, self.misses, self.builds, self.failures, self.evictions
+            "requests: {} hits, {} misses; builds: {} done, {} failed; {} evictions, {} damaged files rebuilt\n",
+            self.hits, self.misses, self.builds, self.failures, self.evictions, self.damaged
         ));
+        for clash in &self.flat_collisions {
+            out.push_str(&format!(
+                "collision: bundles/{} is claimed by types {}; the {} one is shown\n",
+                clash.name,
+                clash.types.join(", "),
+                clash.types.first().map_or("", String::as_str)
+            ));
+        }
         let absent = self.bundles_total.saturating_sub(self.bundles.iter().filter(|b| b.state != "absent").count());
         out.push_str(&format!("bundles ({absent} absent):\n"));
         for b in &self.bundles {

@@ -8,11 +8,11 @@
 
 use super::engine::{relative_path, Engine, Merge, OutNode};
 use super::pick_one;
-use crate::tree::Tree;
+use crate::staging::StagingTree;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-pub(super) fn layout<'t>(tree: &'t Tree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
+pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
     let usr_src = tree.lookup_nofollow("usr/src").context("the packages hold no usr/src")?;
     let candidates = tree
         .subdirs(usr_src, |n| n.starts_with("linux-headers-") && !n.ends_with("-common") && !n.contains("-common-"))

@@ -5,9 +5,9 @@
 //!   what it points to (Ubuntu's flavour headers point into the common ones);
 //! - it dangles, loops, or escapes the extraction root: dropped.
 
-use super::{Bundle, BundleEntry, EntryKind};
+use super::{BundleTree, ItemKind, TreeItem};
 use crate::package::Blob;
-use crate::tree::{NodeId, NodeKind, Tree};
+use crate::staging::{NodeId, NodeKind, StagingTree};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 
@@ -51,7 +51,7 @@ impl OutNode {
 const MAX_COPY_CHAIN: usize = 8;
 
 pub(crate) struct Engine<'t> {
-    pub tree: &'t Tree,
+    pub tree: &'t StagingTree,
     /// staging directory → bundle path prefix ("" is the bundle root).
     mounts: Vec<(NodeId, String)>,
     excluded: Vec<String>,
@@ -77,7 +77,7 @@ pub fn relative_path(from_dir: &str, to: &str) -> String {
 }
 
 impl<'t> Engine<'t> {
-    pub fn new(tree: &'t Tree) -> Self {
+    pub fn new(tree: &'t StagingTree) -> Self {
         Engine { tree, mounts: Vec::new(), excluded: Vec::new(), root: OutNode::Dir(BTreeMap::new()) }
     }
 
@@ -186,7 +186,7 @@ impl<'t> Engine<'t> {
                 parts.extend(rel);
                 return Some(parts.join("/"));
             }
-            if node == crate::tree::ROOT {
+            if node == crate::staging::ROOT {
                 return None;
             }
             let n = self.tree.node(node);
@@ -197,7 +197,7 @@ impl<'t> Engine<'t> {
 
     /// Map an absolute path of the installed system to a bundle path.
     pub fn map_absolute(&self, abs: &str) -> Option<String> {
-        let node = self.tree.resolve(crate::tree::ROOT, abs)?;
+        let node = self.tree.resolve(crate::staging::ROOT, abs)?;
         let path = self.bundle_path_of(node)?;
         (!self.is_excluded(&path) && self.get(&path).is_some()).then_some(path)
     }
@@ -263,10 +263,10 @@ impl<'t> Engine<'t> {
 
     /// Flatten into the bundle's canonical order: depth first, names sorted
     /// bytewise, each directory before its contents.
-    pub fn into_bundle(self) -> Bundle {
+    pub fn into_tree(self) -> BundleTree {
         let mut entries = Vec::new();
         flatten(&self.root, String::new(), &mut entries);
-        Bundle { entries }
+        BundleTree { items: entries }
     }
 }
 
@@ -283,21 +283,19 @@ fn collect_pending(node: &OutNode, path: String, out: &mut Vec<(String, NodeId, 
     }
 }
 
-fn flatten(node: &OutNode, path: String, out: &mut Vec<BundleEntry>) {
+fn flatten(node: &OutNode, path: String, out: &mut Vec<TreeItem>) {
     match node {
         OutNode::Dir(children) => {
-            out.push(BundleEntry { path: path.clone(), kind: EntryKind::Dir, mode: 0o755 });
+            out.push(TreeItem { path: path.clone(), kind: ItemKind::Dir, mode: 0o755 });
             for (name, child) in children {
                 let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
                 flatten(child, p, out);
             }
         }
         OutNode::File { blob, exec, .. } => {
-            out.push(BundleEntry { path, kind: EntryKind::File(blob.clone()), mode: if *exec { 0o755 } else { 0o644 } })
+            out.push(TreeItem { path, kind: ItemKind::File(blob.clone()), mode: if *exec { 0o755 } else { 0o644 } })
         }
-        OutNode::Symlink(target) => {
-            out.push(BundleEntry { path, kind: EntryKind::Symlink(target.clone()), mode: 0o777 })
-        }
+        OutNode::Symlink(target) => out.push(TreeItem { path, kind: ItemKind::Symlink(target.clone()), mode: 0o777 }),
         OutNode::Pending { .. } => unreachable!("links are settled before flattening"),
     }
 }

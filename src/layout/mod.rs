@@ -20,14 +20,14 @@ mod ubuntu;
 pub use engine::relative_path;
 pub use meta::Meta;
 
-use crate::package::{Blob, RawEntry};
-use crate::tree::Tree;
+use crate::package::{Blob, Member};
+use crate::staging::StagingTree;
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 
 /// What one bundle entry is.
 #[derive(Debug, Clone)]
-pub enum EntryKind {
+pub enum ItemKind {
     Dir,
     File(Blob),
     Symlink(String),
@@ -35,16 +35,16 @@ pub enum EntryKind {
 
 /// One entry of a bundle tree. `path` is relative to the bundle root ("" is the root).
 #[derive(Debug, Clone)]
-pub struct BundleEntry {
+pub struct TreeItem {
     pub path: String,
-    pub kind: EntryKind,
+    pub kind: ItemKind,
     pub mode: u32,
 }
 
 /// A bundle tree in canonical order (depth first, names sorted bytewise).
 #[derive(Debug, Clone, Default)]
-pub struct Bundle {
-    pub entries: Vec<BundleEntry>,
+pub struct BundleTree {
+    pub items: Vec<TreeItem>,
 }
 
 /// The layout family of a manifest type.
@@ -75,7 +75,7 @@ impl Family {
 /// One extracted package, named for error messages.
 pub struct Extracted {
     pub file_name: String,
-    pub entries: Vec<RawEntry>,
+    pub members: Vec<Member>,
 }
 
 /// What a layout needs to know besides the packages.
@@ -88,20 +88,20 @@ pub struct Request<'a> {
 }
 
 /// The result of a layout: the tree (BUNDLE_* files included) and its meta values.
-pub struct Built {
-    pub bundle: Bundle,
+pub struct LaidOut {
+    pub tree: BundleTree,
     pub meta: Meta,
 }
 
 /// Stage the packages (in the given order, later ones over earlier ones, as
 /// successive `dpkg -x` would) and lay them out for `req.kind`.
-pub fn build(req: &Request<'_>, packages: Vec<Extracted>) -> Result<Built> {
+pub fn lay_out(req: &Request<'_>, packages: Vec<Extracted>) -> Result<LaidOut> {
     let family = Family::of(req.kind)?;
-    let mut tree = Tree::new();
+    let mut tree = StagingTree::new();
     for package in packages {
         let name = package.file_name;
-        for entry in package.entries {
-            tree.add(entry).with_context(|| format!("package {name}"))?;
+        for member in package.members {
+            tree.add(member).with_context(|| format!("package {name}"))?;
         }
     }
     let (engine, uname, build_dir) = match family {
@@ -120,24 +120,24 @@ pub fn build(req: &Request<'_>, packages: Vec<Extracted>) -> Result<Built> {
         }
     }
     let meta = Meta { checksum: req.checksum.to_string(), distro: req.kind.to_string(), uname, build_dir };
-    let mut bundle = engine.into_bundle();
-    insert_meta_files(&mut bundle, &meta);
-    Ok(Built { bundle, meta })
+    let mut tree = engine.into_tree();
+    insert_meta_files(&mut tree, &meta);
+    Ok(LaidOut { tree, meta })
 }
 
 /// Put the BUNDLE_* files at the root, keeping the canonical order.
-fn insert_meta_files(bundle: &mut Bundle, meta: &Meta) {
+fn insert_meta_files(tree: &mut BundleTree, meta: &Meta) {
     // A package's own root-level BUNDLE_* files never shadow ours.
-    bundle.entries.retain(|e| !e.path.starts_with("BUNDLE_") || e.path.contains('/'));
+    tree.items.retain(|e| !e.path.starts_with("BUNDLE_") || e.path.contains('/'));
     for (name, value) in meta.files() {
         let entry =
-            BundleEntry { path: name.to_string(), kind: EntryKind::File(Arc::new(value.into_bytes())), mode: 0o644 };
+            TreeItem { path: name.to_string(), kind: ItemKind::File(Arc::new(value.into_bytes())), mode: 0o644 };
         // Root-level names: find the first root child that sorts after it.
-        let pos = bundle.entries[1..]
+        let pos = tree.items[1..]
             .iter()
             .position(|e| !e.path.contains('/') && e.path.as_str() > name)
-            .map_or(bundle.entries.len(), |p| p + 1);
-        bundle.entries.insert(pos, entry);
+            .map_or(tree.items.len(), |p| p + 1);
+        tree.items.insert(pos, entry);
     }
 }
 
@@ -145,9 +145,9 @@ fn insert_meta_files(bundle: &mut Bundle, meta: &Meta) {
 /// else the only one.
 fn pick_one(
     what: &str,
-    candidates: Vec<(String, crate::tree::NodeId)>,
+    candidates: Vec<(String, crate::staging::NodeId)>,
     wanted: Option<&str>,
-) -> Result<(String, crate::tree::NodeId)> {
+) -> Result<(String, crate::staging::NodeId)> {
     if let Some(w) = wanted {
         if let Some(hit) = candidates.iter().find(|(n, _)| n == w) {
             return Ok(hit.clone());

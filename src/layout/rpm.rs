@@ -5,10 +5,14 @@
 
 use super::engine::{Engine, Merge, OutNode};
 use super::pick_one;
-use crate::tree::Tree;
+use crate::staging::StagingTree;
 use anyhow::{Context, Result};
 
-pub(super) fn layout<'t>(tree: &'t Tree, uname: Option<&str>, oracle: bool) -> Result<(Engine<'t>, String, String)> {
+pub(super) fn layout<'t>(
+    tree: &'t StagingTree,
+    uname: Option<&str>,
+    oracle: bool,
+) -> Result<(Engine<'t>, String, String)> {
     let kernels = tree.lookup_nofollow("usr/src/kernels").context("the packages hold no usr/src/kernels")?;
     let (uname, root) = pick_one("usr/src/kernels/<uname> directory", tree.subdirs(kernels, |_| true), uname)?;
     let mut engine = Engine::new(tree);

@@ -5,10 +5,10 @@
 
 use super::engine::{Engine, Merge};
 use super::pick_one;
-use crate::tree::{NodeKind, Tree};
+use crate::staging::{NodeKind, StagingTree};
 use anyhow::{bail, Context, Result};
 
-pub(super) fn layout<'t>(tree: &'t Tree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
+pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
     let usr_src = tree.lookup_nofollow("usr/src").context("the packages hold no usr/src")?;
     let objs = tree.subdirs(usr_src, |n| n.starts_with("linux-") && n.ends_with("-obj"));
     let (obj_name, obj) = pick_one("usr/src/linux-<release>-obj directory", objs, None)?;

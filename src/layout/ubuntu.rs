@@ -4,7 +4,7 @@
 
 use super::engine::{Engine, Merge};
 use super::pick_one;
-use crate::tree::Tree;
+use crate::staging::StagingTree;
 use anyhow::{Context, Result};
 use regex::Regex;
 use std::sync::OnceLock;
@@ -14,7 +14,7 @@ fn is_flavour_release(release: &str) -> bool {
     RE.get_or_init(|| Regex::new(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]+-[a-z]").expect("static regex")).is_match(release)
 }
 
-pub(super) fn layout<'t>(tree: &'t Tree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
+pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
     let usr_src = tree.lookup_nofollow("usr/src").context("the packages hold no usr/src")?;
     let candidates = tree
         .subdirs(usr_src, |n| n.strip_prefix("linux-headers-").is_some_and(is_flavour_release))

@@ -8,9 +8,11 @@
 //! See docs/manifest.md for the format.
 
 mod naming;
+pub mod rules;
 
 pub use naming::{derive_names, Names};
 
+use crate::ids::BundleId;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,8 +21,14 @@ use std::path::{Path, PathBuf};
 
 /// One package of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Package {
+    /// Where the package is (canonical URL). The bundle id is computed from it.
     pub url: String,
+    /// Other locations of the same file (same sha256), tried in order when
+    /// `url` fails: the same package reached through another archive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,7 +37,12 @@ pub struct Package {
 
 impl Package {
     pub fn new(url: impl Into<String>) -> Self {
-        Package { url: url.into(), sha256: None, size: None }
+        Package { url: url.into(), also: Vec::new(), sha256: None, size: None }
+    }
+
+    /// Every location, the primary first.
+    pub fn locations(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.url.as_str()).chain(self.also.iter().map(String::as_str))
     }
 
     /// The last path component of the URL (query stripped).
@@ -46,7 +59,7 @@ pub fn file_name_of(url: &str) -> &str {
 
 /// One bundle: the packages that together make one kernel's build tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct BundleSpec {
     /// The repackaging type: the layout, BUNDLE_DISTRO, and the `/<type>/` directory.
     #[serde(rename = "type")]
     pub kind: String,
@@ -57,7 +70,7 @@ pub struct Entry {
     pub packages: Vec<Package>,
 }
 
-impl Entry {
+impl BundleSpec {
     /// kernel-packer's id over this entry's packages.
     pub fn compute_id(&self) -> String {
         bundle_id(self.packages.iter().map(|p| p.url.as_str()))
@@ -71,6 +84,8 @@ impl Entry {
         }
         let files: Vec<&str> = self.packages.iter().map(|p| p.file_name()).collect();
         let names = derive_names(&self.kind, &files)?;
+        rules::check_name("derived name", &names.name)?;
+        rules::check_name("derived uname", &names.uname)?;
         if self.uname.is_none() {
             self.uname = Some(names.uname);
         }
@@ -102,7 +117,7 @@ pub fn bundle_id<'a>(urls: impl IntoIterator<Item = &'a str>) -> String {
 /// The whole manifest, ordered by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
-    pub entries: BTreeMap<String, Entry>,
+    pub entries: BTreeMap<String, BundleSpec>,
     /// Entries that loaded but cannot be named, with the reason (id → reason).
     pub unnamed: BTreeMap<String, String>,
 }
@@ -117,7 +132,7 @@ enum RawPackage {
 }
 
 #[derive(Deserialize)]
-struct RawEntry {
+struct Member {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -125,6 +140,17 @@ struct RawEntry {
     #[serde(default)]
     uname: Option<String>,
     packages: Vec<RawPackage>,
+}
+
+/// The repository's manifest, compiled in: what `mount` and `bundle` serve by default.
+pub const SHIPPED: &str = include_str!("../../manifest.yml");
+
+/// Load `path`, or the shipped manifest.
+pub fn load_or_shipped(path: Option<&Path>, lists_dir: Option<&Path>) -> Result<Manifest> {
+    match path {
+        Some(p) => Manifest::load(p, lists_dir),
+        None => Manifest::parse(SHIPPED, &PackageLists::default()).context("loading the shipped manifest"),
+    }
 }
 
 /// Maps kernel-packer's simplified package names back to URLs.
@@ -176,10 +202,10 @@ impl Manifest {
     /// Parse a manifest from YAML text. Simplified package names are mapped back
     /// to URLs through `lists`; a name with no URL is an error.
     pub fn parse(text: &str, lists: &PackageLists) -> Result<Self> {
-        let raw: BTreeMap<String, RawEntry> = if text.trim().is_empty() {
+        let raw: BTreeMap<String, Member> = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| anyhow!("malformed manifest: {e}"))?
+            serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| anyhow!("malformed manifest: {e}"))?
         };
         let mut manifest = Manifest::default();
         let mut unresolved = Vec::new();
@@ -198,7 +224,7 @@ impl Manifest {
             if packages.is_empty() {
                 bail!("malformed manifest: entry {id} has no packages");
             }
-            let entry = Entry { kind: raw_entry.kind, name: raw_entry.name, uname: raw_entry.uname, packages };
+            let entry = BundleSpec { kind: raw_entry.kind, name: raw_entry.name, uname: raw_entry.uname, packages };
             validate_entry(&id, &entry)?;
             manifest.entries.insert(id, entry);
         }
@@ -232,7 +258,7 @@ impl Manifest {
     }
 
     /// Insert an entry under its computed id, replacing an older one.
-    pub fn insert(&mut self, mut entry: Entry) -> String {
+    pub fn insert(&mut self, mut entry: BundleSpec) -> String {
         let id = entry.compute_id();
         match entry.fill_names() {
             Ok(()) => {
@@ -257,7 +283,7 @@ impl Manifest {
     }
 
     /// Find an entry by id, by name, or by `type/name`.
-    pub fn find(&self, key: &str) -> Result<(&String, &Entry)> {
+    pub fn find(&self, key: &str) -> Result<(&String, &BundleSpec)> {
         if let Some((id, e)) = self.entries.get_key_value(key) {
             return Ok((id, e));
         }
@@ -299,10 +325,30 @@ impl Manifest {
     }
 }
 
-fn validate_entry(id: &str, entry: &Entry) -> Result<()> {
-    if entry.kind.is_empty() || !entry.kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        bail!("malformed manifest: entry {id} has an invalid type {:?}", entry.kind);
+/// YAML limits for manifests: generous on size (a crawl of every kernel
+/// ever shipped is millions of nodes), strict on what makes bombs: aliases,
+/// depth, and the input size itself.
+pub fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = usize::MAX;
+    budget.max_events = usize::MAX;
+    budget.max_total_scalar_bytes = MAX_MANIFEST_BYTES;
+    budget.max_aliases = 0;
+    budget.max_anchors = 0;
+    budget.max_depth = 16;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// The largest manifest file accepted (a million entries take about 600 MB).
+pub const MAX_MANIFEST_BYTES: usize = 2 << 30;
+
+fn validate_entry(id: &str, entry: &BundleSpec) -> Result<()> {
+    if BundleId::parse(id).is_none() {
+        bail!("malformed manifest: key {:?} is not a bundle id (64 hex digits)", rules::shown(id));
     }
+    rules::check_type(&entry.kind).map_err(|e| anyhow!("malformed manifest: entry {id}: {e}"))?;
     for p in &entry.packages {
         if p.url.is_empty() {
             bail!("malformed manifest: entry {id} has a package with an empty url");
@@ -315,9 +361,7 @@ fn validate_entry(id: &str, entry: &Entry) -> Result<()> {
     }
     for (what, value) in [("name", &entry.name), ("uname", &entry.uname)] {
         if let Some(v) = value {
-            if !is_valid_component(v) {
-                bail!("malformed manifest: entry {id} has an invalid {what} {v:?}");
-            }
+            rules::check_name(what, v).map_err(|e| anyhow!("malformed manifest: entry {id}: {e}"))?;
         }
     }
     let computed = entry.compute_id();
@@ -325,11 +369,6 @@ fn validate_entry(id: &str, entry: &Entry) -> Result<()> {
         bail!("malformed manifest: entry {id} does not match its packages (their id is {computed})");
     }
     Ok(())
-}
-
-/// A name usable as one path component.
-pub fn is_valid_component(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && s.len() <= 200 && !s.contains(['/', '\0'])
 }
 
 /// Whether the text has bare package names that need package lists.
@@ -389,7 +428,7 @@ mod tests {
         );
         p.sha256 = Some("a".repeat(64));
         p.size = Some(1841552);
-        let id = m.insert(Entry {
+        let id = m.insert(BundleSpec {
             kind: "debian".into(),
             name: None,
             uname: None,
@@ -409,7 +448,7 @@ mod tests {
 
     #[test]
     fn mismatched_id_is_refused() {
-        let text = "abc:\n  type: debian\n  packages:\n  - url: http://x/linux-headers-1.0-amd64_1_amd64.deb\n";
+        let text = "0000000000000000000000000000000000000000000000000000000000000abc:\n  type: debian\n  packages:\n  - url: http://x/linux-headers-1.0-amd64_1_amd64.deb\n";
         let err = Manifest::parse(text, &PackageLists::default()).unwrap_err().to_string();
         assert!(err.contains("does not match its packages"), "{err}");
     }

@@ -133,7 +133,7 @@ mod tests {
         out.resize(out.len() + pad4(data.len() as u64) as usize, 0);
     }
 
-    fn read_all(bytes: &[u8]) -> Result<Vec<crate::package::RawEntry>> {
+    fn read_all(bytes: &[u8]) -> Result<Vec<crate::package::Member>> {
         let budget = Budget::new(Limits::default());
         let mut sink = EntrySink::new(&budget);
         read(bytes, &mut sink)?;

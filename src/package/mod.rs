@@ -1,6 +1,6 @@
 //! Streaming readers for distribution packages: .deb, .rpm and tarballs.
 //!
-//! Every reader turns a package into a list of [`RawEntry`] with paths already
+//! Every reader turns a package into a list of [`Member`] with paths already
 //! checked (no `..`, no absolute paths), permission bits stripped of
 //! setuid/setgid/sticky, device nodes dropped, and sizes bounded by [`Limits`].
 //! Nothing is written to disk here: the layout decides what the bundle holds.
@@ -35,7 +35,7 @@ pub enum Item {
 
 /// One checked archive entry.
 #[derive(Debug, Clone)]
-pub struct RawEntry {
+pub struct Member {
     /// Normalised relative path: no leading `./`, no `..`, never empty.
     pub path: String,
     pub item: Item,
@@ -116,7 +116,7 @@ pub fn sniff(head: &[u8]) -> Option<Format> {
 }
 
 /// Read a whole package file into checked entries.
-pub fn read_package(path: &Path, budget: &Budget) -> Result<Vec<RawEntry>> {
+pub fn read_package(path: &Path, budget: &Budget) -> Result<Vec<Member>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = BufReader::with_capacity(256 << 10, file);
     let head = peek(&mut reader, 512)?;
@@ -138,7 +138,7 @@ fn peek<R: std::io::BufRead>(reader: &mut R, n: usize) -> Result<Vec<u8>> {
 /// Collects entries, applying the checks every format shares.
 pub(crate) struct EntrySink<'a> {
     budget: &'a Budget,
-    entries: Vec<RawEntry>,
+    entries: Vec<Member>,
 }
 
 /// What the format reader knows about an entry before the checks.
@@ -198,12 +198,12 @@ impl<'a> EntrySink<'a> {
                 if buf.len() as u64 != size {
                     bail!("entry {path} is truncated ({} of {size} bytes)", buf.len());
                 }
-                self.entries.push(RawEntry { path, item: Item::File(Arc::new(buf)), mode, mtime });
+                self.entries.push(Member { path, item: Item::File(Arc::new(buf)), mode, mtime });
                 return Ok(());
             }
         };
         self.budget.take(&path, 0)?;
-        self.entries.push(RawEntry { path, item, mode, mtime });
+        self.entries.push(Member { path, item, mode, mtime });
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use super::http::Server;
 use super::pkgs::{self, real_debian, with_lock, RealDebian};
 use super::{kpackfs, run_ok, tempdir};
-use kpackfs::manifest::{Entry, Manifest, Package};
+use kpackfs::manifest::{BundleSpec, Manifest, Package};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -134,9 +134,14 @@ impl Fixture {
                 let (sha256, size) = checksum
                     .clone()
                     .unwrap_or_else(|| (super::sha256_file(file), std::fs::metadata(file).unwrap().len()));
-                packages.push(Package { url: canonical(path), sha256: Some(sha256), size: Some(size) });
+                packages.push(Package {
+                    url: canonical(path),
+                    also: Vec::new(),
+                    sha256: Some(sha256),
+                    size: Some(size),
+                });
             }
-            let id = manifest.insert(Entry { kind: kind.clone(), name: None, uname: None, packages });
+            let id = manifest.insert(BundleSpec { kind: kind.clone(), name: None, uname: None, packages });
             let e = &manifest.entries[&id];
             bundles.push(Bundle {
                 kind,
@@ -217,7 +222,9 @@ impl Mounted {
     /// Short timeouts and backoff for tests, unless `extra` sets them.
     fn defaults(extra: &[String]) -> Vec<String> {
         let mut out = Vec::new();
-        for (flag, value) in [("--retry-backoff", "300ms"), ("--stall-timeout", "2s"), ("--retries", "1")] {
+        for (flag, value) in
+            [("--retry-backoff", "300ms"), ("--stall-timeout", "2s"), ("--retries", "1"), ("--crawl-interval", "off")]
+        {
             if !extra.iter().any(|a| a == flag) {
                 out.extend([flag.to_string(), value.to_string()]);
             }

@@ -111,7 +111,7 @@ impl SmallDisk {
     pub fn new(path: &Path, size: &str) -> SmallDisk {
         std::fs::create_dir_all(path).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "kpackfs-test-disk"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "kpackfs-test-disk"])
             .arg(path)
             .output()
             .unwrap();

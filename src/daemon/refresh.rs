@@ -8,8 +8,8 @@
 //! cache any entry it has seen for as long as it likes. A file that fails to
 //! load changes nothing; the daemon logs why and keeps serving.
 
-use super::load_manifest;
-use crate::fs::Inner;
+use crate::fs::FsCore;
+use crate::manifest::load_or_shipped as load_manifest;
 use crate::manifest::Manifest;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ fn stamp(path: &Path) -> Stamp {
 
 /// What the mount serves, and where it came from.
 pub struct Served {
-    inner: Arc<Inner>,
+    core: Arc<FsCore>,
     /// `--manifest FILE` (None: the shipped manifest, which cannot change).
     manifest_path: Option<PathBuf>,
     lists_dir: Option<PathBuf>,
@@ -49,7 +49,7 @@ impl Served {
     /// `served` is what the namespace was built from; `base_stamp` the
     /// `--manifest` file's stamp from before it was loaded.
     pub fn new(
-        inner: Arc<Inner>,
+        core: Arc<FsCore>,
         manifest_path: Option<PathBuf>,
         lists_dir: Option<PathBuf>,
         cache_dir: &Path,
@@ -57,10 +57,10 @@ impl Served {
         served: Manifest,
         base_stamp: Stamp,
     ) -> Arc<Self> {
-        let (_, crawl_result) = super::crawl::default_paths(cache_dir);
+        let (_, crawl_result) = crate::crawl::default_paths(cache_dir);
         let crawl_stamp = stamp(&crawl_result);
         let me = Arc::new(Served {
-            inner,
+            core,
             manifest_path,
             lists_dir,
             crawl_result,
@@ -88,7 +88,7 @@ impl Served {
         if let Some(crawl) = &state.last_crawl {
             note.push_str(&format!(" (last crawl: {crawl})"));
         }
-        self.inner.set_manifest_note(note);
+        self.core.set_manifest_note(note);
     }
 
     pub fn set_last_crawl(&self, summary: String) {
@@ -120,9 +120,9 @@ impl Served {
             }
         }
         if next.entries != state.served.entries {
-            let added = self.inner.update_manifest(&next);
+            let added = self.core.update_manifest(&next);
             state.served = next;
-            log::info!("manifest reloaded: {added} new bundles shown, {} in all", self.inner.namespace().named);
+            log::info!("manifest reloaded: {added} new bundles shown, {} in all", self.core.namespace().counts.shown);
         }
         self.publish_note(&state);
     }
@@ -150,9 +150,27 @@ pub struct Crawler {
     pub fetch: crate::fetch::FetchConfig,
 }
 
+/// A stale crawl result is refreshed this soon after start (the mount
+/// settles first; a short interval, as tests use, comes sooner).
+const FIRST_CRAWL_DELAY: Duration = Duration::from_secs(5);
+
+/// How long to wait before the first crawl: until the last crawl result
+/// (its file's age) is older than `interval`.
+pub fn first_crawl_wait(last_crawl: Option<SystemTime>, interval: Duration, now: SystemTime) -> Duration {
+    let age = last_crawl.and_then(|t| now.duration_since(t).ok());
+    match age {
+        Some(age) if age < interval => interval - age,
+        _ => FIRST_CRAWL_DELAY.min(interval),
+    }
+}
+
 impl Crawler {
     pub async fn run(self, interval: Duration) {
-        let (lists_dir, manifest) = super::crawl::default_paths(&self.cache_dir);
+        let (lists_dir, manifest) = crate::crawl::default_paths(&self.cache_dir);
+        let last = std::fs::metadata(&manifest).and_then(|m| m.modified()).ok();
+        let wait = first_crawl_wait(last, interval, SystemTime::now());
+        log::info!("background crawl every {interval:?}; the next in {wait:?}");
+        tokio::time::sleep(wait).await;
         let opts = crate::crawl::Options {
             lists_dir,
             manifest,
@@ -178,5 +196,22 @@ impl Crawler {
             }
             tokio::time::sleep(interval).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_crawl_waits_for_the_last_one_to_age() {
+        let now = SystemTime::now();
+        let six_h = Duration::from_secs(6 * 3600);
+        assert_eq!(first_crawl_wait(None, six_h, now), FIRST_CRAWL_DELAY);
+        let hour_ago = now - Duration::from_secs(3600);
+        assert_eq!(first_crawl_wait(Some(hour_ago), six_h, now), Duration::from_secs(5 * 3600));
+        let week_ago = now - Duration::from_secs(7 * 86400);
+        assert_eq!(first_crawl_wait(Some(week_ago), six_h, now), FIRST_CRAWL_DELAY);
+        assert_eq!(first_crawl_wait(None, Duration::from_secs(1), now), Duration::from_secs(1));
     }
 }

@@ -1,4 +1,4 @@
-//! Bundle tree → deterministic `.tgz`.
+//! BundleTree tree → deterministic `.tgz`.
 //!
 //! Same entries in, same bytes out, on any machine: canonical entry order,
 //! `./`-prefixed paths, owner root:root (0:0), one fixed mtime, normalised
@@ -6,7 +6,7 @@
 
 pub mod gzip;
 
-use crate::layout::{Bundle, EntryKind};
+use crate::layout::{BundleTree, ItemKind};
 use anyhow::{Context, Result};
 use std::io::{self, Read, Write};
 
@@ -120,20 +120,16 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// Number of gzip threads: every core.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// Write `bundle` as a .tgz to `out`; returns the writer.
-pub fn write_tgz<W: Write>(bundle: &Bundle, out: W) -> Result<W> {
-    let gz = gzip::ParallelGzip::new(out, LEVEL, default_threads()).context("starting gzip")?;
+/// Write `tree` as a .tgz to `out`, compressing with `threads` threads
+/// (the bytes do not depend on it); returns the writer.
+pub fn write<W: Write>(tree: &BundleTree, out: W, threads: usize) -> Result<W> {
+    let gz = gzip::ParallelGzip::new(out, LEVEL, threads).context("starting gzip")?;
     let mut tar = TarWriter::new(gz);
-    for entry in &bundle.entries {
+    for entry in &tree.items {
         let kind = match &entry.kind {
-            EntryKind::Dir => TarKind::Dir,
-            EntryKind::File(blob) => TarKind::File { size: blob.len() as u64, data: Box::new(&blob[..]) },
-            EntryKind::Symlink(target) => TarKind::Symlink(target),
+            ItemKind::Dir => TarKind::Dir,
+            ItemKind::File(blob) => TarKind::File { size: blob.len() as u64, data: Box::new(&blob[..]) },
+            ItemKind::Symlink(target) => TarKind::Symlink(target),
         };
         tar.append(TarItem { path: &entry.path, mode: entry.mode, kind })
             .with_context(|| format!("writing {} to the tar", entry.path))?;

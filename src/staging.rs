@@ -5,7 +5,7 @@
 //! real filesystem: an entry under an in-archive symlink, a hard link that does
 //! not name an earlier regular file, replacing a non-empty directory.
 
-use crate::package::{Blob, Item, RawEntry};
+use crate::package::{Blob, Item, Member};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 
@@ -31,21 +31,21 @@ pub struct Node {
 }
 
 #[derive(Debug, Clone)]
-pub struct Tree {
+pub struct StagingTree {
     nodes: Vec<Node>,
 }
 
-impl Default for Tree {
+impl Default for StagingTree {
     fn default() -> Self {
-        Tree::new()
+        StagingTree::new()
     }
 }
 
-impl Tree {
+impl StagingTree {
     pub fn new() -> Self {
         let root =
             Node { name: String::new(), parent: ROOT, kind: NodeKind::Dir(BTreeMap::new()), mode: 0o755, mtime: 0 };
-        Tree { nodes: vec![root] }
+        StagingTree { nodes: vec![root] }
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -65,7 +65,7 @@ impl Tree {
     }
 
     /// Add one archive entry, as extracting it over what is already there.
-    pub fn add(&mut self, entry: RawEntry) -> Result<()> {
+    pub fn add(&mut self, entry: Member) -> Result<()> {
         let (dir_path, name) = match entry.path.rsplit_once('/') {
             Some((d, n)) => (d, n),
             None => ("", entry.path.as_str()),
@@ -225,16 +225,16 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn file(path: &str) -> RawEntry {
-        RawEntry { path: path.into(), item: Item::File(Arc::new(b"x".to_vec())), mode: 0o644, mtime: 0 }
+    fn file(path: &str) -> Member {
+        Member { path: path.into(), item: Item::File(Arc::new(b"x".to_vec())), mode: 0o644, mtime: 0 }
     }
-    fn link(path: &str, target: &str) -> RawEntry {
-        RawEntry { path: path.into(), item: Item::Symlink(target.into()), mode: 0o777, mtime: 0 }
+    fn link(path: &str, target: &str) -> Member {
+        Member { path: path.into(), item: Item::Symlink(target.into()), mode: 0o777, mtime: 0 }
     }
 
     #[test]
     fn resolves_relative_and_absolute_links() {
-        let mut t = Tree::new();
+        let mut t = StagingTree::new();
         t.add(file("usr/src/common/Makefile")).unwrap();
         t.add(link("usr/src/flavour/Makefile", "../common/Makefile")).unwrap();
         t.add(link("lib/modules/x/build", "/usr/src/flavour")).unwrap();
@@ -247,12 +247,12 @@ mod tests {
 
     #[test]
     fn refuses_entries_under_symlinks_and_bad_hardlinks() {
-        let mut t = Tree::new();
+        let mut t = StagingTree::new();
         t.add(link("evil", "/etc")).unwrap();
         let err = t.add(file("evil/passwd")).unwrap_err().to_string();
         assert!(err.contains("lies under the symlink evil"), "{err}");
         let err = t
-            .add(RawEntry { path: "h".into(), item: Item::Hardlink("nothere".into()), mode: 0o644, mtime: 0 })
+            .add(Member { path: "h".into(), item: Item::Hardlink("nothere".into()), mode: 0o644, mtime: 0 })
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a regular file"), "{err}");
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn loops_and_escapes_do_not_resolve() {
-        let mut t = Tree::new();
+        let mut t = StagingTree::new();
         t.add(link("a", "b")).unwrap();
         t.add(link("b", "a")).unwrap();
         t.add(link("up", "../../outside")).unwrap();

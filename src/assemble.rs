@@ -1,0 +1,84 @@
+//! Package files → laid-out bundle tree: extract the packages in parallel
+//! (in memory), stage them in a fixed order, run the type's layout.
+
+use crate::layout::{self, Extracted, LaidOut, Request};
+use crate::package::{self, Budget, Limits};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// One package file of a bundle.
+#[derive(Debug, Clone)]
+pub struct PackageFile {
+    pub path: PathBuf,
+    /// The name errors use: the URL's file name, or the local file name.
+    pub display: String,
+    /// Staging order key (the simplified URL, as the id uses), so that the
+    /// same packages in any manifest order give the same bundle.
+    pub order_key: String,
+}
+
+pub struct Job<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+    pub uname: Option<&'a str>,
+    pub packages: Vec<PackageFile>,
+    pub limits: Limits,
+    /// Threads to extract with (the caller's CPU lease).
+    pub threads: usize,
+}
+
+/// Extract and lay out. Errors name the package and the cause.
+pub fn assemble(job: Job<'_>) -> Result<LaidOut> {
+    let mut packages = job.packages;
+    packages.sort_by(|a, b| a.order_key.cmp(&b.order_key));
+    let budget = Budget::new(job.limits);
+    let extracted = extract_all(&packages, &budget, job.threads)?;
+    layout::lay_out(&Request { kind: job.kind, checksum: job.id, uname: job.uname }, extracted)
+}
+
+/// Extract every package with up to `threads` threads; results keep the input order.
+pub fn extract_all(packages: &[PackageFile], budget: &Budget, threads: usize) -> Result<Vec<Extracted>> {
+    let threads = threads.min(packages.len()).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<Option<Result<Extracted>>> = (0..packages.len()).map(|_| None).collect();
+    let results = std::sync::Mutex::new(&mut slots);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(p) = packages.get(i) else { return };
+                let result = package::read_package(&p.path, budget)
+                    .with_context(|| format!("package {}", p.display))
+                    .map(|members| Extracted { file_name: p.display.clone(), members });
+                if let Ok(mut slots) = results.lock() {
+                    slots[i] = Some(result);
+                }
+            });
+        }
+    });
+    slots.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("extraction thread failed")))).collect()
+}
+
+/// Download a bundle's packages concurrently (through the store), in
+/// manifest order. Errors name the package and the cause.
+pub async fn download(fetcher: &crate::fetch::Fetcher, spec: &crate::manifest::BundleSpec) -> Result<Vec<PackageFile>> {
+    let tasks: Vec<_> = spec
+        .packages
+        .iter()
+        .cloned()
+        .map(|pkg| {
+            let fetcher = fetcher.clone();
+            tokio::spawn(async move { fetcher.fetch(&pkg).await })
+        })
+        .collect();
+    let mut files = Vec::with_capacity(tasks.len());
+    for (task, pkg) in tasks.into_iter().zip(&spec.packages) {
+        let path = task.await.map_err(|e| anyhow::anyhow!("download task failed: {e}"))??;
+        files.push(PackageFile {
+            path,
+            display: crate::manifest::file_name_of(&pkg.url).to_string(),
+            order_key: crate::manifest::simplify(&pkg.url),
+        });
+    }
+    Ok(files)
+}

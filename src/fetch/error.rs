@@ -1,0 +1,157 @@
+//! Why a transfer failed, as a type: the fetcher and the crawler decide on
+//! retries from it, and messages name the cause the same way everywhere.
+
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The server answered with this HTTP status.
+    Status(u16),
+    /// No response (connection refused, DNS, TLS, reset before headers).
+    Connect(String),
+    /// No bytes for the stall timeout.
+    Stalled {
+        after_bytes: u64,
+        timeout: Duration,
+    },
+    /// The average rate stayed under the minimum.
+    TooSlow {
+        bytes: u64,
+        elapsed: Duration,
+        min_rate: u64,
+    },
+    /// The overall deadline passed.
+    Deadline {
+        after: Duration,
+    },
+    /// The body ended, or failed, before it was complete.
+    Cut {
+        after_bytes: u64,
+        expected: Option<u64>,
+        cause: String,
+    },
+    /// More bytes than allowed (the expected size, or a cap).
+    TooLarge {
+        limit: u64,
+    },
+    SizeMismatch {
+        expected: u64,
+        got: u64,
+    },
+    Sha256Mismatch {
+        expected: String,
+        got: String,
+    },
+    /// The cache budget has no room for the download.
+    NoRoom {
+        needed: u64,
+    },
+    /// A local file operation failed.
+    Io(String),
+}
+
+impl FetchError {
+    /// Whether another attempt may succeed: connection trouble, stalls,
+    /// cuts and 5xx/408/429. Not: other 4xx, checksums, sizes, deadlines.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Status(s) => (500..600).contains(s) || *s == 408 || *s == 429,
+            FetchError::Connect(_) | FetchError::Stalled { .. } | FetchError::Cut { .. } => true,
+            FetchError::TooSlow { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub fn io(context: &str, e: impl fmt::Display) -> FetchError {
+        FetchError::Io(format!("{context}: {e}"))
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Status(s) => write!(f, "HTTP {s}{}", status_reason(*s)),
+            FetchError::Connect(e) => write!(f, "request failed: {e}"),
+            FetchError::Stalled { after_bytes, timeout } => {
+                write!(f, "transfer stalled for {timeout:?} after {after_bytes} bytes")
+            }
+            FetchError::TooSlow { bytes, elapsed, min_rate } => write!(
+                f,
+                "transfer too slow: {bytes} bytes in {:.0}s, under the minimum of {}/s",
+                elapsed.as_secs_f64(),
+                crate::util::human_bytes(*min_rate)
+            ),
+            FetchError::Deadline { after } => write!(f, "gave up after the {after:?} deadline"),
+            FetchError::Cut { after_bytes, expected: Some(total), cause } => {
+                write!(f, "transfer cut after {after_bytes} of {total} bytes{}", with_cause(cause))
+            }
+            FetchError::Cut { after_bytes, expected: None, cause } => {
+                write!(f, "transfer cut after {after_bytes} bytes{}", with_cause(cause))
+            }
+            FetchError::TooLarge { limit } => write!(f, "body exceeds the limit of {limit} bytes"),
+            FetchError::SizeMismatch { expected, got } => {
+                write!(f, "size mismatch: expected {expected} bytes, got {got}")
+            }
+            FetchError::Sha256Mismatch { expected, got } => {
+                write!(f, "sha256 mismatch: expected {expected}, got {got}")
+            }
+            FetchError::NoRoom { needed } => {
+                write!(f, "the cache budget has no room for {} more", crate::util::human_bytes(*needed))
+            }
+            FetchError::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+fn with_cause(cause: &str) -> String {
+    if cause.is_empty() {
+        String::new()
+    } else {
+        format!(": {cause}")
+    }
+}
+
+fn status_reason(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()) {
+        Some(r) => format!(" {r}"),
+        None => String::new(),
+    }
+}
+
+/// An error with its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_failures_are_retried() {
+        for s in [500, 502, 503, 408, 429] {
+            assert!(FetchError::Status(s).is_transient(), "{s}");
+        }
+        for s in [400, 403, 404, 410, 416] {
+            assert!(!FetchError::Status(s).is_transient(), "{s}");
+        }
+        assert!(FetchError::Cut { after_bytes: 1, expected: None, cause: String::new() }.is_transient());
+        assert!(FetchError::Stalled { after_bytes: 0, timeout: Duration::from_secs(1) }.is_transient());
+        assert!(!FetchError::Sha256Mismatch { expected: "a".into(), got: "b".into() }.is_transient());
+        assert!(!FetchError::Deadline { after: Duration::from_secs(1) }.is_transient());
+        assert_eq!(FetchError::Status(404).to_string(), "HTTP 404 Not Found");
+    }
+}
