@@ -71,11 +71,16 @@ pub async fn download(fetcher: &crate::fetch::Fetcher, spec: &crate::manifest::B
             tokio::spawn(async move { fetcher.fetch(&pkg).await })
         })
         .collect();
-    let mut files = Vec::with_capacity(tasks.len());
-    for (task, pkg) in tasks.into_iter().zip(&spec.packages) {
-        let path = task.await.map_err(|e| anyhow::anyhow!("download task failed: {e}"))??;
+    // Wait for every download, even after a failure: nothing of a failed
+    // build goes on in the background.
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.map_err(|e| anyhow::anyhow!("download task failed: {e}")).and_then(|r| r));
+    }
+    let mut files = Vec::with_capacity(results.len());
+    for (result, pkg) in results.into_iter().zip(&spec.packages) {
         files.push(PackageFile {
-            path,
+            path: result?,
             display: crate::manifest::file_name_of(&pkg.url).to_string(),
             order_key: crate::manifest::simplify(&pkg.url),
         });

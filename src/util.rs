@@ -142,7 +142,8 @@ pub fn parse_rfc2822(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    if !(1..=31).contains(&day) || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..=60).contains(&sec) {
+    let in_range = (1970..=9999).contains(&year) && (1..=31).contains(&day);
+    if !in_range || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..=60).contains(&sec) {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + mi * 60 + sec - offset)
@@ -204,6 +205,8 @@ mod tests {
         assert_eq!(parse_rfc2822("28 Nov 2026 09:12:34 +0100"), Some(1_795_853_554));
         assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert!(parse_rfc2822("yesterday").is_none());
+        // Found by the fuzzer: a year that overflowed the day arithmetic.
+        assert!(parse_rfc2822("Sat, 28 Nov 202600000000000000 08:12:34 UTC").is_none());
         for t in [0, 951_782_400, 1_795_853_554, 4_102_444_800] {
             assert_eq!(parse_rfc2822(&format_utc(t)), Some(t));
         }

@@ -443,3 +443,37 @@ fn recrawl_from_a_server_without_validators_is_a_prefix_probe() {
     let log = c.server.log();
     assert!(log.iter().any(|l| l.contains("/InRelease range=None")), "{log:?}");
 }
+
+/// Issue 8 item 2: root's crawl once verified signatures in a predictable
+/// `/tmp/kpackfs-gpgv.<pid>.<n>/`, accepting a directory that existed. A
+/// local user plants those names for the next pids, with `InRelease` (and
+/// gpgv's output) as links to a file root must not write.
+#[test]
+fn item2_planted_scratch_directories_are_never_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let SignedRepo { work, key, fx: _, repo: _, server } = SignedRepo::new(["xz", "gzip", "xz"]);
+    let sources = sources_file(
+        work.path(),
+        &[apt_source("test-debian", "debian", &url_of("/debian"), "stable", "-amd64$", Some(&key.keyring))],
+    );
+    let victim = work.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let last: u32 = read(std::path::Path::new("/proc/sys/kernel/ns_last_pid")).trim().parse().unwrap();
+    for pid in last + 1..last + 300 {
+        for n in 0..3 {
+            let d = tmp.join(format!("kpackfs-gpgv.{pid}.{n}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+            for name in ["InRelease", "plain", "data", "data.sig", "keyring.gpg"] {
+                std::os::unix::fs::symlink(&victim, d.join(name)).unwrap();
+            }
+        }
+    }
+    let p = paths(work.path());
+    run_ok(crawl(&sources, &p, &server, CANONICAL, &[]).env("TMPDIR", &tmp));
+    assert_eq!(read(&victim), "precious\n", "nothing was written through a planted link");
+    assert!(read(&p.manifest).contains("linux-headers"), "and the crawl worked");
+}

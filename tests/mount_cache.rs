@@ -263,3 +263,75 @@ fn a_free_space_floor_keeps_builds_working_on_a_small_disk() {
     assert_eq!(status["disk_floor"].as_u64(), Some(12 << 20), "{status}");
     assert!(status["disk_free"].as_u64().unwrap() >= 12 << 20, "{status}");
 }
+
+/// Issue 8: kill -9 at 30 points spread over a build (download, extraction,
+/// pack writing), each followed by a restart; no read ever returns wrong
+/// bytes, nothing partial is installed, and the last mount serves the
+/// exact tree.
+#[test]
+fn kill_9_at_thirty_points_never_serves_partial_or_wrong_bytes() {
+    use common::http::Fault;
+    let work = tempdir();
+    let files: Vec<(&str, Vec<u8>)> =
+        vec![("big1", noise(24 << 20, 1)), ("big2", noise(24 << 20, 2)), ("big3", noise(24 << 20, 3))];
+    let expected: Vec<(String, String)> =
+        files.iter().map(|(n, d)| (n.to_string(), kpackfs::util::sha256_hex(d))).collect();
+    let pkg = debian_package(work.path(), "9.9.0-8", &files, "gzip");
+    drop(files);
+    let s = setup(vec![pkg]);
+    s.server.set_fault("/pool/", Fault::Throttle(150 << 20));
+    let cache = s.dir.path().join("cache");
+    let (name, _) = s.bundles[0].clone();
+    let tree = |m: &Mounted, file: &str| m.path(&format!("debian/{name}/usr/src/linux-headers-9.9.0-8-amd64/{file}"));
+    let forget_built = || {
+        for sub in ["bundles", "packages/sha256"] {
+            for f in files_in(&cache.join(sub)) {
+                let _ = std::fs::remove_file(cache.join(sub).join(f));
+            }
+        }
+    };
+    // One clean build gives the window to spread the kills over.
+    let m = Mounted::start(&s.manifest, Some(&cache), &s.args(&[]));
+    let started = Instant::now();
+    let target = tree(&m, "big2");
+    let reader = std::thread::spawn(move || common::sha256_file(&target));
+    while m.status()["bundles"][0]["state"] != "ready" {
+        assert!(started.elapsed() < Duration::from_secs(60), "the clean build finishes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let window = started.elapsed();
+    assert_eq!(reader.join().unwrap(), expected[1].1);
+    drop(m);
+    let mut phases = std::collections::BTreeMap::new();
+    for round in 1..=30u32 {
+        forget_built();
+        let m = Mounted::start(&s.manifest, Some(&cache), &s.args(&[]));
+        let target = tree(&m, "big2");
+        let want = expected[1].1.clone();
+        let reader = std::thread::spawn(move || std::fs::read(&target).map(|d| kpackfs::util::sha256_hex(&d) == want));
+        std::thread::sleep(window.mul_f64(0.85 * (round as f64 - 0.5) / 30.0));
+        let phase = match m.status()["bundles"][0]["state"].as_str() {
+            Some(s) => s.to_string(),
+            None => "done".to_string(),
+        };
+        m.kill9();
+        *phases.entry(phase).or_insert(0) += 1;
+        if let Ok(correct) = reader.join().unwrap() {
+            assert!(correct, "round {round}: a read returned wrong bytes");
+        }
+        for f in files_in(&cache.join("bundles")) {
+            let pack = kpackfs::pack::Pack::open_verified(&cache.join("bundles").join(&f));
+            assert!(pack.is_ok(), "round {round}: an installed pack is incomplete: {f}");
+        }
+        drop(m);
+    }
+    eprintln!("kill points by phase: {phases:?} (build window {window:?})");
+    let mid_build: u32 = phases.iter().filter(|(p, _)| !matches!(p.as_str(), "ready" | "done")).map(|(_, n)| n).sum();
+    assert!(mid_build >= 20 && phases.len() >= 2, "the kills spread over the build: {phases:?}");
+    let m = Mounted::start(&s.manifest, Some(&cache), &s.args(&[]));
+    assert!(files_in(&cache.join("tmp")).is_empty());
+    for (file, sha) in &expected {
+        assert_eq!(&common::sha256_file(&tree(&m, file)), sha, "{file}");
+    }
+    assert_eq!(read(&m.path(&format!("debian/{name}/BUNDLE_UNAME"))), "9.9.0-8-amd64");
+}

@@ -37,6 +37,13 @@ impl Index {
     pub fn open(path: &Path) -> Result<Index> {
         match Self::try_open(path) {
             Ok(index) => Ok(index),
+            Err(e)
+                if e.chain().any(|c| {
+                    matches!(c.downcast_ref::<redb::DatabaseError>(), Some(redb::DatabaseError::DatabaseAlreadyOpen))
+                }) =>
+            {
+                Err(e.context("the cache index is open in another kpackfs"))
+            }
             Err(e) => {
                 let aside = path.with_extension("redb.damaged");
                 log::warn!(

@@ -40,7 +40,7 @@ use anyhow::{Context, Result};
 use inflight::{Flights, Joined, Pins};
 use loaded::Loaded;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -527,9 +527,19 @@ impl Cache {
         }
     }
 
-    fn register_package(&self, sha: Sha256, path: &Path) {
-        let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-        self.lock().acct.insert(Key::Package(sha), bytes);
+    /// Account for downloaded packages and pin them for the running build
+    /// (in one step, so eviction never sees them unpinned). Returns the
+    /// pins taken.
+    fn register_packages(&self, packages: &[(Sha256, PathBuf)]) -> Vec<Sha256> {
+        let sizes: Vec<(Sha256, u64)> =
+            packages.iter().map(|(sha, path)| (*sha, std::fs::metadata(path).map_or(0, |m| m.len()))).collect();
+        let mut st = self.lock();
+        let shas: Vec<Sha256> = sizes.iter().map(|(sha, _)| *sha).collect();
+        st.pins.pin(&shas);
+        for (sha, bytes) in sizes {
+            st.acct.insert(Key::Package(sha), bytes);
+        }
+        shas
     }
 
     /// Forget a damaged bundle file: off the books and off the disk.

@@ -67,17 +67,30 @@ impl Cache {
     /// Download the entry's packages (concurrently) and build its pack.
     async fn build_pack(self: &Arc<Self>, id: BundleId, spec: &BundleSpec) -> Result<(Arc<Pack>, u64)> {
         self.set_phase(id, Phase::Fetching);
-        let files = assemble::download(&self.fetcher, spec).await?;
-        let shas: Vec<Sha256> =
-            files.iter().filter_map(|f| Sha256::parse(&f.path.file_name()?.to_string_lossy())).collect();
-        self.pin_packages(&shas, true);
-        for (sha, f) in shas.iter().zip(&files) {
-            self.register_package(*sha, &f.path);
+        // Pin what the build needs before looking for it: eviction, run by
+        // any other build meanwhile, must not remove a package between the
+        // store's lookup and the extraction.
+        let mut pinned: Vec<Sha256> =
+            spec.packages.iter().filter_map(|p| Sha256::parse(&self.store().known_sha(p)?)).collect();
+        self.pin_packages(&pinned, true);
+        let files = match assemble::download(&self.fetcher, spec).await {
+            Ok(files) => files,
+            Err(e) => {
+                self.pin_packages(&pinned, false);
+                return Err(e);
+            }
+        };
+        let mut shas = Vec::with_capacity(files.len());
+        for f in &files {
+            if let Some(sha) = f.path.file_name().and_then(|n| Sha256::parse(&n.to_string_lossy())) {
+                shas.push((sha, f.path.clone()));
+            }
         }
+        pinned.extend(self.register_packages(&shas));
         self.set_phase(id, Phase::Extracting);
         let (cache, spec) = (self.clone(), spec.clone());
         let result = on_cpu(move |threads| cache.extract_and_pack(id, &spec, files, threads)).await;
-        self.pin_packages(&shas, false);
+        self.pin_packages(&pinned, false);
         result
     }
 

@@ -8,32 +8,27 @@ use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A temporary working directory, removed on drop.
-struct Scratch(PathBuf);
+/// A private working directory: a new random name made exclusively with
+/// mode 0700 (a local user cannot have prepared it), files in it created
+/// exclusively (never through a planted link), removed on drop.
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     fn new() -> Result<Scratch> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "kpackfs-gpgv.{}.{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
+        crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-gpgv.").map(Scratch)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<PathBuf> {
-        let path = self.0.join(name);
-        std::fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+        use std::io::Write;
+        let path = self.path().join(name);
+        let mut file =
+            crate::files::create_new(&path, 0o600).with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(data).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -74,8 +69,8 @@ fn keyring_file(keyring: &Path, scratch: &Scratch) -> Result<PathBuf> {
 
 fn run_gpgv(scratch: &Scratch, keyring: &Path, args: &[&Path]) -> Result<()> {
     let keyring = keyring_file(keyring, scratch)?;
-    let home = scratch.0.join("home");
-    std::fs::create_dir_all(&home)?;
+    let home = scratch.path().join("home");
+    std::fs::create_dir(&home).with_context(|| format!("creating {}", home.display()))?;
     let out = Command::new("gpgv")
         .arg("--homedir")
         .arg(&home)
@@ -106,7 +101,7 @@ fn run_gpgv(scratch: &Scratch, keyring: &Path, args: &[&Path]) -> Result<()> {
 pub fn verify_clearsigned(keyring: &Path, signed: &[u8]) -> Result<Vec<u8>> {
     let scratch = Scratch::new()?;
     let input = scratch.write("InRelease", signed)?;
-    let output = scratch.0.join("plain");
+    let output = scratch.path().join("plain");
     run_gpgv(&scratch, keyring, &[Path::new("--output"), &output, &input])?;
     std::fs::read(&output).context("reading gpgv's output")
 }

@@ -165,6 +165,10 @@ impl Fetcher {
             Ok(()) => self.admit(pkg, &partial).await,
             Err(e) => Err(e),
         };
+        if result.is_err() && pkg.sha256.is_none() {
+            // Never resumed (see `transfer`): a leftover would only take room.
+            let _ = std::fs::remove_file(&partial);
+        }
         match (&result, &self.space) {
             (Ok(_), Some(space)) => space.gone(&name),
             (Err(_), Some(space)) if partial.exists() => space.idle(&name),

@@ -370,10 +370,14 @@ impl FsCore {
         match Ino::decode(ino) {
             Some(Ino::Node { slot, index }) => {
                 self.with_pack(slot, caller, done, move |pack| match pack.entry(index) {
-                    Some(e) => pack.read(e, offset, size).map(Data::Owned).map_err(|err| {
-                        log::error!("reading inode {ino}: {err}");
-                        Errno::EIO
-                    }),
+                    Some(e) if e.kind == pack::Kind::File => {
+                        pack.read(e, offset, size).map(Data::Owned).map_err(|err| {
+                            log::error!("reading inode {ino}: {err}");
+                            Errno::EIO
+                        })
+                    }
+                    Some(e) if e.kind == pack::Kind::Dir => Err(Errno::EISDIR),
+                    Some(_) => Err(Errno::EINVAL),
                     None => Err(Errno::ESTALE),
                 })
             }

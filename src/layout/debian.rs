@@ -32,23 +32,11 @@ pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(
     Ok((engine, uname, build_dir))
 }
 
-fn makefile_paths(node: &OutNode, path: String, out: &mut Vec<String>) {
-    if let OutNode::Dir(children) = node {
-        for (name, child) in children {
-            let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
-            match child {
-                OutNode::File { .. } if name == "Makefile" => out.push(p),
-                OutNode::Dir(_) => makefile_paths(child, p, out),
-                _ => {}
-            }
-        }
-    }
-}
-
 fn relocate_makefiles(engine: &mut Engine<'_>) {
-    let mut paths = Vec::new();
-    makefile_paths(&engine.root, String::new(), &mut paths);
-    for path in paths {
+    let is_makefile = |path: &str, node: &OutNode| {
+        matches!(node, OutNode::File { .. }) && path.rsplit('/').next() == Some("Makefile")
+    };
+    for path in engine.paths_where(is_makefile) {
         let Some(OutNode::File { blob, .. }) = engine.get(&path) else { continue };
         let Ok(text) = std::str::from_utf8(blob) else { continue };
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);

@@ -22,7 +22,8 @@ pub enum Merge {
 
 #[derive(Debug)]
 pub(crate) enum OutNode {
-    Dir(BTreeMap<String, OutNode>),
+    /// Children by name: indexes into the engine's node arena.
+    Dir(BTreeMap<String, usize>),
     File {
         blob: Blob,
         exec: bool,
@@ -50,16 +51,27 @@ impl OutNode {
 /// Directory copies through links, at most this deep (a guard, not a feature).
 const MAX_COPY_CHAIN: usize = 8;
 
+/// The bundle tree being laid out: an arena of nodes (index 0 is the root),
+/// walked with explicit stacks. No walk here recurses: archive depth is
+/// input, and input must not choose our stack depth.
 pub(crate) struct Engine<'t> {
     pub tree: &'t StagingTree,
     /// staging directory → bundle path prefix ("" is the bundle root).
     mounts: Vec<(NodeId, String)>,
     excluded: Vec<String>,
-    pub root: OutNode,
+    nodes: Vec<OutNode>,
 }
 
 fn split(path: &str) -> Vec<&str> {
     path.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 /// A relative link from directory `from_dir` to `to` (both bundle paths).
@@ -78,7 +90,7 @@ pub fn relative_path(from_dir: &str, to: &str) -> String {
 
 impl<'t> Engine<'t> {
     pub fn new(tree: &'t StagingTree) -> Self {
-        Engine { tree, mounts: Vec::new(), excluded: Vec::new(), root: OutNode::Dir(BTreeMap::new()) }
+        Engine { tree, mounts: Vec::new(), excluded: Vec::new(), nodes: vec![OutNode::Dir(BTreeMap::new())] }
     }
 
     /// Leave `path` (and everything under it) out of the bundle.
@@ -92,88 +104,133 @@ impl<'t> Engine<'t> {
 
     /// Copy the staging directory `src` to bundle path `prefix`.
     pub fn mount(&mut self, src: NodeId, prefix: &str, merge: Merge) -> Result<()> {
-        self.mounts.push((src, prefix.trim_matches('/').to_string()));
         let prefix = prefix.trim_matches('/').to_string();
+        self.mounts.push((src, prefix.clone()));
         self.copy_dir(src, &prefix, merge, &[])
     }
 
     fn copy_dir(&mut self, src: NodeId, dest: &str, merge: Merge, chain: &[NodeId]) -> Result<()> {
-        self.ensure_dir(dest)?;
-        let Some(children) = self.tree.children(src) else { return Ok(()) };
-        for (name, &child) in children {
-            let path = if dest.is_empty() { name.clone() } else { format!("{dest}/{name}") };
-            if self.is_excluded(&path) {
-                continue;
-            }
-            let node = self.tree.node(child);
-            match &node.kind {
-                NodeKind::Dir(_) => self.copy_dir(child, &path, merge, chain)?,
-                NodeKind::File(blob) => {
-                    let exec = node.mode & 0o111 != 0;
-                    self.put(&path, OutNode::File { blob: blob.clone(), exec, mtime: node.mtime }, merge)?
+        let mut stack = vec![(src, dest.to_string())];
+        while let Some((src, dest)) = stack.pop() {
+            self.ensure_dir(&dest)?;
+            let Some(children) = self.tree.children(src) else { continue };
+            for (name, &child) in children {
+                let path = join(&dest, name);
+                if self.is_excluded(&path) {
+                    continue;
                 }
-                NodeKind::Symlink(_) => {
-                    self.put(&path, OutNode::Pending { link: child, chain: chain.to_vec(), mtime: node.mtime }, merge)?
+                let node = self.tree.node(child);
+                match &node.kind {
+                    NodeKind::Dir(_) => stack.push((child, path)),
+                    NodeKind::File(blob) => {
+                        let exec = node.mode & 0o111 != 0;
+                        self.put(&path, OutNode::File { blob: blob.clone(), exec, mtime: node.mtime }, merge)?
+                    }
+                    NodeKind::Symlink(_) => self.put(
+                        &path,
+                        OutNode::Pending { link: child, chain: chain.to_vec(), mtime: node.mtime },
+                        merge,
+                    )?,
                 }
             }
         }
         Ok(())
     }
 
-    fn ensure_dir(&mut self, path: &str) -> Result<()> {
-        let mut cur = &mut self.root;
-        for comp in split(path) {
-            let OutNode::Dir(children) = cur else { bail!("bundle path {path} crosses a non-directory") };
-            let slot = children.entry(comp.to_string()).or_insert_with(|| OutNode::Dir(BTreeMap::new()));
-            if !matches!(slot, OutNode::Dir(_)) {
-                *slot = OutNode::Dir(BTreeMap::new());
-            }
-            cur = slot;
+    fn children_mut(&mut self, dir: usize) -> Option<&mut BTreeMap<String, usize>> {
+        match self.nodes.get_mut(dir) {
+            Some(OutNode::Dir(children)) => Some(children),
+            _ => None,
         }
-        Ok(())
+    }
+
+    fn ensure_dir(&mut self, path: &str) -> Result<usize> {
+        let mut cur = 0;
+        for comp in split(path) {
+            let next = self.children_mut(cur).and_then(|c| c.get(comp)).copied();
+            cur = match next {
+                Some(id) if matches!(self.nodes[id], OutNode::Dir(_)) => id,
+                _ => {
+                    self.nodes.push(OutNode::Dir(BTreeMap::new()));
+                    let id = self.nodes.len() - 1;
+                    let Some(children) = self.children_mut(cur) else {
+                        bail!("bundle path {path} crosses a non-directory")
+                    };
+                    children.insert(comp.to_string(), id);
+                    id
+                }
+            };
+        }
+        Ok(cur)
     }
 
     /// Place a non-directory at `path`, under the merge rule.
     fn put(&mut self, path: &str, node: OutNode, merge: Merge) -> Result<()> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        self.ensure_dir(dir)?;
-        let OutNode::Dir(children) = self.get_mut(dir).expect("directory just ensured") else { unreachable!() };
-        if let Some(old) = children.get(name) {
-            if matches!(old, OutNode::Dir(_)) {
+        let parent = self.ensure_dir(dir)?;
+        let existing = self.children_mut(parent).and_then(|c| c.get(name)).copied();
+        if let Some(old) = existing {
+            if matches!(self.nodes[old], OutNode::Dir(_)) {
                 log::debug!("layout: {path} stays a directory");
                 return Ok(());
             }
-            if merge == Merge::KeepNewer && old.mtime() > node.mtime() {
+            if merge == Merge::KeepNewer && self.nodes[old].mtime() > node.mtime() {
                 return Ok(());
             }
         }
-        children.insert(name.to_string(), node);
+        self.nodes.push(node);
+        let id = self.nodes.len() - 1;
+        if let Some(children) = self.children_mut(parent) {
+            children.insert(name.to_string(), id);
+        }
         Ok(())
     }
 
-    pub(crate) fn get(&self, path: &str) -> Option<&OutNode> {
-        let mut cur = &self.root;
+    fn lookup(&self, path: &str) -> Option<usize> {
+        let mut cur = 0;
         for comp in split(path) {
-            let OutNode::Dir(children) = cur else { return None };
-            cur = children.get(comp)?;
+            let OutNode::Dir(children) = &self.nodes[cur] else { return None };
+            cur = *children.get(comp)?;
         }
         Some(cur)
     }
 
+    pub(crate) fn get(&self, path: &str) -> Option<&OutNode> {
+        self.lookup(path).map(|id| &self.nodes[id])
+    }
+
     pub(crate) fn get_mut(&mut self, path: &str) -> Option<&mut OutNode> {
-        let mut cur = &mut self.root;
-        for comp in split(path) {
-            let OutNode::Dir(children) = cur else { return None };
-            cur = children.get_mut(comp)?;
-        }
-        Some(cur)
+        self.lookup(path).map(|id| &mut self.nodes[id])
     }
 
     pub(crate) fn remove(&mut self, path: &str) {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        if let Some(OutNode::Dir(children)) = self.get_mut(dir) {
-            children.remove(name);
+        if let Some(parent) = self.lookup(dir) {
+            if let Some(children) = self.children_mut(parent) {
+                children.remove(name);
+            }
         }
+    }
+
+    /// Every node with its path, in the bundle's canonical order: depth
+    /// first, names sorted bytewise, each directory before its contents.
+    fn walk(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack = vec![(String::new(), 0usize)];
+        while let Some((path, id)) = stack.pop() {
+            if let OutNode::Dir(children) = &self.nodes[id] {
+                for (name, &child) in children.iter().rev() {
+                    stack.push((join(&path, name), child));
+                }
+            }
+            out.push((path, id));
+        }
+        out
+    }
+
+    /// Paths of the nodes `keep` selects, in canonical order.
+    pub(crate) fn paths_where(&self, keep: impl Fn(&str, &OutNode) -> bool) -> Vec<String> {
+        self.walk().into_iter().filter(|(p, id)| keep(p, &self.nodes[*id])).map(|(p, _)| p).collect()
     }
 
     /// The bundle path of a staging node, if a mount covers it.
@@ -205,8 +262,14 @@ impl<'t> Engine<'t> {
     /// Settle all pending links; copies through links may add more.
     pub fn settle_links(&mut self) -> Result<()> {
         for _round in 0..=MAX_COPY_CHAIN + 1 {
-            let mut pending = Vec::new();
-            collect_pending(&self.root, String::new(), &mut pending);
+            let pending: Vec<(String, NodeId, Vec<NodeId>)> = self
+                .walk()
+                .into_iter()
+                .filter_map(|(path, id)| match &self.nodes[id] {
+                    OutNode::Pending { link, chain, .. } => Some((path, *link, chain.clone())),
+                    _ => None,
+                })
+                .collect();
             if pending.is_empty() {
                 return Ok(());
             }
@@ -261,42 +324,21 @@ impl<'t> Engine<'t> {
         Ok(())
     }
 
-    /// Flatten into the bundle's canonical order: depth first, names sorted
-    /// bytewise, each directory before its contents.
+    /// Flatten into the bundle's canonical order.
     pub fn into_tree(self) -> BundleTree {
-        let mut entries = Vec::new();
-        flatten(&self.root, String::new(), &mut entries);
-        BundleTree { items: entries }
-    }
-}
-
-fn collect_pending(node: &OutNode, path: String, out: &mut Vec<(String, NodeId, Vec<NodeId>)>) {
-    match node {
-        OutNode::Dir(children) => {
-            for (name, child) in children {
-                let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
-                collect_pending(child, p, out);
-            }
+        let mut items = Vec::with_capacity(self.nodes.len());
+        for (path, id) in self.walk() {
+            let item = match &self.nodes[id] {
+                OutNode::Dir(_) => TreeItem { path, kind: ItemKind::Dir, mode: 0o755 },
+                OutNode::File { blob, exec, .. } => {
+                    TreeItem { path, kind: ItemKind::File(blob.clone()), mode: if *exec { 0o755 } else { 0o644 } }
+                }
+                OutNode::Symlink(target) => TreeItem { path, kind: ItemKind::Symlink(target.clone()), mode: 0o777 },
+                OutNode::Pending { .. } => continue, // settle_links leaves none
+            };
+            items.push(item);
         }
-        OutNode::Pending { link, chain, .. } => out.push((path, *link, chain.clone())),
-        _ => {}
-    }
-}
-
-fn flatten(node: &OutNode, path: String, out: &mut Vec<TreeItem>) {
-    match node {
-        OutNode::Dir(children) => {
-            out.push(TreeItem { path: path.clone(), kind: ItemKind::Dir, mode: 0o755 });
-            for (name, child) in children {
-                let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
-                flatten(child, p, out);
-            }
-        }
-        OutNode::File { blob, exec, .. } => {
-            out.push(TreeItem { path, kind: ItemKind::File(blob.clone()), mode: if *exec { 0o755 } else { 0o644 } })
-        }
-        OutNode::Symlink(target) => out.push(TreeItem { path, kind: ItemKind::Symlink(target.clone()), mode: 0o777 }),
-        OutNode::Pending { .. } => unreachable!("links are settled before flattening"),
+        BundleTree { items }
     }
 }
 

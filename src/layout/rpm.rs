@@ -22,27 +22,14 @@ pub(super) fn layout<'t>(
     engine.mount(root, "", Merge::Replace)?;
     engine.settle_links()?;
     if oracle {
-        let mut c_files = Vec::new();
-        c_sources_outside_scripts(&engine.root, String::new(), &mut c_files);
-        for path in c_files {
+        let c_outside_scripts = |path: &str, node: &OutNode| {
+            !(path == "scripts" || path.starts_with("scripts/"))
+                && path.ends_with(".c")
+                && matches!(node, OutNode::File { .. } | OutNode::Symlink(_))
+        };
+        for path in engine.paths_where(c_outside_scripts) {
             engine.remove(&path);
         }
     }
     Ok((engine, uname, ".".to_string()))
-}
-
-fn c_sources_outside_scripts(node: &OutNode, path: String, out: &mut Vec<String>) {
-    if let OutNode::Dir(children) = node {
-        for (name, child) in children {
-            let p = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
-            if p == "scripts" {
-                continue;
-            }
-            match child {
-                OutNode::Dir(_) => c_sources_outside_scripts(child, p, out),
-                OutNode::File { .. } | OutNode::Symlink(_) if name.ends_with(".c") => out.push(p),
-                _ => {}
-            }
-        }
-    }
 }

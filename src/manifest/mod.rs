@@ -132,7 +132,8 @@ enum RawPackage {
 }
 
 #[derive(Deserialize)]
-struct Member {
+#[serde(deny_unknown_fields)]
+struct RawSpec {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -202,7 +203,7 @@ impl Manifest {
     /// Parse a manifest from YAML text. Simplified package names are mapped back
     /// to URLs through `lists`; a name with no URL is an error.
     pub fn parse(text: &str, lists: &PackageLists) -> Result<Self> {
-        let raw: BTreeMap<String, Member> = if text.trim().is_empty() {
+        let raw: BTreeMap<String, RawSpec> = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
             serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| anyhow!("malformed manifest: {e}"))?

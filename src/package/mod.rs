@@ -9,7 +9,7 @@ mod cpio;
 mod deb;
 mod decompress;
 mod paths;
-mod rpm;
+pub mod rpm;
 mod tarball;
 
 pub use paths::normalize_entry_path;
@@ -118,7 +118,11 @@ pub fn sniff(head: &[u8]) -> Option<Format> {
 /// Read a whole package file into checked entries.
 pub fn read_package(path: &Path, budget: &Budget) -> Result<Vec<Member>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = BufReader::with_capacity(256 << 10, file);
+    read_from(BufReader::with_capacity(256 << 10, file), budget)
+}
+
+/// Read a package (.deb, .rpm or tarball, told by its magic bytes).
+pub fn read_from(mut reader: impl std::io::BufRead, budget: &Budget) -> Result<Vec<Member>> {
     let head = peek(&mut reader, 512)?;
     let format = sniff(&head).with_context(|| "not a .deb, .rpm or tar archive (unknown magic bytes)")?;
     let mut sink = EntrySink::new(budget);
@@ -127,6 +131,13 @@ pub fn read_package(path: &Path, budget: &Budget) -> Result<Vec<Member>> {
         Format::Rpm => rpm::read(&mut reader, &mut sink)?,
         Format::Tarball => tarball::read(decompress::open(reader)?, &mut sink)?,
     }
+    Ok(sink.entries)
+}
+
+/// Read a bare cpio (newc) archive, as RPM payloads hold (for fuzzing).
+pub fn read_cpio(reader: impl Read, budget: &Budget) -> Result<Vec<Member>> {
+    let mut sink = EntrySink::new(budget);
+    cpio::read(reader, &mut sink)?;
     Ok(sink.entries)
 }
 
@@ -180,7 +191,7 @@ impl<'a> EntrySink<'a> {
             RawKind::Symlink(target) => {
                 let target =
                     String::from_utf8(target).with_context(|| format!("symlink {path} has a non-UTF-8 target"))?;
-                if target.is_empty() || target.contains('\0') {
+                if target.is_empty() || target.contains('\0') || target.len() > paths::MAX_PATH_BYTES {
                     bail!("symlink {path} has an invalid target");
                 }
                 Item::Symlink(target)

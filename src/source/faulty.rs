@@ -40,7 +40,7 @@ struct Rule {
 pub struct FaultySource {
     inner: Arc<dyn PackageSource>,
     rules: Mutex<Vec<Rule>>,
-    calls: Mutex<Vec<String>>,
+    calls: Mutex<Vec<(String, Option<Resume>)>>,
     bytes: Arc<AtomicU64>,
 }
 
@@ -67,7 +67,13 @@ impl FaultySource {
 
     /// URLs requested so far, in order.
     pub fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(u, _)| u.clone()).collect()
+    }
+
+    /// The resume request of each call whose URL contains `url_part`.
+    pub fn resumes(&self, url_part: &str) -> Vec<Option<Resume>> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.iter().filter(|(u, _)| u.contains(url_part)).map(|(_, r)| r.clone()).collect()
     }
 
     pub fn calls_for(&self, url_part: &str) -> usize {
@@ -151,7 +157,7 @@ impl PackageSource for FaultySource {
         resume: Option<&'a Resume>,
     ) -> BoxFuture<'a, Result<super::Response, FetchError>> {
         Box::pin(async move {
-            self.calls.lock().unwrap_or_else(|e| e.into_inner()).push(url.to_string());
+            self.calls.lock().unwrap_or_else(|e| e.into_inner()).push((url.to_string(), resume.cloned()));
             let fault = self.fault_for(url);
             match &fault {
                 Some(Fault::Status(s)) => return Err(FetchError::Status(*s)),

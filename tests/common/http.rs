@@ -21,6 +21,8 @@ pub enum Fault {
     Stall(Duration),
     /// Serve the body with its first byte changed.
     Corrupt,
+    /// Send the body at this many bytes per second (in 10 ms slices).
+    Throttle(usize),
 }
 
 #[derive(Default)]
@@ -255,6 +257,15 @@ fn respond(
             out.flush()?;
             let _ = out.shutdown(std::net::Shutdown::Both);
             Ok(false)
+        }
+        Some(Fault::Throttle(rate)) => {
+            let slice = (rate / 100).max(1);
+            for chunk in body.chunks(slice) {
+                out.write_all(chunk)?;
+                out.flush()?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(true)
         }
         Some(Fault::Stall(d)) => {
             out.write_all(&body[..body.len() / 2])?;

@@ -1,0 +1,282 @@
+//! Fuzzing every parser of hostile input, on stable Rust.
+//!
+//! `cargo fuzz` needs a nightly toolchain, which a new machine here does not
+//! have; this is a small mutation fuzzer instead: each target starts from
+//! its seed corpus (`fuzz/corpus/<target>/`, made by `fuzz/make-seeds.sh`
+//! with the real tools, plus seeds built here), mutates inputs (bit flips,
+//! interesting bytes, insertions, deletions, duplications, splices,
+//! truncations) for a time budget, and checks that the parser returns —
+//! an error is fine, a panic is a failure. Allocations over 1 GiB abort the
+//! run (a parser that trusts a size it read). A failing input is written to
+//! `target/fuzz-failures/<target>-<hash>` and named in the failure.
+//!
+//! Budget: `KPACKFS_FUZZ_SECS` per target (default 2 s; CI runs that).
+//! Longer runs, for when a parser changes:
+//! `KPACKFS_FUZZ_SECS=600 cargo nextest run --release --test fuzz --no-capture`.
+//! `KPACKFS_FUZZ_SEED` makes a run repeatable.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Refuses single allocations over 1 GiB: a parser allocating what an
+/// input claims, before reading it, fails loudly instead of thrashing.
+struct Capped;
+
+const ALLOC_CAP: usize = 1 << 30;
+
+// SAFETY: forwards to the system allocator, refusing only oversized requests.
+unsafe impl GlobalAlloc for Capped {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > ALLOC_CAP {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > ALLOC_CAP {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Capped = Capped;
+
+/// xorshift64*: small, fast, repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+const INTERESTING: &[u8] = &[0, 1, 0x7f, 0x80, 0xff, b'/', b'.', b'\n', b':', b'-', b'0', b'9'];
+
+fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let len = out.len();
+        match rng.below(8) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                out[i] = INTERESTING[rng.below(INTERESTING.len())];
+            }
+            2 => {
+                let at = rng.below(len + 1);
+                let n = 1 + rng.below(16);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                out.splice(at..at, bytes);
+            }
+            3 if len > 1 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(64));
+                out.drain(at..at + n);
+            }
+            4 if len > 1 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(256));
+                let copy = out[at..at + n].to_vec();
+                let to = rng.below(len + 1);
+                out.splice(to..to, copy);
+            }
+            5 if !corpus.is_empty() => {
+                let other = &corpus[rng.below(corpus.len())];
+                if !other.is_empty() {
+                    let from = rng.below(other.len());
+                    let at = rng.below(len + 1);
+                    out.truncate(at);
+                    out.extend_from_slice(&other[from..]);
+                }
+            }
+            6 if len > 0 => out.truncate(rng.below(len)),
+            // A multi-byte number rewritten: counts, sizes, offsets.
+            _ if len >= 8 => {
+                let at = rng.below(len - 7);
+                let v = [0u64, 1, 0x7fff_ffff, 0xffff_ffff, u64::MAX, 0x1_0000_0000][rng.below(6)];
+                out[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn seeds(target: &str, extra: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
+        .unwrap_or_default();
+    out.extend(extra);
+    assert!(!out.is_empty(), "no seeds for {target} in {}", dir.display());
+    out
+}
+
+fn failure_path(target: &str, input: &[u8]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures");
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(format!("{target}-{}", &kpackfs::util::sha256_hex(input)[..16]))
+}
+
+/// Run `check` on the seeds, then on mutations for the time budget.
+fn fuzz(target: &str, extra_seeds: Vec<Vec<u8>>, check: impl Fn(&[u8])) {
+    let secs: f64 = std::env::var("KPACKFS_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    let seed: u64 = std::env::var("KPACKFS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    });
+    let corpus = seeds(target, extra_seeds);
+    let mut rng = Rng(seed);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut runs = 0u64;
+    let run = |input: &[u8]| {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(input)));
+        if result.is_err() {
+            let path = failure_path(target, input);
+            let _ = std::fs::write(&path, input);
+            panic!("{target}: a parser panicked; the input is in {} (seed {seed})", path.display());
+        }
+    };
+    for input in &corpus {
+        run(input);
+    }
+    while Instant::now() < deadline {
+        let base = &corpus[rng.below(corpus.len())];
+        let input = mutate(&mut rng, base, &corpus);
+        run(&input);
+        runs += 1;
+    }
+    eprintln!("{target}: {runs} mutated inputs in {secs}s (seed {seed}), no panic");
+}
+
+fn budget() -> std::sync::Arc<kpackfs::package::Budget> {
+    kpackfs::package::Budget::new(kpackfs::package::Limits {
+        max_file_bytes: 16 << 20,
+        max_total_bytes: 64 << 20,
+        max_entries: 100_000,
+    })
+}
+
+#[test]
+fn fuzz_packages_deb_rpm_tar() {
+    fuzz("package", Vec::new(), |input| {
+        let _ = kpackfs::package::read_from(input, &budget());
+    });
+}
+
+#[test]
+fn fuzz_cpio() {
+    fuzz("cpio", Vec::new(), |input| {
+        let _ = kpackfs::package::read_cpio(input, &budget());
+    });
+}
+
+#[test]
+fn fuzz_rpm_headers() {
+    let packages = seeds("package", Vec::new()).into_iter().filter(|s| s.starts_with(&[0xed, 0xab])).collect();
+    fuzz("package", packages, |mut input| {
+        let _ = kpackfs::package::rpm::read_headers(&mut input);
+    });
+}
+
+#[test]
+fn fuzz_apt_packages() {
+    fuzz("packages", Vec::new(), |input| {
+        let text = String::from_utf8_lossy(input);
+        let stanzas = kpackfs::crawl::apt::parse_packages(&text, |n| n.starts_with("linux-"));
+        let _ = kpackfs::crawl::apt::group_by_depends(&stanzas, |n| n.contains("amd64"));
+    });
+}
+
+#[test]
+fn fuzz_apt_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = kpackfs::crawl::sources::load(None).unwrap().remove(0);
+    fuzz("release", Vec::new(), |input| {
+        let text = String::from_utf8_lossy(input);
+        let _ = kpackfs::crawl::apt::release_sha256(&text);
+        let _ = kpackfs::crawl::freshness::check_release(&src, &dir.path().join("state"), &text, 1_800_000_000);
+    });
+}
+
+#[test]
+fn fuzz_repodata() {
+    fuzz("repomd", Vec::new(), |input| {
+        let _ = kpackfs::crawl::yum::repomd_primary(input);
+    });
+    fuzz("primary", Vec::new(), |input| {
+        let _ = kpackfs::crawl::yum::parse_primary(input, |n| n.contains("kernel"));
+    });
+}
+
+#[test]
+fn fuzz_manifest() {
+    fuzz("manifest", Vec::new(), |input| {
+        let _ = kpackfs::manifest::Manifest::parse(&String::from_utf8_lossy(input), &Default::default());
+    });
+}
+
+#[test]
+fn fuzz_sources_and_config() {
+    fuzz("sources", Vec::new(), |input| {
+        let _ = kpackfs::crawl::sources::parse(&String::from_utf8_lossy(input), "fuzz");
+    });
+    fuzz("config", Vec::new(), |input| {
+        let _ = kpackfs::config::Config::parse(&String::from_utf8_lossy(input));
+    });
+}
+
+#[test]
+fn fuzz_pack_files() {
+    use kpackfs::layout::{BundleTree, ItemKind, TreeItem};
+    let dir = tempfile::tempdir().unwrap();
+    let item = |path: &str, kind: ItemKind, mode| TreeItem { path: path.into(), kind, mode };
+    let tree = BundleTree {
+        items: vec![
+            item("", ItemKind::Dir, 0o755),
+            item("BUNDLE_UNAME", ItemKind::File(std::sync::Arc::new(b"1.0".to_vec())), 0o644),
+            item("a", ItemKind::Dir, 0o755),
+            item("a/f", ItemKind::File(std::sync::Arc::new(b"contents".to_vec())), 0o644),
+            item("a/l", ItemKind::Symlink("f".into()), 0o777),
+        ],
+    };
+    let mut pack = Vec::new();
+    kpackfs::pack::write(&tree, &mut pack).unwrap();
+    let path = dir.path().join("x.pack");
+    fuzz("pack", vec![pack], |input| {
+        std::fs::write(&path, input).unwrap();
+        if let Ok(pack) = kpackfs::pack::Pack::open_verified(&path) {
+            // Whatever opens must also be walkable and readable.
+            for i in 0..pack.len() as u32 {
+                if let Some(e) = pack.entry(i) {
+                    let _ = pack.name(e);
+                    let _ = pack.children(i);
+                    let _ = pack.lookup(i, b"f");
+                    let _ = pack.read(e, 0, 64);
+                    let _ = pack.link_target(e);
+                }
+            }
+        }
+    });
+}
