@@ -13,6 +13,7 @@
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -200,6 +201,45 @@ pub fn create_private_dir_all(dir: &Path) -> Result<()> {
         .mode(0o755)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// A read-only shared mapping of a whole file. Cached files are never
+/// modified after their rename into place (eviction unlinks them, which
+/// leaves the mapping valid), so the mapped bytes cannot change under us.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and immutable for its whole life.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; concurrent reads of immutable memory are fine.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub fn new(file: &File, len: u64) -> Option<Mapping> {
+        if len == 0 {
+            return None;
+        }
+        let len = usize::try_from(len).ok()?;
+        // SAFETY: mapping a file we hold open, read-only and shared.
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr/len come from a successful mmap that lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
 
 /// Where `-o` output goes.

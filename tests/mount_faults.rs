@@ -153,3 +153,35 @@ fn full_disk_is_eio_keeps_the_cache_then_recovers() {
     assert_eq!(text, deb.uname);
     assert_eq!(m.bundle_state(&label), "ready");
 }
+
+/// Issue 8 item 4: a reader waiting on a mirror that drips one byte at a
+/// time is killable. SIGKILL used to leave it in D state for minutes (the
+/// kernel waits for an answer to a request it has sent); the daemon now
+/// answers EINTR for a killed caller, and the build goes on for others.
+#[test]
+fn item4_a_reader_waiting_on_a_dripping_mirror_dies_at_once_on_sigkill() {
+    let fx = Fixture::new(true);
+    let ub = fx.bundle("ubuntu").clone();
+    for (_, path) in &ub.files {
+        fx.server.set_fault(path, Fault::Throttle(100));
+    }
+    let mut args = fx.mirror_args();
+    args.extend(["--min-rate", "1", "--stall-timeout", "30s"].map(String::from));
+    let m = Mounted::start(&fx.manifest, None, &args);
+    let file = m.path(&format!("ubuntu/{}/Makefile", ub.name));
+    let mut reader = std::process::Command::new("cat").arg(&file).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(reader.try_wait().unwrap().is_none(), "the reader waits on the mount");
+    assert_eq!(m.bundle_state(&format!("ubuntu/{}", ub.name)), "fetching");
+    let killed = std::time::Instant::now();
+    reader.kill().unwrap();
+    while reader.try_wait().unwrap().is_none() {
+        assert!(killed.elapsed() < Duration::from_secs(3), "the killed reader is still waiting: {}", m.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(m.alive());
+    assert_eq!(m.bundle_state(&format!("ubuntu/{}", ub.name)), "fetching", "the build goes on");
+    // The rest of the mount answers meanwhile.
+    let deb = fx.bundle("debian").clone();
+    assert!(std::fs::metadata(m.path(&format!("debian/{}/BUNDLE_UNAME", deb.name))).is_ok());
+}

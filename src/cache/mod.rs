@@ -91,6 +91,10 @@ pub enum BundleState {
     Failed { cause: String, retry_in: Duration },
 }
 
+/// A bundle's packages, asked for only when a build must start (reading
+/// them from the manifest index is wasted work for a cached bundle).
+pub type SpecFn = Box<dyn FnOnce() -> Option<Arc<BundleSpec>> + Send>;
+
 struct State {
     acct: Accounting,
     loaded: Loaded,
@@ -341,7 +345,7 @@ impl Cache {
     /// Call `waiter` with the bundle's pack: at once if open, else after one
     /// shared job (verify the cached pack, or build it). `label` names the
     /// bundle in logs (`type/name`).
-    pub fn with_pack(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str, waiter: Waiter<Pack>) {
+    pub fn with_pack(self: &Arc<Self>, id: BundleId, spec: SpecFn, label: &str, waiter: Waiter<Pack>) {
         let joined = {
             let mut st = self.lock();
             if let Some(pack) = st.loaded.pack(&id) {
@@ -356,7 +360,14 @@ impl Cache {
             Joined::Queued => {}
             Joined::Failed(waiter, cause) => waiter(Err(cause)),
             Joined::Start => {
-                let (cache, spec, label) = (self.clone(), spec.clone(), label.to_string());
+                let Some(spec) = spec() else {
+                    return self.finish_pack(
+                        id,
+                        label,
+                        Err(anyhow::anyhow!("the bundle is no longer in the manifest")),
+                    );
+                };
+                let (cache, label) = (self.clone(), label.to_string());
                 self.runtime.spawn(async move {
                     let result = cache.obtain_pack(id, &spec, &label).await;
                     cache.finish_pack(id, &label, result);
@@ -400,7 +411,7 @@ impl Cache {
 
     /// Call `waiter` with the bundle's .tgz, verifying the cached one or
     /// building it from the pack (one job however many ask).
-    pub fn with_tgz(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str, waiter: Waiter<Tgz>) {
+    pub fn with_tgz(self: &Arc<Self>, id: BundleId, spec: SpecFn, label: &str, waiter: Waiter<Tgz>) {
         let joined = {
             let mut st = self.lock();
             if let Some(tgz) = st.loaded.tgz(&id) {
@@ -415,7 +426,10 @@ impl Cache {
             Joined::Queued => {}
             Joined::Failed(waiter, cause) => waiter(Err(cause)),
             Joined::Start => {
-                let (cache, spec, label) = (self.clone(), spec.clone(), label.to_string());
+                let Some(spec) = spec() else {
+                    return self.finish_tgz(id, label, Err(anyhow::anyhow!("the bundle is no longer in the manifest")));
+                };
+                let (cache, label) = (self.clone(), label.to_string());
                 self.runtime.spawn(async move {
                     let result = cache.obtain_tgz(id, &spec, &label).await;
                     cache.finish_tgz(id, &label, result);

@@ -160,9 +160,10 @@ impl Cache {
     /// The pack, through the pack job (awaiting it as a future).
     async fn pack_for(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str) -> Result<Arc<Pack>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let spec = spec.clone();
         self.with_pack(
             id,
-            spec,
+            Box::new(move || Some(spec)),
             label,
             Box::new(move |outcome| {
                 let _ = tx.send(outcome);

@@ -11,6 +11,7 @@
 mod detach;
 pub mod mountpoint;
 pub mod refresh;
+pub mod served;
 pub mod settings;
 
 pub use detach::{detach_and_wait, lock_cache_dir};
@@ -18,8 +19,8 @@ pub use detach::{detach_and_wait, lock_cache_dir};
 use crate::cache::Cache;
 use crate::fetch::{Fetcher, PackageStore};
 use crate::fs::fuse::{FuseAdapter, NotifierInvalidator};
+use crate::fs::namespace::Namespace;
 use crate::fs::{FsCore, ProcProbe};
-use crate::manifest::Manifest;
 use anyhow::{Context, Result};
 use refresh::{Crawler, Served};
 use settings::Settings;
@@ -30,62 +31,32 @@ use std::time::Duration;
 /// How often queued answers are checked for killed callers.
 const SWEEP: Duration = Duration::from_millis(100);
 
-/// The manifest the mount starts from: `--manifest`, or the shipped one,
-/// with a note for status saying which.
-fn base_manifest(settings: &Settings) -> Result<(Manifest, String)> {
-    let manifest = crate::manifest::load_or_shipped(settings.manifest.as_deref(), settings.lists_dir.as_deref())?;
-    let note = match &settings.manifest {
-        Some(p) => format!("from {}", p.display()),
-        None => "shipped".into(),
-    };
-    Ok((manifest, note))
-}
-
-/// What the mount serves: the base manifest merged with the crawler's latest result.
-pub fn served_manifest(mut manifest: Manifest, cache_dir: &Path) -> Manifest {
-    let (_, crawled) = crate::crawl::default_paths(cache_dir);
-    if crawled.exists() {
-        match Manifest::load(&crawled, None) {
-            Ok(m) => manifest.merge(&m),
-            Err(e) => log::warn!("ignoring the crawl result: {e:#}"),
-        }
-    }
-    manifest
-}
-
 /// Serve `mountpoint` in this process until it is unmounted or signalled.
 pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
-    let base_stamp = Served::stamp_of(settings.manifest.as_deref());
-    let (base, note) = base_manifest(&settings)?;
+    let cache_dir = settings.cache_dir.clone();
+    let inputs = served::Inputs::new(settings.manifest.clone(), settings.lists_dir.clone(), &cache_dir);
+    let stamps = inputs.stamps();
     let sources = match settings.crawl_interval {
         Some(_) => Some(crate::crawl::sources::load(settings.sources.as_deref())?),
         None => None,
     };
-    let cache_dir = settings.cache_dir.clone();
     let _lock = lock_cache_dir(&cache_dir)?;
+    crate::files::create_owned_dir_all(&cache_dir)?;
+    // A bad base manifest ends the daemon here, before anything is mounted.
+    let namespace = Namespace::new(inputs.index(None, true)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("kpackfs-worker")
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    crate::files::create_owned_dir_all(&cache_dir)?;
     let store = PackageStore::open(&cache_dir.join("packages"))?;
     let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
     let cache = Cache::open(settings.cache_settings(), fetcher, runtime.handle().clone())?;
     let mountpoint: PathBuf =
         mountpoint.canonicalize().with_context(|| format!("resolving {}", mountpoint.display()))?;
-    let manifest = served_manifest(base, &cache_dir);
-    let core = FsCore::new(cache.clone(), &manifest, mountpoint.clone(), Arc::new(ProcProbe));
-    let served = Served::new(
-        core.clone(),
-        settings.manifest.clone(),
-        settings.lists_dir.clone(),
-        &cache_dir,
-        note,
-        manifest,
-        base_stamp,
-    );
+    let core = FsCore::new(cache.clone(), namespace, mountpoint.clone(), Arc::new(ProcProbe));
+    let served = Served::new(core.clone(), inputs, stamps);
 
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = vec![

@@ -8,72 +8,34 @@
 //! cache any entry it has seen for as long as it likes. A file that fails to
 //! load changes nothing; the daemon logs why and keeps serving.
 
+use super::served::{Inputs, Stamp};
+use crate::fs::namespace::Namespace;
 use crate::fs::FsCore;
-use crate::manifest::load_or_shipped as load_manifest;
-use crate::manifest::Manifest;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// How often the manifest files are checked for changes.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// A file's identity for change detection: mtime and length.
-type Stamp = Option<(SystemTime, u64)>;
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 /// What the mount serves, and where it came from.
 pub struct Served {
     core: Arc<FsCore>,
-    /// `--manifest FILE` (None: the shipped manifest, which cannot change).
-    manifest_path: Option<PathBuf>,
-    lists_dir: Option<PathBuf>,
-    /// The last `kpackfs crawl` result in the cache directory.
-    crawl_result: PathBuf,
-    /// Where the manifest comes from, for status.
-    origin: String,
+    inputs: Inputs,
     state: Mutex<State>,
 }
 
 struct State {
-    served: Manifest,
     stamps: (Stamp, Stamp),
     last_crawl: Option<String>,
 }
 
 impl Served {
-    /// `served` is what the namespace was built from; `base_stamp` the
-    /// `--manifest` file's stamp from before it was loaded.
-    pub fn new(
-        core: Arc<FsCore>,
-        manifest_path: Option<PathBuf>,
-        lists_dir: Option<PathBuf>,
-        cache_dir: &Path,
-        origin: String,
-        served: Manifest,
-        base_stamp: Stamp,
-    ) -> Arc<Self> {
-        let (_, crawl_result) = crate::crawl::default_paths(cache_dir);
-        let crawl_stamp = stamp(&crawl_result);
-        let me = Arc::new(Served {
-            core,
-            manifest_path,
-            lists_dir,
-            crawl_result,
-            origin,
-            state: Mutex::new(State { served, stamps: (base_stamp, crawl_stamp), last_crawl: None }),
-        });
+    /// `stamps`: the inputs' stamps from before the namespace was built.
+    pub fn new(core: Arc<FsCore>, inputs: Inputs, stamps: (Stamp, Stamp)) -> Arc<Self> {
+        let me = Arc::new(Served { core, inputs, state: Mutex::new(State { stamps, last_crawl: None }) });
         me.publish_note(&me.lock());
         me
-    }
-
-    /// The stamp of `--manifest FILE`, taken before loading it.
-    pub fn stamp_of(path: Option<&Path>) -> Stamp {
-        path.and_then(stamp)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -81,10 +43,7 @@ impl Served {
     }
 
     fn publish_note(&self, state: &State) {
-        let mut note = self.origin.clone();
-        if self.crawl_result.exists() {
-            note.push_str(", merged with the crawl result");
-        }
+        let mut note = self.inputs.origin();
         if let Some(crawl) = &state.last_crawl {
             note.push_str(&format!(" (last crawl: {crawl})"));
         }
@@ -101,28 +60,22 @@ impl Served {
     /// `force`. Blocking (parses files): call it off the async workers.
     pub fn reload(&self, force: bool) {
         let mut state = self.lock();
-        let stamps = (self.manifest_path.as_deref().and_then(stamp), stamp(&self.crawl_result));
+        let stamps = self.inputs.stamps();
         if !force && stamps == state.stamps {
             return;
         }
         state.stamps = stamps;
-        let mut next = state.served.clone();
-        if let Some(path) = &self.manifest_path {
-            match load_manifest(Some(path), self.lists_dir.as_deref()) {
-                Ok(m) => next.merge(&m),
-                Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
+        let current = self.core.namespace();
+        match self.inputs.index(Some(current.index()), false) {
+            Ok(index) if index.counts.slots != current.index().counts.slots => {
+                let added = self.core.update_namespace(Namespace::new(index));
+                log::info!(
+                    "manifest reloaded: {added} new bundles shown, {} in all",
+                    self.core.namespace().counts.shown
+                );
             }
-        }
-        if self.crawl_result.exists() {
-            match Manifest::load(&self.crawl_result, None) {
-                Ok(m) => next.merge(&m),
-                Err(e) => log::warn!("reload: ignoring the crawl result: {e:#}"),
-            }
-        }
-        if next.entries != state.served.entries {
-            let added = self.core.update_manifest(&next);
-            state.served = next;
-            log::info!("manifest reloaded: {added} new bundles shown, {} in all", self.core.namespace().counts.shown);
+            Ok(_) => log::debug!("manifest reloaded: nothing new"),
+            Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
         }
         self.publish_note(&state);
     }

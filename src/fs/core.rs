@@ -9,7 +9,7 @@
 //! adapter (`fuse.rs`) decodes requests and maps these answers to replies,
 //! and the fast tests call the core directly.
 
-use super::namespace::{BundleInfo, Ino, Namespace, TypeChild, BUNDLES_NAME, META_NAME};
+use super::namespace::{Ino, Namespace, TypeChild, BUNDLES_NAME, META_NAME};
 use super::status::Report;
 use super::types::{Attr, Caller, Data, DirItem, Done, Errno, FileKind, Lookup, Statfs, Timed, FOREVER, NOW};
 use super::waiting::{CallerProbe, Waiting};
@@ -26,9 +26,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// Preferred I/O size reported for .tgz files: read whole, so fewer,
 /// larger reads mean fewer FUSE round trips.
 const TGZ_BLKSIZE: u32 = 1 << 20;
-/// Directory entries answered per readdir request at most (the kernel's
-/// buffer holds fewer; the rest is asked for by offset).
-const DIR_PAGE: usize = 512;
+/// Directory entries computed per readdir request: the kernel's buffer is
+/// one page, about 100 plain entries or 25 with attributes (readdirplus);
+/// the rest is asked for by offset. Computing more is thrown away.
+const DIR_PAGE: usize = 128;
+const DIR_PAGE_PLUS: usize = 32;
 
 /// Tells the kernel to forget cached entries when the namespace grows.
 pub trait Invalidator: Send + Sync {
@@ -96,11 +98,10 @@ pub struct FsCore {
 impl FsCore {
     pub fn new(
         cache: Arc<Cache>,
-        manifest: &Manifest,
+        namespace: Namespace,
         mountpoint: PathBuf,
         callers: Arc<dyn CallerProbe>,
     ) -> Arc<FsCore> {
-        let namespace = Namespace::build(manifest, None);
         Arc::new(FsCore {
             cache,
             namespace: RwLock::new(Arc::new(namespace)),
@@ -148,12 +149,20 @@ impl FsCore {
         self.manifest_note.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Swap in a new manifest: new bundles appear at once; the kernel's
-    /// cached (negative) entries and listings of changed directories are
-    /// invalidated. Returns the number of new bundles.
+    /// Serve a manifest in memory on top of the current namespace (keeping
+    /// its slots); see [`FsCore::update_namespace`].
     pub fn update_manifest(&self, manifest: &Manifest) -> usize {
+        let ns = Namespace::build(manifest, Some(&self.namespace()));
+        self.update_namespace(ns)
+    }
+
+    /// Swap in a new namespace (built on the current one, so inode numbers
+    /// stay): new bundles appear at once; the kernel's cached (negative)
+    /// entries and listings of changed directories are invalidated.
+    /// Returns the number of new bundles.
+    pub fn update_namespace(&self, new: Namespace) -> usize {
         let old = self.namespace();
-        let new = Arc::new(Namespace::build(manifest, Some(&old)));
+        let new = Arc::new(new);
         *self.namespace.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
         let changes = new.changes_since(&old);
         if let Some(inval) = self.invalidator.get() {
@@ -214,9 +223,9 @@ impl FsCore {
                 Some(Timed { attr: Attr::new(raw, FileKind::File, 0, 0o444, 1), ttl: NOW })
             }
             Ino::TypeDir(t) => forever(Self::dir_attr(raw, ns.type_len(t)? / 2)),
-            Ino::Tgz { slot } => Some(self.tgz_attr(slot, &ns.bundle(slot)?.id)),
+            Ino::Tgz { slot } => Some(self.tgz_attr(slot, &ns.id(slot)?)),
             Ino::Node { slot, index: 0 } => {
-                ns.bundle(slot)?;
+                ns.id(slot)?;
                 forever(Self::bundle_dir_attr(slot))
             }
             Ino::Node { .. } => None,
@@ -232,11 +241,12 @@ impl FsCore {
         done: Done<T>,
         then: impl FnOnce(Arc<Pack>) -> Result<T, Errno> + Send + 'static,
     ) {
-        let Some(info) = self.namespace().bundle(slot) else { return done(Err(Errno::ENOENT)) };
+        let ns = self.namespace();
+        let Some(info) = ns.bundle(slot) else { return done(Err(Errno::ENOENT)) };
         let done = self.waiting.register(caller, done);
         self.cache.with_pack(
             info.id,
-            &info.spec,
+            Box::new(move || ns.spec(slot)),
             &info.label(),
             Box::new(move |outcome| match outcome {
                 Ok(pack) => done(then(pack)),
@@ -247,15 +257,17 @@ impl FsCore {
 
     fn with_tgz<T: Send + 'static>(
         &self,
-        info: &BundleInfo,
+        slot: u32,
         caller: Caller,
         done: Done<T>,
         then: impl FnOnce(Arc<Tgz>) -> Result<T, Errno> + Send + 'static,
     ) {
+        let ns = self.namespace();
+        let Some(info) = ns.bundle(slot) else { return done(Err(Errno::ENOENT)) };
         let done = self.waiting.register(caller, done);
         self.cache.with_tgz(
             info.id,
-            &info.spec,
+            Box::new(move || ns.spec(slot)),
             &info.label(),
             Box::new(move |outcome| match outcome {
                 Ok(tgz) => done(then(tgz)),
@@ -322,14 +334,14 @@ impl FsCore {
                 return done(Ok(Timed { attr, ttl: NOW }));
             }
             Ino::Tgz { slot } => {
-                let Some(info) = self.namespace().bundle(slot) else { return done(Err(Errno::ENOENT)) };
+                let Some(id) = self.namespace().id(slot) else { return done(Err(Errno::ENOENT)) };
                 // A .tgz that was never built reads as size 0 to stat and ls
                 // (which never build). A reader that has it open needs the
                 // real size first: cp and tar read past the cached size
                 // (from_open_file), rsync and Python fstat the open file.
                 let reading = from_open_file || self.callers.has_open(caller.pid, ino);
-                if self.cache.tgz_size(&info.id).is_none() && reading {
-                    return self.with_tgz(&info, caller, done, move |tgz| {
+                if self.cache.tgz_size(&id).is_none() && reading {
+                    return self.with_tgz(slot, caller, done, move |tgz| {
                         let mut attr = Attr::new(ino, FileKind::File, tgz.size, 0o444, 2);
                         attr.blksize = TGZ_BLKSIZE;
                         Ok(Timed { attr, ttl: FOREVER })
@@ -382,8 +394,7 @@ impl FsCore {
                 })
             }
             Some(Ino::Tgz { slot }) => {
-                let Some(info) = self.namespace().bundle(slot) else { return done(Err(Errno::ENOENT)) };
-                self.with_tgz(&info, caller, done, move |tgz| {
+                self.with_tgz(slot, caller, done, move |tgz| {
                     if offset == 0 {
                         tgz.advise_sequential();
                     }
@@ -410,7 +421,13 @@ impl FsCore {
     }
 
     /// Children of a namespace directory from position `from`: (ino, kind, name).
-    fn namespace_children(&self, dir: Ino, ns: &Namespace, from: usize) -> Option<Vec<(u64, FileKind, String)>> {
+    fn namespace_children(
+        &self,
+        dir: Ino,
+        ns: &Namespace,
+        from: usize,
+        page: usize,
+    ) -> Option<Vec<(u64, FileKind, String)>> {
         Some(match dir {
             Ino::Root => {
                 let mut v: Vec<_> =
@@ -427,12 +444,12 @@ impl FsCore {
             .skip(from)
             .collect(),
             Ino::BundlesDir => ns
-                .flat_children(from, DIR_PAGE)
+                .flat_children(from, page)
                 .into_iter()
                 .map(|(n, slot)| (Ino::Tgz { slot }.encode(), FileKind::File, n))
                 .collect(),
             Ino::TypeDir(t) => ns
-                .type_children(t, from, DIR_PAGE)?
+                .type_children(t, from, page)?
                 .into_iter()
                 .map(|(n, c)| match c {
                     TypeChild::Dir(slot) => (Ino::Node { slot, index: 0 }.encode(), FileKind::Dir, n),
@@ -448,7 +465,7 @@ impl FsCore {
             .iter()
             .enumerate()
             .skip(from)
-            .take(DIR_PAGE)
+            .take(if plus { DIR_PAGE_PLUS } else { DIR_PAGE })
             .filter_map(|(i, &c)| {
                 let e = pack.entry(c)?;
                 let kind = match e.kind {
@@ -482,7 +499,8 @@ impl FsCore {
             });
         }
         let ns = self.namespace();
-        let Some(children) = self.namespace_children(dir, &ns, from) else { return done(Err(Errno::ENOTDIR)) };
+        let page = if plus { DIR_PAGE_PLUS } else { DIR_PAGE };
+        let Some(children) = self.namespace_children(dir, &ns, from, page) else { return done(Err(Errno::ENOTDIR)) };
         let items = children
             .into_iter()
             .enumerate()

@@ -15,9 +15,9 @@
 //! deterministic, so record indexes stay valid across eviction and rebuild.
 
 use crate::ids::BundleId;
-use crate::manifest::{rules, BundleSpec, Manifest};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use crate::manifest::index::{self, Index, IndexBuilder};
+use crate::manifest::{BundleSpec, Manifest};
+use std::sync::{Arc, OnceLock};
 
 const ROOT: u64 = 1;
 const BUNDLES_DIR: u64 = 2;
@@ -88,7 +88,6 @@ pub struct BundleInfo {
     pub id: BundleId,
     pub kind: String,
     pub name: String,
-    pub spec: Arc<BundleSpec>,
 }
 
 impl BundleInfo {
@@ -117,13 +116,6 @@ pub struct Counts {
     pub flat_collisions: usize,
 }
 
-#[derive(Debug, Clone)]
-struct TypeDir {
-    name: String,
-    /// Children sorted by name: `<name>` and `<name>.tgz` per bundle.
-    children: Vec<(String, TypeChild)>,
-}
-
 /// What changed between two namespaces, for the kernel's caches.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -134,194 +126,199 @@ pub struct Changes {
     pub added_bundles: usize,
 }
 
-#[derive(Debug, Default)]
+/// The namespace over a manifest index (`manifest::index`): nothing per
+/// bundle lives on the heap, so a million entries cost what the kernel
+/// pages in of the index file.
 pub struct Namespace {
-    /// Indexed by slot; `None` for a slot whose id is not served now.
-    bundles: Vec<Option<BundleInfo>>,
-    by_id: HashMap<BundleId, u32>,
-    /// Indexed by type number.
-    types: Vec<TypeDir>,
-    /// Type numbers sorted by name.
-    type_order: Vec<u32>,
-    /// `bundle-<name>.tgz` → slot, sorted.
-    flat: Vec<(String, u32)>,
-    /// The flat names claimed by more than one type, with the types.
-    pub flat_clashes: Vec<(String, Vec<String>)>,
+    index: Arc<Index>,
+    /// Type numbers of the types that show bundles, sorted by name.
+    types: Vec<(String, u32)>,
     pub counts: Counts,
+    clashes: OnceLock<Vec<(String, Vec<String>)>>,
 }
 
+const TGZ_SUFFIX: &str = ".tgz";
+const FLAT_PREFIX: &str = "bundle-";
+
 impl Namespace {
-    /// Build from a manifest, keeping the slots and type numbers of `prev`.
-    /// Two entries with the same type and name: the one whose packages all
-    /// carry sha256 wins, then the smaller id.
+    pub fn new(index: Index) -> Namespace {
+        let index = Arc::new(index);
+        let mut types: Vec<(String, u32)> = (0..index.type_count() as u16)
+            .filter(|t| index.type_len(*t).unwrap_or(0) > 0)
+            .filter_map(|t| Some((index.type_name(t)?.to_string(), t as u32)))
+            .collect();
+        types.sort();
+        let c = index.counts;
+        let counts =
+            Counts { shown: c.shown, unnamed: c.unnamed, shadowed: c.shadowed, flat_collisions: c.flat_collisions };
+        Namespace { index, types, counts, clashes: OnceLock::new() }
+    }
+
+    /// Build an in-memory namespace from a manifest, keeping the slots and
+    /// type numbers of `prev` (tests and small manifests; the daemon keeps
+    /// its index in the cache directory, see `daemon::refresh`).
     pub fn build(manifest: &Manifest, prev: Option<&Namespace>) -> Namespace {
-        let mut ns = Namespace { ..Namespace::default() };
-        ns.counts.unnamed = manifest.unnamed.len();
-        if let Some(prev) = prev {
-            ns.by_id = prev.by_id.clone();
-            ns.bundles = vec![None; prev.bundles.len()];
-            ns.types = prev.types.iter().map(|t| TypeDir { name: t.name.clone(), children: Vec::new() }).collect();
-        }
-        let mut chosen: BTreeMap<(&str, &str), (&String, &BundleSpec)> = BTreeMap::new();
-        let verified = |e: &BundleSpec| e.packages.iter().all(|p| p.sha256.is_some());
-        for (id, entry) in &manifest.entries {
-            let Some(name) = entry.name.as_deref() else { continue };
-            let key = (entry.kind.as_str(), name);
-            match chosen.get(&key) {
-                Some((other, current))
-                    if (verified(current), std::cmp::Reverse(*other)) >= (verified(entry), std::cmp::Reverse(id)) => {}
-                _ => {
-                    chosen.insert(key, (id, entry));
-                }
+        let built = (|| -> anyhow::Result<Index> {
+            let mut b = match prev {
+                Some(p) => IndexBuilder::with_prev(&p.index)?,
+                None => IndexBuilder::new(),
+            };
+            index::add_manifest(&mut b, manifest)?;
+            Index::from_bytes(b.finish([0; 32]))
+        })();
+        match built {
+            Ok(index) => Namespace::new(index),
+            Err(e) => {
+                log::error!("building the namespace: {e:#}");
+                Namespace::new(Index::from_bytes(IndexBuilder::new().finish([0; 32])).expect("an empty index"))
             }
         }
-        ns.counts.shadowed = manifest.entries.values().filter(|e| e.name.is_some()).count() - chosen.len();
-        let mut flat: BTreeMap<String, (u32, Vec<String>)> = BTreeMap::new();
-        for ((kind, name), (id, entry)) in chosen {
-            let Some(bid) = BundleId::parse(id) else { continue };
-            if rules::check_type(kind).is_err() || rules::check_name("name", name).is_err() {
-                continue; // manifests are validated on load; this guards hand-built ones
-            }
-            let slot = ns.slot(bid);
-            let t = ns.type_number(kind);
-            ns.bundles[slot as usize] = Some(BundleInfo {
-                id: bid,
-                kind: kind.to_string(),
-                name: name.to_string(),
-                spec: Arc::new(entry.clone()),
-            });
-            let children = &mut ns.types[t as usize].children;
-            children.push((name.to_string(), TypeChild::Dir(slot)));
-            children.push((format!("{name}.tgz"), TypeChild::Tgz(slot)));
-            let claim = flat.entry(format!("bundle-{name}.tgz")).or_insert_with(|| (slot, Vec::new()));
-            claim.1.push(kind.to_string());
-            ns.counts.shown += 1;
-        }
-        for t in ns.types.iter_mut() {
-            t.children.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        let mut order: Vec<u32> =
-            (0..ns.types.len() as u32).filter(|t| !ns.types[*t as usize].children.is_empty()).collect();
-        order.sort_by(|a, b| ns.types[*a as usize].name.cmp(&ns.types[*b as usize].name));
-        ns.type_order = order;
-        for (name, (slot, kinds)) in flat {
-            if kinds.len() > 1 {
-                ns.flat_clashes.push((name.clone(), kinds));
-            }
-            ns.flat.push((name, slot));
-        }
-        ns.counts.flat_collisions = ns.flat_clashes.len();
-        if ns.counts.shadowed > 0 {
-            log::info!(
-                "{} manifest entries share a type and name with another; one of each is shown",
-                ns.counts.shadowed
-            );
-        }
-        for (name, kinds) in &ns.flat_clashes {
-            log::warn!(
-                "{name} is claimed by bundles of types {}; /bundles/ shows the {} one",
-                kinds.join(", "),
-                kinds[0]
-            );
-        }
-        ns
     }
 
-    fn slot(&mut self, id: BundleId) -> u32 {
-        let next = self.by_id.len() as u32;
-        let slot = *self.by_id.entry(id).or_insert(next);
-        if self.bundles.len() <= slot as usize {
-            self.bundles.resize(slot as usize + 1, None);
-        }
-        slot
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
     }
 
-    fn type_number(&mut self, kind: &str) -> u32 {
-        if let Some(t) = self.types.iter().position(|t| t.name == kind) {
-            return t as u32;
-        }
-        self.types.push(TypeDir { name: kind.to_string(), children: Vec::new() });
-        (self.types.len() - 1) as u32
+    /// A served bundle's id (reads only its slot record).
+    pub fn id(&self, slot: u32) -> Option<BundleId> {
+        self.index.is_served(slot).then(|| self.index.id(slot)).flatten()
     }
 
+    /// A served bundle.
     pub fn bundle(&self, slot: u32) -> Option<BundleInfo> {
-        self.bundles.get(slot as usize).and_then(Option::clone)
+        if !self.index.is_served(slot) {
+            return None;
+        }
+        Some(BundleInfo {
+            id: self.index.id(slot)?,
+            kind: self.index.kind(slot)?.to_string(),
+            name: self.index.name(slot)?.to_string(),
+        })
     }
 
-    pub fn bundles(&self) -> impl Iterator<Item = (u32, &BundleInfo)> {
-        self.bundles.iter().enumerate().filter_map(|(s, b)| b.as_ref().map(|b| (s as u32, b)))
+    /// A served bundle's packages (decoded from the index).
+    pub fn spec(&self, slot: u32) -> Option<Arc<BundleSpec>> {
+        self.index.entry(slot).map(|(_, spec, _)| Arc::new(spec))
     }
 
     pub fn slot_of_id(&self, id: &BundleId) -> Option<u32> {
-        self.by_id.get(id).copied().filter(|s| self.bundles.get(*s as usize).is_some_and(Option::is_some))
+        self.index.find_id(id).filter(|s| self.index.is_served(*s))
     }
 
     /// Type names with their numbers, sorted by name.
     pub fn type_names(&self) -> Vec<(String, u32)> {
-        self.type_order.iter().map(|t| (self.types[*t as usize].name.clone(), *t)).collect()
+        self.types.clone()
     }
 
     pub fn type_count(&self) -> usize {
-        self.type_order.len()
+        self.types.len()
     }
 
     pub fn type_by_name(&self, name: &str) -> Option<u32> {
-        self.type_order.iter().copied().find(|t| self.types[*t as usize].name == name)
-    }
-
-    fn type_dir(&self, t: u32) -> Option<&TypeDir> {
-        self.types.get(t as usize).filter(|d| !d.children.is_empty())
+        self.types.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.types[i].1)
     }
 
     /// Entries in a type directory (two per bundle).
     pub fn type_len(&self, t: u32) -> Option<usize> {
-        self.type_dir(t).map(|d| d.children.len())
+        let t = u16::try_from(t).ok()?;
+        self.index.type_len(t).filter(|n| *n > 0).map(|n| n * 2)
     }
 
+    /// Entries of a type directory from position `from`: each bundle shows
+    /// as `<name>` (even positions) and `<name>.tgz` (odd ones).
     pub fn type_children(&self, t: u32, from: usize, limit: usize) -> Option<Vec<(String, TypeChild)>> {
-        Some(self.type_dir(t)?.children.iter().skip(from).take(limit).cloned().collect())
+        let len = self.type_len(t)?;
+        let t = t as u16;
+        Some(
+            (from..len.min(from.saturating_add(limit)))
+                .filter_map(|pos| {
+                    let (slot, name) = self.index.type_at(t, pos / 2)?;
+                    Some(if pos % 2 == 0 {
+                        (name.to_string(), TypeChild::Dir(slot))
+                    } else {
+                        (format!("{name}{TGZ_SUFFIX}"), TypeChild::Tgz(slot))
+                    })
+                })
+                .collect(),
+        )
     }
 
     pub fn type_child(&self, t: u32, name: &str) -> Option<TypeChild> {
-        let children = &self.type_dir(t)?.children;
-        children.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| children[i].1)
+        let t = u16::try_from(t).ok()?;
+        // Names never end in .tgz (manifest::rules), so the suffix decides.
+        match name.strip_suffix(TGZ_SUFFIX) {
+            Some(bundle) => self.index.find_in_type(t, bundle).map(TypeChild::Tgz),
+            None => self.index.find_in_type(t, name).map(TypeChild::Dir),
+        }
     }
 
     pub fn flat_children(&self, from: usize, limit: usize) -> Vec<(String, u32)> {
-        self.flat.iter().skip(from).take(limit).cloned().collect()
+        (from..self.index.flat_len().min(from.saturating_add(limit)))
+            .filter_map(|i| {
+                let (slot, name) = self.index.flat_at(i)?;
+                Some((format!("{FLAT_PREFIX}{name}{TGZ_SUFFIX}"), slot))
+            })
+            .collect()
     }
 
     pub fn flat_child(&self, name: &str) -> Option<u32> {
-        self.flat.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.flat[i].1)
+        let bare = name.strip_prefix(FLAT_PREFIX)?.strip_suffix(TGZ_SUFFIX)?;
+        self.index.find_flat(bare)
+    }
+
+    /// The flat names claimed by more than one type, with the types (the
+    /// first one is shown). Computed once per namespace.
+    pub fn flat_clashes(&self) -> &[(String, Vec<String>)] {
+        self.clashes.get_or_init(|| {
+            if self.counts.flat_collisions == 0 {
+                return Vec::new();
+            }
+            let mut out = Vec::new();
+            for i in 0..self.index.flat_len() {
+                let Some((_, name)) = self.index.flat_at(i) else { continue };
+                let kinds: Vec<String> = self
+                    .types
+                    .iter()
+                    .filter(|(_, t)| self.index.find_in_type(*t as u16, name).is_some())
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if kinds.len() > 1 {
+                    out.push((format!("{FLAT_PREFIX}{name}{TGZ_SUFFIX}"), kinds));
+                }
+            }
+            out
+        })
     }
 
     /// What `self` shows that `old` did not.
     pub fn changes_since(&self, old: &Namespace) -> Changes {
         let mut changes = Changes::default();
         let mut root_changed = false;
-        for (type_name, t) in self.type_names() {
-            if old.type_dir(t).is_none() {
-                changes.entries.push((ROOT, type_name));
+        for (type_name, t) in &self.types {
+            if old.type_len(*t).is_none() {
+                changes.entries.push((ROOT, type_name.clone()));
                 root_changed = true;
             }
             let mut changed = false;
-            for (name, child) in &self.types[t as usize].children {
-                if old.type_child(t, name).is_none() {
-                    changes.entries.push((Ino::TypeDir(t).encode(), name.clone()));
+            let len = self.index.type_len(*t as u16).unwrap_or(0);
+            for i in 0..len {
+                let Some((_, name)) = self.index.type_at(*t as u16, i) else { continue };
+                if old.index.find_in_type(*t as u16, name).is_none() {
+                    changes.entries.push((Ino::TypeDir(*t).encode(), name.to_string()));
+                    changes.entries.push((Ino::TypeDir(*t).encode(), format!("{name}{TGZ_SUFFIX}")));
+                    changes.added_bundles += 1;
                     changed = true;
-                    if matches!(child, TypeChild::Dir(_)) {
-                        changes.added_bundles += 1;
-                    }
                 }
             }
             if changed {
-                changes.dirs.push(Ino::TypeDir(t).encode());
+                changes.dirs.push(Ino::TypeDir(*t).encode());
             }
         }
         let mut flat_changed = false;
-        for (name, _) in &self.flat {
-            if old.flat_child(name).is_none() {
-                changes.entries.push((BUNDLES_DIR, name.clone()));
+        for i in 0..self.index.flat_len() {
+            let Some((_, name)) = self.index.flat_at(i) else { continue };
+            if old.index.find_flat(name).is_none() {
+                changes.entries.push((BUNDLES_DIR, format!("{FLAT_PREFIX}{name}{TGZ_SUFFIX}")));
                 flat_changed = true;
             }
         }
@@ -421,7 +418,7 @@ mod tests {
         m.insert(garden);
         let ns = Namespace::build(&m, None);
         assert_eq!(ns.counts.flat_collisions, 1);
-        assert_eq!(ns.flat_clashes[0].1, vec!["debian".to_string(), "garden".to_string()]);
+        assert_eq!(ns.flat_clashes()[0].1, vec!["debian".to_string(), "garden".to_string()]);
         // The type directories both show their bundle.
         assert!(ns.type_child(ns.type_by_name("garden").unwrap(), "1.0-1-amd64").is_some());
     }

@@ -99,8 +99,9 @@ impl Report {
             bundles_unnamed: unnamed,
             bundles_shadowed: shadowed,
             flat_collisions: ns
-                .flat_clashes
+                .flat_clashes()
                 .iter()
+                .take(100)
                 .map(|(name, types)| FlatClash { name: name.clone(), types: types.clone() })
                 .collect(),
             cache_dir: cache.settings().dir.display().to_string(),

@@ -7,6 +7,7 @@
 //!
 //! See docs/manifest.md for the format.
 
+pub mod index;
 mod naming;
 pub mod rules;
 
@@ -141,6 +142,10 @@ struct RawSpec {
     #[serde(default)]
     uname: Option<String>,
     packages: Vec<RawPackage>,
+    /// kernel-packer's repackaging image (`repackage-bookworm`): it names
+    /// how kernel-packer built the bundle, which kpackfs does its own way.
+    #[serde(default, rename = "image")]
+    _image: Option<String>,
 }
 
 /// The repository's manifest, compiled in: what `mount` and `bundle` serve by default.
@@ -199,43 +204,107 @@ impl PackageLists {
     }
 }
 
+/// Parse manifest YAML entry by entry, calling `each(id, spec)` with every
+/// checked entry (names not yet derived), without holding the whole
+/// manifest: a million entries stream through. Simplified package names
+/// are mapped back to URLs through `lists`; a name with no URL is an error.
+pub fn parse_each(
+    text: &str,
+    lists: &PackageLists,
+    mut each: impl FnMut(String, BundleSpec) -> Result<()>,
+) -> Result<()> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        bail!("malformed manifest: {} bytes, over the limit of {MAX_MANIFEST_BYTES}", text.len());
+    }
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        return Ok(());
+    }
+    let mut failure: Option<anyhow::Error> = None;
+    let mut unresolved: Vec<String> = Vec::new();
+    let mut unresolved_count = 0usize;
+    let mut handle = |id: String, raw: RawSpec| -> Result<()> {
+        let mut packages = Vec::with_capacity(raw.packages.len());
+        for item in raw.packages {
+            match item {
+                RawPackage::Full(p) => packages.push(p),
+                RawPackage::Name(name) if name.contains("://") => packages.push(Package::new(name)),
+                RawPackage::Name(name) => match lists.resolve(&name) {
+                    Some(url) => packages.push(Package::new(url)),
+                    None => {
+                        unresolved_count += 1;
+                        if unresolved.is_empty() {
+                            unresolved.push(name);
+                        }
+                    }
+                },
+            }
+        }
+        if unresolved_count > 0 {
+            return Ok(()); // reported once, below
+        }
+        if packages.is_empty() {
+            bail!("malformed manifest: entry {} has no packages", rules::shown(&id));
+        }
+        let spec = BundleSpec { kind: raw.kind, name: raw.name, uname: raw.uname, packages };
+        validate_entry(&id, &spec)?;
+        each(id, spec)
+    };
+    let seed = EachEntry { handle: &mut handle, failure: &mut failure };
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
+        serde::de::DeserializeSeed::deserialize(seed, de)
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    parsed.map_err(|e| anyhow!("malformed manifest: {e}"))?;
+    if unresolved_count > 0 {
+        bail!(
+            "{unresolved_count} package name(s) have no URL in the package lists, e.g. {} (pass the directory of kernel-packer's *.txt lists)",
+            unresolved[0]
+        );
+    }
+    Ok(())
+}
+
+/// Visits the top-level mapping one entry at a time.
+struct EachEntry<'a, F: FnMut(String, RawSpec) -> Result<()>> {
+    handle: &'a mut F,
+    failure: &'a mut Option<anyhow::Error>,
+}
+
+impl<'de, F: FnMut(String, RawSpec) -> Result<()>> serde::de::DeserializeSeed<'de> for EachEntry<'_, F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(String, RawSpec) -> Result<()>> serde::de::Visitor<'de> for EachEntry<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a mapping of bundle id to bundle")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(id) = map.next_key::<String>()? {
+            let raw: RawSpec = map.next_value()?;
+            if let Err(e) = (self.handle)(id, raw) {
+                let message = format!("{e:#}");
+                *self.failure = Some(e);
+                return Err(serde::de::Error::custom(message));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Manifest {
-    /// Parse a manifest from YAML text. Simplified package names are mapped back
-    /// to URLs through `lists`; a name with no URL is an error.
+    /// Parse a manifest from YAML text (see [`parse_each`]).
     pub fn parse(text: &str, lists: &PackageLists) -> Result<Self> {
-        let raw: BTreeMap<String, RawSpec> = if text.trim().is_empty() {
-            BTreeMap::new()
-        } else {
-            serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| anyhow!("malformed manifest: {e}"))?
-        };
         let mut manifest = Manifest::default();
-        let mut unresolved = Vec::new();
-        for (id, raw_entry) in raw {
-            let mut packages = Vec::with_capacity(raw_entry.packages.len());
-            for item in raw_entry.packages {
-                match item {
-                    RawPackage::Full(p) => packages.push(p),
-                    RawPackage::Name(name) if name.contains("://") => packages.push(Package::new(name)),
-                    RawPackage::Name(name) => match lists.resolve(&name) {
-                        Some(url) => packages.push(Package::new(url)),
-                        None => unresolved.push(name),
-                    },
-                }
-            }
-            if packages.is_empty() {
-                bail!("malformed manifest: entry {id} has no packages");
-            }
-            let entry = BundleSpec { kind: raw_entry.kind, name: raw_entry.name, uname: raw_entry.uname, packages };
-            validate_entry(&id, &entry)?;
-            manifest.entries.insert(id, entry);
-        }
-        if !unresolved.is_empty() {
-            bail!(
-                "{} package name(s) have no URL in the package lists, e.g. {} (pass the directory of kernel-packer's *.txt lists)",
-                unresolved.len(),
-                unresolved[0]
-            );
-        }
+        parse_each(text, lists, |id, spec| {
+            manifest.entries.insert(id, spec);
+            Ok(())
+        })?;
         manifest.fill_names();
         Ok(manifest)
     }
@@ -243,9 +312,8 @@ impl Manifest {
     /// Load a manifest file. Package lists are looked for in `lists_dir`, else in
     /// the manifest's own directory and its `kernel-package-lists/` subdirectory.
     pub fn load(path: &Path, lists_dir: Option<&Path>) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading manifest {}", path.display()))?;
-        let lists = if needs_lists(&text) { load_lists_near(path, lists_dir)? } else { PackageLists::default() };
-        Self::parse(&text, &lists).with_context(|| format!("loading manifest {}", path.display()))
+        let (text, lists) = read_file(path, lists_dir)?;
+        Self::parse(text.as_str(), &lists).with_context(|| format!("loading manifest {}", path.display()))
     }
 
     /// Derive missing names; entries that cannot be named are recorded in `unnamed`.
@@ -370,6 +438,35 @@ fn validate_entry(id: &str, entry: &BundleSpec) -> Result<()> {
         bail!("malformed manifest: entry {id} does not match its packages (their id is {computed})");
     }
     Ok(())
+}
+
+/// A manifest file's text, mapped rather than read (a million entries are
+/// 700 MB of YAML; mapped, they cost page cache, not heap).
+pub struct ManifestText {
+    map: Option<crate::files::Mapping>,
+}
+
+impl ManifestText {
+    pub fn as_str(&self) -> &str {
+        // Checked as UTF-8 when opened.
+        self.map.as_ref().and_then(|m| std::str::from_utf8(m.bytes()).ok()).unwrap_or("")
+    }
+}
+
+/// A manifest file's text and the package lists it needs (see [`Manifest::load`]).
+pub fn read_file(path: &Path, lists_dir: Option<&Path>) -> Result<(ManifestText, PackageLists)> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading manifest {}", path.display()))?;
+    let size = file.metadata().with_context(|| format!("reading manifest {}", path.display()))?.len();
+    if size > MAX_MANIFEST_BYTES as u64 {
+        bail!("manifest {} is {size} bytes, over the limit of {MAX_MANIFEST_BYTES}", path.display());
+    }
+    let map = crate::files::Mapping::new(&file, size);
+    if let Some(m) = &map {
+        std::str::from_utf8(m.bytes()).map_err(|e| anyhow!("manifest {} is not UTF-8: {e}", path.display()))?;
+    }
+    let text = ManifestText { map };
+    let lists = if needs_lists(text.as_str()) { load_lists_near(path, lists_dir)? } else { PackageLists::default() };
+    Ok((text, lists))
 }
 
 /// Whether the text has bare package names that need package lists.

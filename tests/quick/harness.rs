@@ -120,7 +120,8 @@ impl Harness {
             min_free: kpackfs::util::FreeFloor::Bytes(0),
         };
         let cache = Cache::open(settings, fetcher, runtime.handle().clone()).unwrap();
-        let core = FsCore::new(cache.clone(), manifest, PathBuf::from("/quick"), callers.clone());
+        let ns = kpackfs::fs::namespace::Namespace::build(manifest, None);
+        let core = FsCore::new(cache.clone(), ns, PathBuf::from("/quick"), callers.clone());
         core.set_invalidator(Box::new(Recorder(invalidations.clone())));
         (cache, core)
     }

@@ -1,0 +1,135 @@
+//! What a mount serves: the base manifest (the shipped one, or
+//! `--manifest`) merged with the last crawl result in the cache directory,
+//! as a manifest index (`manifest::index`) kept in `<cache>/manifest/`.
+//!
+//! The index is keyed by its inputs' identities (file, size, mtime; the
+//! shipped manifest's digest), so a mount whose inputs did not change maps
+//! the index and never reads the YAML: a million entries mount in about the
+//! time of an `mmap` (docs/performance.md). A changed input is streamed
+//! into a new index, entry by entry.
+
+use crate::manifest::index::{self, Index, IndexBuilder};
+use crate::manifest::{PackageLists, SHIPPED};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// A file's identity for change detection: mtime and length.
+pub type Stamp = Option<(SystemTime, u64)>;
+
+pub fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Index format and naming rules: a change here makes every old index stale.
+const INDEX_VERSION: &[u8] = b"served-index-1";
+
+/// Where the served manifest comes from.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// `--manifest FILE` (None: the shipped manifest, which cannot change).
+    pub manifest: Option<PathBuf>,
+    pub lists_dir: Option<PathBuf>,
+    /// The last `kpackfs crawl` result in the cache directory.
+    pub crawl_result: PathBuf,
+    /// Where the index lives.
+    pub index_path: PathBuf,
+}
+
+impl Inputs {
+    pub fn new(manifest: Option<PathBuf>, lists_dir: Option<PathBuf>, cache_dir: &Path) -> Inputs {
+        let (_, crawl_result) = crate::crawl::default_paths(cache_dir);
+        Inputs { manifest, lists_dir, crawl_result, index_path: cache_dir.join("manifest/served.idx") }
+    }
+
+    /// Where the manifest comes from, for status.
+    pub fn origin(&self) -> String {
+        let mut note = match &self.manifest {
+            Some(p) => format!("from {}", p.display()),
+            None => "shipped".to_string(),
+        };
+        if self.crawl_result.exists() {
+            note.push_str(", merged with the crawl result");
+        }
+        note
+    }
+
+    pub fn stamps(&self) -> (Stamp, Stamp) {
+        (self.manifest.as_deref().and_then(stamp), stamp(&self.crawl_result))
+    }
+
+    fn key(&self) -> [u8; 32] {
+        let base = match &self.manifest {
+            Some(p) => index::file_identity(p),
+            None => crate::util::sha256_hex(SHIPPED.as_bytes()).into_bytes(),
+        };
+        let mut lists = Vec::new();
+        if let Some(dir) = &self.lists_dir {
+            let mut files: Vec<PathBuf> =
+                std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+            files.sort();
+            for f in files {
+                lists.extend(index::file_identity(&f));
+            }
+        }
+        index::key_of(&[INDEX_VERSION, &base, &lists, &index::file_identity(&self.crawl_result)])
+    }
+
+    /// Add the base manifest; an error means it cannot be served.
+    fn add_base(&self, b: &mut IndexBuilder) -> Result<usize> {
+        match &self.manifest {
+            Some(p) => {
+                let (text, lists) = crate::manifest::read_file(p, self.lists_dir.as_deref())?;
+                index::add_yaml(b, text.as_str(), &lists).with_context(|| format!("loading manifest {}", p.display()))
+            }
+            None => index::add_yaml(b, SHIPPED, &PackageLists::default()).context("loading the shipped manifest"),
+        }
+    }
+
+    /// Add the crawl result, if there is one; a bad one is logged and skipped.
+    fn add_crawl(&self, b: &mut IndexBuilder) {
+        if !self.crawl_result.exists() {
+            return;
+        }
+        let added = crate::manifest::read_file(&self.crawl_result, None)
+            .and_then(|(text, lists)| index::add_yaml(b, text.as_str(), &lists));
+        if let Err(e) = added {
+            log::warn!("ignoring the crawl result {}: {e:#}", self.crawl_result.display());
+        }
+    }
+
+    /// The index for these inputs: reused from disk when its key matches,
+    /// else built (on top of `prev`, keeping its slots) and saved.
+    pub fn index(&self, prev: Option<&Index>, base_must_load: bool) -> Result<Index> {
+        let key = self.key();
+        if prev.is_none() {
+            match Index::open(&self.index_path) {
+                Ok(index) if index.key() == key => return Ok(index),
+                Ok(_) => {}
+                Err(e) if self.index_path.exists() => log::warn!("rebuilding the served index: {e:#}"),
+                Err(_) => {}
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut b = match prev {
+            Some(p) => IndexBuilder::with_prev(p)?,
+            None => IndexBuilder::new(),
+        };
+        match self.add_base(&mut b) {
+            Ok(_) => {}
+            Err(e) if base_must_load => return Err(e),
+            Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
+        }
+        self.add_crawl(&mut b);
+        crate::files::create_private_dir_all(crate::files::parent_dir(&self.index_path))?;
+        let index = b.write(key, &self.index_path)?;
+        log::info!(
+            "indexed the manifest: {} bundles shown of {} entries in {:.2}s",
+            index.counts.shown,
+            index.counts.slots,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(index)
+    }
+}
