@@ -176,7 +176,13 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
     });
     edited.save(&manifest).unwrap();
     let added = m.path("ubuntu/9.8.0-3-generic");
-    assert!(wait_for(&added, Duration::from_secs(15)), "the edit shows up: {}", m.log());
+    let edited_at = Instant::now();
+    assert!(wait_for(&added, Duration::from_secs(5)), "the edit shows up: {}", m.log());
+    assert!(
+        edited_at.elapsed() < Duration::from_millis(3500),
+        "noticed within the 2 s poll: {:?}",
+        edited_at.elapsed()
+    );
 
     // A malformed edit changes nothing; the daemon says why.
     std::fs::write(&manifest, "{ this is: [not a manifest\n").unwrap();
@@ -187,13 +193,37 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
     assert!(m.log().contains("reload: keeping the served manifest"), "{}", m.log());
     assert!(added.exists() && crawled.exists(), "nothing disappears");
 
-    // SIGHUP reloads at once.
+    // SIGHUP reloads at once, even an edit the poll cannot see: the same
+    // length and mtime as the malformed file it replaces.
+    let third = kpackfs::manifest::BundleSpec {
+        kind: "ubuntu".into(),
+        name: None,
+        uname: None,
+        packages: ["linux-headers-9.8.0-4-generic_9.8.0-4.4_amd64.deb", "linux-headers-9.8.0-4_9.8.0-4.4_all.deb"]
+            .iter()
+            .map(|f| kpackfs::manifest::Package {
+                also: Vec::new(),
+                url: format!("http://archive.example.test/ubuntu/pool/main/l/linux/{f}"),
+                sha256: None,
+                size: None,
+            })
+            .collect(),
+    };
+    edited.insert(third);
+    let valid = edited.to_yaml().unwrap();
+    let malformed = format!("{{ this is: [not a manifest\n{}", "#".repeat(valid.len() - 27));
+    assert_eq!(malformed.len(), valid.len());
+    std::fs::write(&manifest, &malformed).unwrap();
+    let mtime = std::fs::metadata(&manifest).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(2500)); // the poll sees the malformed file
+    std::fs::write(&manifest, &valid).unwrap();
+    std::fs::File::options().write(true).open(&manifest).unwrap().set_modified(mtime).unwrap();
+    std::thread::sleep(Duration::from_millis(2500)); // and misses the fix: same stamp
+    let third_path = m.path("ubuntu/9.8.0-4-generic");
+    assert!(!third_path.exists(), "the poll cannot see it");
     // SAFETY: plain kill(2) on our own child daemon.
     unsafe { libc::kill(m.pid as i32, libc::SIGHUP) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !m.log().contains("SIGHUP: reloading the manifest") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(wait_for(&third_path, Duration::from_secs(2)), "SIGHUP reloads: {}", m.log());
     assert!(m.log().contains("SIGHUP: reloading the manifest"), "{}", m.log());
     assert!(m.alive(), "SIGHUP does not stop the daemon");
     assert!(added.exists() && crawled.exists());

@@ -27,6 +27,22 @@ fn kernel_packer_manifest_loads_and_names() {
     for (kind, (n, named)) in &per_type {
         println!("{kind:<10} {n:>7} {named:>7}");
     }
+    // kernel-packer's fixture as it is: every type, its entries, how many are named.
+    let expected: BTreeMap<&str, (usize, usize)> = [
+        ("coreos", (231, 0)),
+        ("cos", (1001, 0)),
+        ("debian", (45, 45)),
+        ("garden", (36, 36)),
+        ("linuxkit", (4, 0)),
+        ("minikube", (18, 0)),
+        ("oracle", (302, 302)),
+        ("redhat", (2420, 2020)),
+        ("suse", (203, 203)),
+        ("ubuntu", (2213, 2213)),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(per_type, expected);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for reason in manifest.unnamed.values() {
         *reasons.entry(reason.split(" (").next().unwrap_or(reason).to_string()).or_default() += 1;

@@ -280,3 +280,27 @@ fn fuzz_pack_files() {
         }
     });
 }
+
+#[test]
+fn fuzz_manifest_index() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.yml")).unwrap();
+    let manifest = kpackfs::manifest::Manifest::parse(&text, &Default::default()).unwrap();
+    let mut b = kpackfs::manifest::index::IndexBuilder::new();
+    kpackfs::manifest::index::add_manifest(&mut b, &manifest).unwrap();
+    let seed = b.finish([1; 32]);
+    fuzz("index", vec![seed], |input| {
+        if let Ok(idx) = kpackfs::manifest::index::Index::from_bytes(input.to_vec()) {
+            for slot in 0..(idx.counts.slots as u32).min(200) + 2 {
+                let _ = idx.entry(slot);
+                let _ = idx.name(slot);
+                let _ = idx.uname_at(slot as usize);
+            }
+            for t in 0..idx.type_count().min(50) as u16 + 1 {
+                let _ = idx.type_at(t, 0);
+                let _ = idx.find_in_type(t, "6.1.0-56-amd64");
+            }
+            let _ = idx.find_flat("6.1.0-56-amd64");
+            let _ = idx.find_id(&kpackfs::ids::BundleId([0; 32]));
+        }
+    });
+}

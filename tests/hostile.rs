@@ -55,17 +55,40 @@ fn package(dir: &Path, hostile: Vec<Raw<'_>>) -> PathBuf {
     path
 }
 
+/// The tool runs three directories deep inside the test's directory, so
+/// that a `../../x` written relative to its working directory would land
+/// where the test looks.
 fn bundle(dir: &Path, pkg: &Path, extra: &[&str]) -> std::process::Command {
     let mut cmd = kpackfs();
     cmd.args(["bundle", "--type", "debian"]).args(extra).arg("-o").arg(dir.join("out/bundle.tgz")).arg(pkg);
     std::fs::create_dir_all(dir.join("out")).unwrap();
+    let cwd = dir.join("cwd/a/b");
+    std::fs::create_dir_all(&cwd).unwrap();
+    cmd.current_dir(cwd);
     cmd
 }
 
-/// Nothing may appear in `dir` besides what the test made.
+/// Nothing the hostile entries name may exist anywhere they could have
+/// been written: beside and above the tool's working directory, at the
+/// absolute paths they name, and as entries of the bundle outside `usr/`.
 fn assert_nothing_outside(dir: &Path) {
-    for name in ["evil", "etc", "escaped"] {
-        assert!(!dir.join(name).exists(), "{name} was written outside the target");
+    let cwd = dir.join("cwd/a/b");
+    let mut places: Vec<PathBuf> = vec![PathBuf::from("/etc/evil"), PathBuf::from("/evil"), PathBuf::from("/escaped")];
+    for base in [cwd.clone(), cwd.join(".."), cwd.join("../.."), dir.to_path_buf(), dir.join("out")] {
+        for name in ["evil", "escaped", "etc/evil", "etc/shadow"] {
+            places.push(base.join(name));
+        }
+    }
+    for p in places {
+        assert!(!p.exists(), "{} was written outside the target", p.display());
+    }
+    let out = dir.join("out/bundle.tgz");
+    if out.exists() {
+        let listing = run_ok(std::process::Command::new("tar").arg("-tzf").arg(&out));
+        for entry in listing.lines() {
+            assert!(!entry.contains("..") && !entry.starts_with('/'), "the bundle holds {entry}");
+            assert!(!entry.contains("evil") && !entry.ends_with("/etc/"), "the bundle holds {entry}");
+        }
     }
 }
 

@@ -86,6 +86,18 @@ fn hello_module_builds_through_the_mount_nested_too() {
     let work = tempdir();
     let vermagic = common::build_hello(&root, &work.path().join("plain"));
     assert!(vermagic.starts_with(&deb.uname), "{vermagic}");
+    // A warm build (a fresh module against the same tree) sends the daemon
+    // no request: entries, attributes, listings, pages and misses are all
+    // cached. (Reading status.json is itself a getattr and a read.)
+    let before = m.status()["requests"].clone();
+    let warm = common::build_hello(&root, &work.path().join("warm"));
+    assert_eq!(warm, vermagic);
+    let after = m.status()["requests"].clone();
+    for op in ["lookup", "opendir", "readdir", "readlink", "open"] {
+        assert_eq!(before[op], after[op], "a warm build sent {op} requests: {before} -> {after}");
+    }
+    let moved = |op: &str| after[op].as_u64().unwrap() - before[op].as_u64().unwrap();
+    assert!(moved("getattr") + moved("read") <= 2, "a warm build sent requests: {before} -> {after}");
     // A module whose own Makefile runs make -C into the kernel tree, through
     // lib/modules/<uname>/build, as configure steps and DKMS do.
     let nested = work.path().join("nested");
@@ -144,25 +156,53 @@ fn sixteen_cold_readers_cause_one_download_per_package() {
     let fx = Fixture::new(false);
     let deb = fx.bundle("debian").clone();
     let m = mount(&fx, &[]);
-    let file = m.path(&format!("debian/{}/usr/src/linux-headers-{}/Makefile", deb.name, deb.uname));
+    // Sixteen readers of sixteen different paths: the kernel cannot merge
+    // them into one request, so the daemon queues sixteen answers on one build.
+    let root = m.path(&format!("debian/{}/usr/src/linux-headers-{}", deb.name, deb.uname));
+    let names = [
+        "Makefile",
+        ".config",
+        "Module.symvers",
+        "include",
+        "arch",
+        "scripts",
+        "tools",
+        "BUNDLE_MISSING",
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "f",
+        "g",
+        "h",
+    ];
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
-    let readers: Vec<_> = (0..16)
-        .map(|_| {
-            let (file, barrier) = (file.clone(), barrier.clone());
+    let readers: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (path, barrier) = (root.join(name), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                std::fs::read_to_string(&file).unwrap()
+                std::fs::symlink_metadata(&path).map(|_| ())
             })
         })
         .collect();
-    let texts: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-    assert!(texts.iter().all(|t| t.starts_with("include ../linux-headers-")), "{}", texts[0]);
+    let results: Vec<Option<i32>> = readers.into_iter().map(|r| errno_of(r.join().unwrap())).collect();
+    assert!(results[..3].iter().all(Option::is_none), "{results:?}");
+    assert_eq!(results[15], Some(libc::ENOENT));
     for (_, url_path) in &deb.files {
         assert_eq!(fx.server.count(url_path), 1, "{url_path} downloaded more than once: {:?}", fx.server.log());
     }
     let status = m.status();
     assert_eq!(status["builds"], 1);
     assert_eq!(status["misses"], 1);
+    assert!(status["requests"]["lookup"].as_u64().unwrap() >= 16, "sixteen requests reached the daemon: {status}");
+    assert_eq!(status["waiting"], 0, "nothing left queued");
+    assert_eq!(
+        read(&root.join("Makefile")).lines().next().map(|l| l.starts_with("include ../linux-headers-")),
+        Some(true)
+    );
 }
 
 #[test]
@@ -281,7 +321,17 @@ fn writes_get_erofs() {
     assert_eq!(errno_of(std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))), erofs);
     assert_eq!(errno_of(std::fs::write(m.path("debian/new"), b"x")), erofs);
     assert_eq!(errno_of(std::fs::remove_file(m.path(&format!("redhat/{}.tgz", rh.name)))), erofs);
-    assert!(file.is_file(), "nothing changed");
+    let before = std::fs::metadata(&file).unwrap().len();
+    let truncate = std::fs::OpenOptions::new().write(true).truncate(true).open(&file);
+    assert_eq!(errno_of(truncate), erofs, "truncate");
+    let c_path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings and buffer.
+    let rc = unsafe { libc::setxattr(c_path.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    assert_eq!((rc, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EROFS)), "setxattr");
+    // SAFETY: valid C string.
+    let rc = unsafe { libc::truncate(c_path.as_ptr(), 0) };
+    assert_eq!((rc, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EROFS)), "truncate(2)");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), before, "nothing changed");
 }
 
 #[test]
@@ -301,6 +351,19 @@ fn other_users_read_a_root_mount_and_cannot_write() {
     let out = as_nobody(&format!("cat {}", file.display()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), rh.uname);
+    // Owned by root, fixed mtime, fixed modes, as the kernel reports them.
+    use std::os::unix::fs::MetadataExt;
+    for (path, mode) in [
+        (file.clone(), 0o100644),
+        (m.path(&format!("redhat/{}", rh.name)), 0o040755),
+        (m.path("redhat"), 0o040555),
+        (m.path(&format!("redhat/{}.tgz", rh.name)), 0o100444),
+    ] {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", path.display());
+        assert_eq!(meta.mtime(), 946_684_800, "{}", path.display());
+        assert_eq!(meta.mode(), mode, "{}", path.display());
+    }
     let out = as_nobody(&format!("ls {}/redhat/ && cat {}/.kpackfs/status", m.mnt.display(), m.mnt.display()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = as_nobody(&format!("echo x > {}", file.display()));
@@ -317,12 +380,15 @@ fn missing_names_are_enoent_and_status_reports() {
     assert_eq!(errno_of(std::fs::metadata(m.path("nosuchtype"))), Some(libc::ENOENT));
     assert_eq!(errno_of(std::fs::metadata(m.path("redhat/9.9.9"))), Some(libc::ENOENT));
     assert_eq!(fx.server.total_requests(), 0);
-    for _ in 0..2 {
-        assert_eq!(
-            errno_of(std::fs::metadata(m.path(&format!("redhat/{}/include/nosuch.h", rh.name)))),
-            Some(libc::ENOENT)
-        );
+    let missing = m.path(&format!("redhat/{}/include/nosuch.h", rh.name));
+    assert_eq!(errno_of(std::fs::metadata(&missing)), Some(libc::ENOENT));
+    // The kernel remembers the miss: looking again costs no request at all.
+    let lookups = m.status()["requests"]["lookup"].as_u64().unwrap();
+    for _ in 0..100 {
+        assert_eq!(errno_of(std::fs::metadata(&missing)), Some(libc::ENOENT));
+        assert_eq!(errno_of(std::fs::metadata(m.path("redhat/9.9.9"))), Some(libc::ENOENT));
     }
+    assert_eq!(m.status()["requests"]["lookup"].as_u64().unwrap(), lookups, "negative entries are cached");
     let out = run_ok(kpackfs().arg("status").arg(&m.mnt));
     assert!(out.contains(&format!("ready     redhat/{}", rh.name)), "{out}");
     assert!(out.contains("1 misses"), "{out}");

@@ -126,8 +126,13 @@ fn init_logging(verbose: u8) {
         1 => "debug,fuser=warn,hyper=info,reqwest=info,rustls=info",
         _ => "trace",
     };
-    let env = env_logger::Env::default().default_filter_or(default);
-    let _ = env_logger::Builder::from_env(env).format_target(false).try_init();
+    // fuser tries to unmount again when its session ends after an external
+    // `umount` and warns that it failed: not news, and not a failure.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(user) => format!("{user},fuser::mnt=error"),
+        Err(_) => format!("{default},fuser::mnt=error"),
+    };
+    let _ = env_logger::Builder::new().parse_filters(&filter).format_target(false).try_init();
 }
 
 /// Run the command line; errors print as one line and exit 1.

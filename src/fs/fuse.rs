@@ -1,18 +1,17 @@
 //! The fuser adapter: decode a request, count it, hand it to the
 //! [`FsCore`], map the answer to a reply. Nothing else here.
 //!
-//! Two kernel settings live here because they are FUSE's: `open` answers
-//! ENOSYS (the kernel then stops sending OPEN, FLUSH and RELEASE for the
-//! whole connection and keeps page caches across opens: each OPEN round
-//! trip cost about 20 µs, 9% of a module build, docs/performance.md), and
-//! bundle directories open with FOPEN_CACHE_DIR.
+//! Two kernel settings live here because they are FUSE's: `open` and
+//! `opendir` answer ENOSYS. The kernel then stops sending OPEN, FLUSH,
+//! RELEASE and OPENDIR for the whole connection, keeps page caches across
+//! opens and caches directory listings (each OPEN round trip cost about
+//! 20 µs, 9% of a module build, docs/performance.md).
 
 use super::core::{FsCore, Invalidator};
-use super::namespace::Ino;
 use super::types::{Attr, Caller, Data, DirItem, Errno, FileKind, Lookup, Timed, FOREVER};
 use fuser::{
-    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    Notifier, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, Request,
 };
 use std::ffi::OsStr;
@@ -193,14 +192,13 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    /// ENOSYS too: the kernel then opens every directory itself with
+    /// FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR (its no-opendir default) and keeps
+    /// listings in its cache; a namespace change invalidates the directories
+    /// it touches. Without this, each opendir of a warm build was a round trip.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         count(&self.core.requests.opendir);
-        // Bundle trees never change: let the kernel keep their listings.
-        let flags = match Ino::decode(ino.0) {
-            Some(Ino::Node { .. }) => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            _ => FopenFlags::empty(),
-        };
-        reply.opened(FileHandle(0), flags);
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {

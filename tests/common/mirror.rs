@@ -4,7 +4,7 @@
 
 use super::http::Server;
 use super::pkgs::{self, real_debian, with_lock, RealDebian};
-use super::{kpackfs, run_ok, tempdir};
+use super::{kpackfs, tempdir};
 use kpackfs::manifest::{BundleSpec, Manifest, Package};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -181,6 +181,8 @@ pub struct Mounted {
     pub mnt: PathBuf,
     pub cache: PathBuf,
     pub pid: u32,
+    /// What `kpackfs mount` itself printed on stderr.
+    pub mount_stderr: String,
     _dir: tempfile::TempDir,
 }
 
@@ -209,14 +211,17 @@ impl Mounted {
         if let Some(manifest) = manifest {
             cmd.arg("--manifest").arg(manifest);
         }
-        let out = run_ok(cmd.arg("--cache-dir").arg(&cache).args(Self::defaults(extra)).args(extra));
+        let output = cmd.arg("--cache-dir").arg(&cache).args(Self::defaults(extra)).args(extra).output().unwrap();
+        let mount_stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{cmd:?} failed ({}): {mount_stderr}", output.status);
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
         let pid = out
             .split("(pid ")
             .nth(1)
             .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|s| s.parse().ok())
             .expect("pid in mount output");
-        Mounted { mnt, cache, pid, _dir: dir }
+        Mounted { mnt, cache, pid, mount_stderr, _dir: dir }
     }
 
     /// Short timeouts and backoff for tests, unless `extra` sets them.

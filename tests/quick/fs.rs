@@ -187,3 +187,31 @@ fn a_refresh_adds_bundles_and_invalidates_only_what_changed() {
     assert!(inval.contains(&format!("inode {debian}")), "{inval:?}");
     assert!(!inval.iter().any(|i| i.contains("9.1.0-1-amd64")), "unchanged names stay cached: {inval:?}");
 }
+
+/// The .tgz is a pure function of the packages: pinned here against a
+/// digest computed once, so a change of bytes (tar headers, gzip, order,
+/// layout) cannot pass unnoticed. Update it only for an intended format
+/// change, and say so in the commit.
+#[test]
+fn the_tgz_of_known_packages_has_a_known_digest() {
+    const MOUNTED: &str = "29876e32fe70ab337becae6fd6481aced0f3f720e21d868d7f69f0bb983eafa8";
+    const COMMAND_LINE: &str = "8ce55cfe377275c5a1d9236a503db66d5380e940d0aad0ee2ef943271753f2e1";
+    let h = Harness::new(&["9.1.0-1-amd64"], 10_000, Options::default());
+    let bytes = h.read_file("debian/9.1.0-1-amd64.tgz").unwrap();
+    let digest = kpackfs::util::sha256_hex(&bytes);
+    // The same bytes from the command line, with a different thread count.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.tgz");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_kpackfs"))
+        .args(["bundle", "--type", "debian", "-o"])
+        .arg(&out)
+        .arg(&h.kernels[0].headers)
+        .arg(&h.kernels[0].kbuild)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    // The command line names the bundle by file names and the mount by URLs:
+    // the same tree with another BUNDLE_CHECKSUM, so each has its own pin.
+    assert_eq!(digest, MOUNTED, "the mounted .tgz changed");
+    assert_eq!(kpackfs::util::sha256_hex(&std::fs::read(&out).unwrap()), COMMAND_LINE, "the bundle's .tgz changed");
+}
