@@ -477,3 +477,42 @@ fn item2_planted_scratch_directories_are_never_used() {
     assert_eq!(read(&victim), "precious\n", "nothing was written through a planted link");
     assert!(read(&p.manifest).contains("linux-headers"), "and the crawl worked");
 }
+
+/// Issue 8 item 8: a signed Release that expired, that is dated in the
+/// future, or that is older than the last one accepted (a replay or a
+/// rollback) is refused, and the source keeps its previous list.
+#[test]
+fn item8_a_replayed_or_expired_release_is_refused() {
+    let SignedRepo { work, key, fx: _, repo, server } = SignedRepo::new(["xz", "gzip", "xz"]);
+    let sources = sources_file(
+        work.path(),
+        &[apt_source("test-debian", "debian", &url_of("/debian"), "stable", "-amd64$", Some(&key.keyring))],
+    );
+    let p = paths(work.path());
+    let now = kpackfs::util::now_secs() as i64;
+    let dated = |date: i64, until: Option<i64>| {
+        let mut f = format!("Date: {}\n", kpackfs::util::format_utc(date));
+        if let Some(u) = until {
+            f.push_str(&format!("Valid-Until: {}\n", kpackfs::util::format_utc(u)));
+        }
+        f
+    };
+    repo.publish_with(Some(&key), &dated(now - 3600, Some(now + 86400)));
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
+    let list = read(&p.lists.join("test-debian.txt"));
+    let fx2 = pkgs::synthetic_debian_abi(work.path(), "9.9.0-2", ["xz", "xz", "xz"]);
+    repo.add(&fx2.files);
+    for (fields, why) in [
+        (dated(now - 7200, Some(now + 86400)), "older than"),
+        (dated(now, Some(now - 3600)), "expired"),
+        (dated(now + 86400, None), "in the future"),
+    ] {
+        repo.publish_with(Some(&key), &fields);
+        let err = run_err(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
+        assert!(err.contains("test-debian") && err.contains(why), "{why}: {err}");
+        assert_eq!(read(&p.lists.join("test-debian.txt")), list, "the previous list is kept");
+    }
+    repo.publish_with(Some(&key), &dated(now, Some(now + 86400)));
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
+    assert_ne!(read(&p.lists.join("test-debian.txt")), list, "a fresh Release is accepted");
+}

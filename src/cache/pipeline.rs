@@ -40,11 +40,17 @@ impl Cache {
         if on_disk {
             self.set_phase(id, Phase::Verifying);
             let path = self.pack_path(&id);
+            let started = std::time::Instant::now();
             let opened = tokio::task::spawn_blocking(move || Pack::open_verified(&path))
                 .await
                 .map_err(|e| anyhow!("verification task failed: {e}"))?;
             match opened {
                 Ok(pack) => {
+                    log::debug!(
+                        "checked the cached pack of {label} ({}) in {:.1} ms",
+                        crate::util::human_bytes(pack.file_bytes),
+                        started.elapsed().as_secs_f64() * 1000.0
+                    );
                     super::bump(&self.stats.hits);
                     return Ok(Obtained { value: Arc::new(pack), new_bytes: None });
                 }
@@ -136,6 +142,7 @@ impl Cache {
                 .map_err(|e| anyhow!("verification task failed: {e}"))?;
             match checked {
                 Ok((actual, len)) if actual == sha && len == size => {
+                    log::debug!("checked the cached {label}.tgz ({}) by sha256", crate::util::human_bytes(size));
                     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
                     return Ok(Obtained { value: Arc::new(Tgz::new(file, size, sha)), new_bytes: None });
                 }

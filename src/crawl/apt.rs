@@ -1,8 +1,8 @@
 //! apt repositories: InRelease (or Release + Release.gpg) verified with the
 //! source's keyring, Packages.xz/.gz checked against Release's SHA256, and
-//! bundles grouped by the headers packages' own Depends:
-//! a flavour's headers → its -common → its kbuild (Debian), or the flavour
-//! headers → linux-<src>-headers-<abi> (Ubuntu).
+//! bundles chosen and grouped by the packages' own Depends, per
+//! architecture (see [`flavour_roots`]): a flavour's headers with its
+//! -common and kbuild (Debian), or with linux-<src>-headers-<abi> (Ubuntu).
 
 use super::debversion;
 use super::gpg;
@@ -11,7 +11,7 @@ use super::sources::Source;
 use super::Found;
 use crate::manifest::Package;
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
 /// One stanza of a Packages file (the fields we use).
@@ -93,6 +93,43 @@ fn depends(field: &str) -> Vec<(String, Option<String>)> {
 fn is_bundle_dependency(name: &str) -> bool {
     name.starts_with("linux-kbuild-")
         || (name.starts_with("linux-") && name.contains("-headers-") && !name.ends_with("-headers-generic"))
+}
+
+/// The real flavour headers packages of one architecture's index, found
+/// from the archive's own relationships rather than by name:
+/// - a *leaf* is a headers or kbuild package with no headers or kbuild
+///   dependency of its own (Debian's -common and kbuild, Ubuntu's
+///   linux-<src>-headers-<abi>);
+/// - a *candidate* is a `linux-headers-*` package that depends directly on
+///   a leaf;
+/// - a *root* (one bundle) is a candidate no other candidate depends on.
+///
+/// So metapackages (`linux-headers-amd64`, `linux-headers-6.12-amd64`,
+/// Ubuntu's `linux-headers-generic`) are not bundles (they depend on a
+/// flavour, not a leaf), shared parts such as `-common-rt` are not either
+/// (a flavour depends on them), and a new kernel series needs no pattern.
+pub fn flavour_roots(stanzas: &[Stanza]) -> BTreeSet<String> {
+    let mut deps_of: HashMap<&str, Vec<String>> = HashMap::new();
+    for s in stanzas {
+        let deps = deps_of.entry(s.name.as_str()).or_default();
+        for (name, _) in depends(&s.depends) {
+            if is_bundle_dependency(&name) && !deps.contains(&name) {
+                deps.push(name);
+            }
+        }
+    }
+    let is_leaf = |name: &str| deps_of.get(name).is_some_and(|d| d.is_empty());
+    let candidates: BTreeSet<&str> = deps_of
+        .iter()
+        .filter(|(name, deps)| name.starts_with("linux-headers-") && deps.iter().any(|d| is_leaf(d)))
+        .map(|(name, _)| *name)
+        .collect();
+    let depended: BTreeSet<&str> = candidates
+        .iter()
+        .flat_map(|c| deps_of[c].iter().map(String::as_str))
+        .filter(|d| candidates.contains(d))
+        .collect();
+    candidates.difference(&depended).map(|s| s.to_string()).collect()
 }
 
 /// Group root packages with their headers/kbuild dependencies.
@@ -193,24 +230,29 @@ fn decompress(path: &str, data: &[u8]) -> Result<String> {
     Ok(out)
 }
 
-/// Crawl every suite, component and architecture of an apt source.
+/// Crawl every suite, component and architecture of an apt source. Roots
+/// and groups are found per architecture: a kbuild package has one name
+/// and a build per architecture.
 pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String) + Sync)) -> Result<Found> {
-    let patterns = src.patterns()?;
-    let mut stanzas = Vec::new();
+    let filter = src.patterns()?;
+    let mut by_arch: BTreeMap<String, Vec<Stanza>> = BTreeMap::new();
     for suite in &src.suites {
         progress(format!("{suite}: Release"));
         let release = release_text(src, fetch, suite).await?;
         // An unchanged signed Release means unchanged Packages: reuse what
         // they gave last time instead of fetching and parsing them again.
-        let memo_slot = format!("apt {} {} {:?} {:?}", src.url, suite, src.components, src.architectures);
+        let memo_slot = format!("apt-v2 {} {} {:?} {:?}", src.url, suite, src.components, src.architectures);
         let memo_key = crate::util::sha256_hex(release.as_bytes());
-        if let Some(cached) =
-            fetch.memo_get(&memo_slot, &memo_key).and_then(|b| serde_json::from_slice::<Vec<Stanza>>(&b).ok())
+        if let Some(cached) = fetch
+            .memo_get(&memo_slot, &memo_key)
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, Vec<Stanza>>>(&b).ok())
         {
-            stanzas.extend(cached);
+            for (arch, stanzas) in cached {
+                by_arch.entry(arch).or_default().extend(stanzas);
+            }
             continue;
         }
-        let mut suite_stanzas = Vec::new();
+        let mut suite_stanzas: BTreeMap<String, Vec<Stanza>> = BTreeMap::new();
         let checksums = release_sha256(&release);
         for component in &src.components {
             for arch in &src.architectures {
@@ -230,28 +272,34 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
                 })
                 .await
                 .map_err(|e| anyhow!("parsing task failed: {e}"))??;
-                suite_stanzas.extend(parsed);
+                suite_stanzas.entry(arch.clone()).or_default().extend(parsed);
             }
         }
         fetch.memo_put(&memo_slot, &memo_key, &serde_json::to_vec(&suite_stanzas)?)?;
-        stanzas.extend(suite_stanzas);
+        for (arch, stanzas) in suite_stanzas {
+            by_arch.entry(arch).or_default().extend(stanzas);
+        }
     }
-    let is_root = |name: &str| patterns.iter().any(|p| p.is_match(name));
     let base = src.url.trim_end_matches('/');
-    let bundles = group_by_depends(&stanzas, is_root)
-        .into_iter()
-        .map(|group| {
-            group
-                .into_iter()
-                .map(|s| Package {
-                    url: format!("{base}/{}", s.filename),
-                    also: Vec::new(),
-                    sha256: s.sha256,
-                    size: s.size,
-                })
-                .collect()
-        })
-        .collect();
+    let mut bundles = Vec::new();
+    for stanzas in by_arch.values() {
+        let roots = flavour_roots(stanzas);
+        let is_root =
+            |name: &str| roots.contains(name) && (filter.is_empty() || filter.iter().any(|p| p.is_match(name)));
+        for group in group_by_depends(stanzas, is_root) {
+            bundles.push(
+                group
+                    .into_iter()
+                    .map(|s| Package {
+                        url: format!("{base}/{}", s.filename),
+                        also: Vec::new(),
+                        sha256: s.sha256,
+                        size: s.size,
+                    })
+                    .collect(),
+            );
+        }
+    }
     Ok(Found { bundles })
 }
 
@@ -307,6 +355,84 @@ Filename: pool/aws-common.deb
                     "linux-kbuild-6.12.107+deb13"
                 ],
                 vec!["linux-aws-headers-5.4.0-1092", "linux-headers-5.4.0-1092-aws"],
+            ]
+        );
+    }
+
+    #[test]
+    fn roots_come_from_relationships_not_names() {
+        let text = "\
+Package: linux-headers-amd64
+Depends: linux-headers-6.1.0-56-amd64 (= 6.1.192-2)
+Filename: pool/m.deb
+
+Package: linux-headers-6.12-amd64
+Depends: linux-headers-6.12.117+deb12-amd64 (= 6.12.117-1~deb12u1)
+Filename: pool/m612.deb
+
+Package: linux-headers-6.1.0-56-amd64
+Depends: linux-headers-6.1.0-56-common (= 6.1.192-2), linux-kbuild-6.1 (>= 6.1.192-2), gcc-12
+Filename: pool/a.deb
+
+Package: linux-headers-6.1.0-56-common
+Filename: pool/c.deb
+
+Package: linux-kbuild-6.1
+Filename: pool/k.deb
+
+Package: linux-headers-6.12.117+deb12-amd64
+Depends: linux-headers-6.12.117+deb12-common (= 6.12.117-1~deb12u1), linux-kbuild-6.12.117+deb12
+Filename: pool/a612.deb
+
+Package: linux-headers-6.12.117+deb12-rt-amd64
+Depends: linux-headers-6.12.117+deb12-common-rt (= 6.12.117-1~deb12u1), linux-kbuild-6.12.117+deb12
+Filename: pool/rt612.deb
+
+Package: linux-headers-6.12.117+deb12-common-rt
+Version: 6.12.117-1~deb12u1
+Depends: linux-headers-6.12.117+deb12-common (= 6.12.117-1~deb12u1)
+Filename: pool/crt612.deb
+
+Package: linux-headers-6.12.117+deb12-common
+Version: 6.12.117-1~deb12u1
+Filename: pool/c612.deb
+
+Package: linux-kbuild-6.12.117+deb12
+Version: 6.12.117-1~deb12u1
+Filename: pool/k612.deb
+
+Package: linux-headers-5.15.0-91-generic
+Depends: linux-headers-5.15.0-91, libc6 (>= 2.34)
+Filename: pool/u.deb
+
+Package: linux-headers-5.15.0-91
+Filename: pool/uc.deb
+
+Package: linux-headers-generic
+Depends: linux-headers-5.15.0-91-generic
+Filename: pool/um.deb
+";
+        let stanzas = parse_packages(text, |n| n.starts_with("linux-"));
+        let roots: Vec<String> = flavour_roots(&stanzas).into_iter().collect();
+        assert_eq!(
+            roots,
+            [
+                "linux-headers-5.15.0-91-generic",
+                "linux-headers-6.1.0-56-amd64",
+                "linux-headers-6.12.117+deb12-amd64",
+                "linux-headers-6.12.117+deb12-rt-amd64"
+            ]
+        );
+        let groups = group_by_depends(&stanzas, |n| roots.iter().any(|r| r == n));
+        let rt = groups.iter().find(|g| g.iter().any(|s| s.name.ends_with("rt-amd64"))).unwrap();
+        let names: Vec<&str> = rt.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "linux-headers-6.12.117+deb12-common",
+                "linux-headers-6.12.117+deb12-common-rt",
+                "linux-headers-6.12.117+deb12-rt-amd64",
+                "linux-kbuild-6.12.117+deb12"
             ]
         );
     }

@@ -16,6 +16,7 @@ mod debversion;
 pub mod freshness;
 pub mod gpg;
 pub mod http;
+pub mod keys;
 pub mod sources;
 pub mod yum;
 

@@ -68,6 +68,9 @@ pub struct Source {
     pub repos: Vec<String>,
     #[serde(default)]
     pub mirrorlist: Option<String>,
+    /// apt: an optional filter on the roots found from relationships;
+    /// yum: the -devel package names to take.
+    #[serde(default)]
     pub packages: Vec<String>,
     pub grouping: Grouping,
     #[serde(default)]
@@ -125,8 +128,8 @@ impl Source {
             }
             _ => {}
         }
-        if self.packages.is_empty() {
-            bail!("source {n}: no package patterns");
+        if self.packages.is_empty() && self.kind == Kind::Yum {
+            bail!("source {n}: yum sources need package patterns (e.g. '^kernel-devel$')");
         }
         self.patterns()?;
         if let Some(skew) = &self.clock_skew {

@@ -91,6 +91,11 @@ impl AptRepo {
     /// Regenerate Packages(.xz) and Release; sign with `key` (InRelease and
     /// Release.gpg), or leave unsigned.
     pub fn publish(&self, key: Option<&TestKey>) {
+        self.publish_with(key, "")
+    }
+
+    /// Publish with extra Release fields (e.g. `Date:` and `Valid-Until:` lines).
+    pub fn publish_with(&self, key: Option<&TestKey>, fields: &str) {
         let bin = self.dists().join("main/binary-amd64");
         std::fs::create_dir_all(&bin).unwrap();
         let packages = run_ok(
@@ -100,7 +105,7 @@ impl AptRepo {
         let _ = std::fs::remove_file(bin.join("Packages.xz"));
         run_ok(Command::new("xz").arg("-k").arg(bin.join("Packages")));
         let mut release = format!(
-            "Origin: kpackfs-test\nSuite: {s}\nCodename: {s}\nArchitectures: amd64\nComponents: main\nSHA256:\n",
+            "Origin: kpackfs-test\nSuite: {s}\nCodename: {s}\n{fields}Architectures: amd64\nComponents: main\nSHA256:\n",
             s = self.suite
         );
         for f in ["main/binary-amd64/Packages", "main/binary-amd64/Packages.xz"] {

@@ -4,6 +4,7 @@
 //! and the library's unit tests, under `unshare -n`).
 
 mod cache;
+mod docs;
 mod faults;
 mod fs;
 mod hardening;
