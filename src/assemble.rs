@@ -3,6 +3,7 @@
 
 use crate::layout::{self, Extracted, LaidOut, Request};
 use crate::package::{self, Budget, Limits};
+use crate::trust::keys::Keyring;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -21,23 +22,33 @@ pub struct Job<'a> {
     pub kind: &'a str,
     pub id: &'a str,
     pub uname: Option<&'a str>,
+    /// The key every package must be signed by (the entry's `signed_by`).
+    pub signed_by: Option<&'a str>,
     pub packages: Vec<PackageFile>,
     pub limits: Limits,
     /// Threads to extract with (the caller's CPU lease).
     pub threads: usize,
 }
 
-/// Extract and lay out. Errors name the package and the cause.
+/// Check signatures, extract and lay out. Errors name the package and the cause.
 pub fn assemble(job: Job<'_>) -> Result<LaidOut> {
     let mut packages = job.packages;
     packages.sort_by(|a, b| a.order_key.cmp(&b.order_key));
     let budget = Budget::new(job.limits);
-    let extracted = extract_all(&packages, &budget, job.threads)?;
+    let key = job.signed_by.map(Keyring::from_reference).transpose().context("the entry's signed_by")?;
+    let extracted = extract_all(&packages, &budget, key.as_ref(), job.threads)?;
     layout::lay_out(&Request { kind: job.kind, checksum: job.id, uname: job.uname }, extracted)
 }
 
-/// Extract every package with up to `threads` threads; results keep the input order.
-pub fn extract_all(packages: &[PackageFile], budget: &Budget, threads: usize) -> Result<Vec<Extracted>> {
+/// Extract every package with up to `threads` threads, each after its
+/// signature is checked against `key` when there is one; results keep the
+/// input order.
+pub fn extract_all(
+    packages: &[PackageFile],
+    budget: &Budget,
+    key: Option<&Keyring>,
+    threads: usize,
+) -> Result<Vec<Extracted>> {
     let threads = threads.min(packages.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut slots: Vec<Option<Result<Extracted>>> = (0..packages.len()).map(|_| None).collect();
@@ -47,7 +58,12 @@ pub fn extract_all(packages: &[PackageFile], budget: &Budget, threads: usize) ->
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(p) = packages.get(i) else { return };
-                let result = package::read_package(&p.path, budget)
+                let checked = match key {
+                    Some(key) => crate::trust::rpm_signature::check(&p.path, key).map(drop).context("gpgcheck"),
+                    None => Ok(()),
+                };
+                let result = checked
+                    .and_then(|()| package::read_package(&p.path, budget))
                     .with_context(|| format!("package {}", p.display))
                     .map(|members| Extracted { file_name: p.display.clone(), members });
                 if let Ok(mut slots) = results.lock() {

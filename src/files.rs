@@ -168,14 +168,19 @@ pub fn create_owned_dir_all(dir: &Path) -> Result<()> {
     check_owned_dir(dir)
 }
 
+/// The effective uid kpackfs runs as.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
 /// Refuse a directory owned by another user or writable by group or others.
 pub fn check_owned_dir(dir: &Path) -> Result<()> {
     let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = euid();
     if meta.uid() != me {
         bail!(
             "{} belongs to uid {}, not to the user running kpackfs (uid {me}); refusing to trust it",

@@ -14,6 +14,7 @@
 //! - [`fs`]: the filesystem core (kpackfs types) and its fuser adapter.
 //! - [`daemon`]: serving a mount: settings, refresh, lifecycle.
 //! - [`crawl`]: repository crawling into package lists and the manifest.
+//! - [`trust`]: keys and signature checks (gpgv; RPM gpgcheck).
 //! - [`cli`]: the command line.
 //! - [`cpu`], [`files`], [`ids`], [`config`], [`util`]: shared pieces.
 
@@ -35,4 +36,5 @@ pub mod package;
 pub mod source;
 pub mod staging;
 pub mod tgz;
+pub mod trust;
 pub mod util;

@@ -68,7 +68,13 @@ fn manifest_and_mirror(deb: &RealDebian, dir: &Path, corrupt_sha: bool) -> (std:
             }
         })
         .collect();
-    manifest.insert(kpackfs::manifest::BundleSpec { kind: "debian".into(), name: None, uname: None, packages });
+    manifest.insert(kpackfs::manifest::BundleSpec {
+        kind: "debian".into(),
+        name: None,
+        uname: None,
+        signed_by: None,
+        packages,
+    });
     let path = dir.join("manifest.yml");
     manifest.save(&path).unwrap();
     (path, server)

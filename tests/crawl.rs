@@ -250,7 +250,10 @@ impl Crawled {
             cache: self.work.path().join("fresh-cache"),
         };
         let _ = std::fs::remove_dir_all(&fresh.cache);
-        let err = run_err(&mut crawl(&self.sources, &fresh, &self.server, CANONICAL, &[]));
+        let out = crawl(&self.sources, &fresh, &self.server, CANONICAL, &[]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "refused: exit 4\n{err}");
+        assert!(err.contains("refused (needs attention):"), "{err}");
         assert_eq!(read(&self.p.lists.join("test-debian.txt")), self.list_before, "the previous list is kept");
         assert_eq!(read(&self.p.manifest), self.manifest_before, "the manifest is unchanged");
         err
@@ -296,8 +299,26 @@ fn unsigned_repository_is_refused_unless_insecure() {
     let out = crawl(&sources, &c.p, &c.server, CANONICAL, &[]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("without signature checks (insecure: true)"), "{stderr}");
+    assert!(stderr.contains("insecure: true (no signature is checked)"), "{stderr}");
     assert_eq!(read(&c.p.lists.join("test-debian.txt")).lines().count(), 6, "both kernels");
+}
+
+/// apt refuses a Release whose key has expired (EXPKEYSIG); so does the crawl.
+#[test]
+fn release_signed_by_an_expired_key_is_refused() {
+    let c = crawled_once();
+    c.add_kernel();
+    let expired = TestKey::expired(c.work.path(), "expired");
+    c.repo.publish(Some(&expired));
+    let sources = sources_file(
+        c.work.path(),
+        &[apt_source("test-debian", "debian", &url_of("/debian"), "stable", "-amd64$", Some(&expired.keyring))],
+    );
+    let out = crawl(&sources, &c.p, &c.server, CANONICAL, &[]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("signed by an expired key"), "{stdout}");
+    assert_eq!(read(&c.p.lists.join("test-debian.txt")), c.list_before, "the list is kept");
 }
 
 #[test]
@@ -320,10 +341,13 @@ fn failed_source_keeps_its_list_and_the_others_go_on() {
     c.server.set_fault("/debian/dists/stable/InRelease", Fault::Status(500));
     let out = crawl(&sources, &c.p, &c.server, CANONICAL, &[]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "a failed source makes the crawl fail");
+    assert_eq!(out.status.code(), Some(3), "unreachable, none refused: exit 3 ({stdout})");
+    let heading = stdout.find("unreachable (tried again next crawl):").expect(&stdout);
     let failed = stdout.lines().find(|l| l.contains("test-debian")).unwrap();
-    assert!(failed.contains("FAILED") && failed.contains("HTTP 500"), "{stdout}");
-    assert!(stdout.contains("(1 failed)"), "{stdout}");
+    assert!(stdout.find(failed).unwrap() > heading && failed.contains("HTTP 500"), "{stdout}");
+    assert!(stdout.contains("1 ok, 1 unreachable, 0 refused"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.contains("test-debian")).count(), 1, "one log line: {stderr}");
     assert_eq!(read(&c.p.lists.join("test-debian.txt")), c.list_before, "its previous list is kept");
     assert_eq!(read(&c.p.lists.join("test-ubuntu.txt")).lines().count(), 2, "the other source was crawled");
     let manifest = Manifest::load(&c.p.manifest, None).unwrap();
@@ -374,7 +398,8 @@ fn a_terminal_shows_a_bar_per_source_and_a_summary() {
         out.contains("test-debian") && out.contains("ok: 3 packages, 1 bundles (0 new)"),
         "the source's bar: {out}"
     );
-    assert!(out.contains("crawled 1 sources (0 failed)"), "{out}");
+    assert!(out.contains("crawled 1 sources in"), "{out}");
+    assert!(out.contains("1 ok, 0 unreachable, 0 refused"), "{out}");
     assert!(out.contains("3 packages, 0 bundles new, 1 in the manifest"), "the summary: {out}");
 }
 
@@ -515,4 +540,132 @@ fn item8_a_replayed_or_expired_release_is_refused() {
     repo.publish_with(Some(&key), &dated(now, Some(now + 86400)));
     run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
     assert_ne!(read(&p.lists.join("test-debian.txt")), list, "a fresh Release is accepted");
+}
+
+/// A Debian source as the shipped ones are: no package pattern (roots come
+/// from relationships), the given architectures.
+fn debian_source(name: &str, url: &str, suite: &str, architectures: &str, keyring: &Path) -> String {
+    format!(
+        "- name: {name}\n  type: debian\n  kind: apt\n  url: {url}\n  suites: [{suite}]\n  components: [main]\n  architectures: [{architectures}]\n  grouping: depends\n  keyring: {}\n",
+        keyring.display()
+    )
+}
+
+fn file_names(spec: &kpackfs::manifest::BundleSpec) -> Vec<String> {
+    let mut names: Vec<String> = spec.packages.iter().map(|p| p.file_name().to_string()).collect();
+    names.sort();
+    names
+}
+
+/// Issue 10 items 1 and 3: an amd64 and an arm64 kernel of one ABI in one
+/// suite (the kbuild package has one name and a build per architecture),
+/// and metapackages beside them; no pattern in the source.
+#[test]
+fn item3_arm64_kernels_are_crawled_beside_amd64_with_their_own_packages() {
+    let work = tempdir();
+    let key = TestKey::new(work.path(), "archive");
+    let amd64 = pkgs::synthetic_debian_arch(work.path(), "9.9.0-1", "amd64", ["xz", "xz", "xz"]);
+    let arm_dir = work.path().join("arm64");
+    std::fs::create_dir_all(&arm_dir).unwrap();
+    let arm64 = pkgs::synthetic_debian_arch(&arm_dir, "9.9.0-1", "arm64", ["xz", "xz", "xz"]);
+    let repo = AptRepo::with_architectures(&work.path().join("www/debian"), "stable", &["amd64", "arm64"]);
+    repo.add(&amd64.files);
+    // The arm64 flavour and kbuild; the _all common package is the same file.
+    repo.add(&[arm64.files[0].clone(), arm64.files[2].clone()]);
+    let meta = |arch: &str, target: &str| {
+        pkgs::dpkg_deb_depends(
+            &work.path().join(format!("meta-{arch}")),
+            &format!("linux-headers-{arch}"),
+            "9.9.0-1.1",
+            arch,
+            "xz",
+            &format!("linux-headers-{target} (= 9.9.0-1.1)"),
+            &[(&format!("usr/share/doc/linux-headers-{arch}/x"), pkgs::Node::File("x"))],
+        )
+    };
+    for (arch, target) in [("amd64", "9.9.0-1-amd64"), ("arm64", "9.9.0-1-arm64")] {
+        std::fs::create_dir_all(work.path().join(format!("meta-{arch}"))).unwrap();
+        repo.add(&[meta(arch, target)]);
+    }
+    repo.publish(Some(&key));
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let sources =
+        sources_file(work.path(), &[debian_source("test", &url_of("/debian"), "stable", "amd64, arm64", &key.keyring)]);
+    let p = paths(work.path());
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    let mut names: Vec<&str> = manifest.entries.values().filter_map(|e| e.name.as_deref()).collect();
+    names.sort();
+    assert_eq!(names, ["9.9.0-1-amd64", "9.9.0-1-arm64"], "one bundle per flavour; metapackages are not bundles");
+    for (fx, arch) in [(&amd64, "amd64"), (&arm64, "arm64")] {
+        let entry = manifest.entries.values().find(|e| e.name.as_deref() == Some(fx.name.as_str())).unwrap();
+        assert_eq!(entry.uname.as_deref(), Some(fx.uname.as_str()));
+        let mut want = vec![
+            "linux-headers-9.9.0-1-common_9.9.0-1.1_all.deb".to_string(),
+            format!("linux-headers-9.9.0-1-{arch}_9.9.0-1.1_{arch}.deb"),
+            format!("linux-kbuild-9.9_9.9.0-1.1_{arch}.deb"),
+        ];
+        want.sort();
+        assert_eq!(file_names(entry), want, "the {arch} bundle takes the {arch} kbuild");
+    }
+}
+
+/// Issue 10 item 7: the same files through the main and the security
+/// archive are one entry; the other archive's URLs are fallbacks the
+/// fetcher uses when the first location fails.
+#[test]
+fn item7_the_same_packages_through_two_archives_are_one_entry_with_fallbacks() {
+    let work = tempdir();
+    let key = TestKey::new(work.path(), "archive");
+    let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);
+    let main = AptRepo::new(&work.path().join("www/debian"), "stable");
+    let security = AptRepo::new(&work.path().join("www/debian-security"), "stable-security");
+    for repo in [&main, &security] {
+        repo.add(&fx.files);
+        repo.publish(Some(&key));
+    }
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let sources = sources_file(
+        work.path(),
+        &[
+            debian_source("test-main", &url_of("/debian"), "stable", "amd64", &key.keyring),
+            debian_source("test-security", &url_of("/debian-security"), "stable-security", "amd64", &key.keyring),
+        ],
+    );
+    let p = paths(work.path());
+    let out = run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    assert_eq!(manifest.entries.len(), 1, "one entry per kernel: {out}");
+    let (id, entry) = manifest.entries.iter().next().unwrap();
+    assert_eq!(&entry.compute_id(), id, "the id is kernel-packer's over the first location");
+    for pkg in &entry.packages {
+        assert_eq!(pkg.also.len(), 1, "{pkg:?}");
+        assert_ne!(pkg.url.contains("/debian-security/"), pkg.also[0].contains("/debian-security/"), "{pkg:?}");
+    }
+    for f in ["test-main.txt", "test-security.txt"] {
+        assert_eq!(read(&p.lists.join(f)).lines().count(), 3, "each list keeps its own URLs");
+    }
+    // A re-crawl of one archive keeps the other's locations.
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["test-main"]));
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["test-security"]));
+    assert_eq!(Manifest::load(&p.manifest, None).unwrap().entries, manifest.entries);
+
+    // The first location is gone: the build comes from the other archive.
+    let primary_root = if entry.packages[0].url.contains("/debian-security/") { &security.root } else { &main.root };
+    std::fs::remove_dir_all(primary_root.join("pool")).unwrap();
+    let tgz = work.path().join("b.tgz");
+    let out = kpackfs()
+        .args(["bundle", &fx.name, "--manifest"])
+        .arg(&p.manifest)
+        .arg("--cache-dir")
+        .arg(work.path().join("bundle-cache"))
+        .args(["--no-apt-mirrors", "--retries", "0", "--mirror", &format!("{CANONICAL}={}", server.url(""))])
+        .arg("-o")
+        .arg(&tgz)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tgz.exists());
 }

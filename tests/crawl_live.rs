@@ -23,7 +23,7 @@ fn live_debian_crawl_finds_the_current_kernel_and_builds() {
             .arg("--cache-dir")
             .arg(work.path().join("cache")),
     );
-    assert!(out.contains("(0 failed)"), "{out}");
+    assert!(out.contains("2 ok, 0 unreachable, 0 refused"), "{out}");
     let loaded = Manifest::load(&manifest, None).unwrap();
     let entry = loaded
         .entries

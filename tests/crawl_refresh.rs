@@ -82,11 +82,22 @@ fn new_kernel_appears_while_mounted() {
     // A failed crawl changes nothing that is being served.
     server.set_fault("/debian/dists/stable/InRelease", Fault::Status(500));
     let deadline = Instant::now() + Duration::from_secs(30);
-    let failed_note = |m: &Mounted| m.status()["manifest"].as_str().unwrap_or_default().contains("1 failed");
+    let failed_note = |m: &Mounted| m.status()["manifest"].as_str().unwrap_or_default().contains("1 unreachable");
     while !failed_note(&m) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(failed_note(&m), "status reports the failed crawl: {}", m.status());
+    // Per source: the last error, and the last success kept.
+    let status = m.status();
+    let source = &status["crawl_sources"]["test-debian"];
+    assert_eq!(source["state"], "unreachable", "{status}");
+    assert!(source["last_error"].as_str().unwrap_or_default().contains("HTTP 500"), "{status}");
+    assert!(source["last_success"].as_u64().is_some(), "{status}");
+    let text = std::fs::read_to_string(m.path(".kpackfs/status")).unwrap();
+    assert!(text.contains("test-debian") && text.contains("unreachable") && text.contains("HTTP 500"), "{text}");
+    let log = m.log();
+    let lines = log.lines().filter(|l| l.contains("crawl test-debian: unreachable")).count();
+    assert!(lines >= 1, "{log}");
     assert_eq!(read(&first.join("BUNDLE_UNAME")), fx.uname, "still served");
     let listed = std::fs::read_dir(m.path("debian")).unwrap().count();
     assert_eq!(listed, 2, "the bundle and its .tgz are still listed");
@@ -164,6 +175,7 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
         kind: "ubuntu".into(),
         name: None,
         uname: None,
+        signed_by: None,
         packages: ["linux-headers-9.8.0-3-generic_9.8.0-3.3_amd64.deb", "linux-headers-9.8.0-3_9.8.0-3.3_all.deb"]
             .iter()
             .map(|f| kpackfs::manifest::Package {
@@ -199,6 +211,7 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
         kind: "ubuntu".into(),
         name: None,
         uname: None,
+        signed_by: None,
         packages: ["linux-headers-9.8.0-4-generic_9.8.0-4.4_amd64.deb", "linux-headers-9.8.0-4_9.8.0-4.4_all.deb"]
             .iter()
             .map(|f| kpackfs::manifest::Package {

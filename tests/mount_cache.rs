@@ -78,8 +78,13 @@ fn setup(packages: Vec<PathBuf>) -> Setup {
             sha256: Some(common::sha256_file(&pkg)),
             size: Some(std::fs::metadata(&pkg).unwrap().len()),
         };
-        let id =
-            manifest.insert(BundleSpec { kind: "debian".into(), name: None, uname: None, packages: vec![package] });
+        let id = manifest.insert(BundleSpec {
+            kind: "debian".into(),
+            name: None,
+            uname: None,
+            signed_by: None,
+            packages: vec![package],
+        });
         bundles.push((manifest.entries[&id].name.clone().unwrap(), format!("/pool/{name}")));
     }
     let path = dir.path().join("manifest.yml");
@@ -233,7 +238,8 @@ fn packages_are_fetched_once_and_shared_between_bundles() {
         std::fs::copy(file, &dest).unwrap();
         pkg.url = format!("http://ftp.debian.org{path}");
     }
-    let garden = manifest.insert(BundleSpec { kind: "garden".into(), name: None, uname: None, packages });
+    let garden =
+        manifest.insert(BundleSpec { kind: "garden".into(), name: None, uname: None, signed_by: None, packages });
     manifest.save(&fx.manifest).unwrap();
     assert_ne!(garden, deb.id);
 

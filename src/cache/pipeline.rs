@@ -112,6 +112,7 @@ impl Cache {
             kind: &spec.kind,
             id: &hex,
             uname: spec.uname.as_deref(),
+            signed_by: spec.signed_by.as_deref(),
             packages: files,
             limits: self.settings.limits,
             threads,

@@ -91,7 +91,7 @@ fn from_files(kind: &str, files: &[String], limits: Limits, threads: usize) -> R
         packages.push(PackageFile { order_key: simplify(&display), display, path });
     }
     let id = bundle_id(packages.iter().map(|p| p.display.as_str()));
-    assemble::assemble(assemble::Job { kind, id: &id, uname: None, packages, limits, threads })
+    assemble::assemble(assemble::Job { kind, id: &id, uname: None, signed_by: None, packages, limits, threads })
 }
 
 fn from_manifest(
@@ -111,7 +111,15 @@ fn from_manifest(
         .build()
         .context("starting the runtime")?;
     let packages = runtime.block_on(assemble::download(&fetcher, spec))?;
-    assemble::assemble(assemble::Job { kind: &spec.kind, id, uname: spec.uname.as_deref(), packages, limits, threads })
+    assemble::assemble(assemble::Job {
+        kind: &spec.kind,
+        id,
+        uname: spec.uname.as_deref(),
+        signed_by: spec.signed_by.as_deref(),
+        packages,
+        limits,
+        threads,
+    })
 }
 
 /// Write the .tgz; returns its sha256 and size.

@@ -1,6 +1,6 @@
 //! `kpackfs crawl [SOURCE…]`: refresh package lists and the manifest from
-//! the repositories in sources.yml. Exits non-zero when any source failed,
-//! after crawling the others.
+//! the repositories in sources.yml. Every selected source is tried; the
+//! exit code says the worst outcome ([`crawl::report::exit`]).
 
 use super::FetchArgs;
 use crate::config::Config;
@@ -61,12 +61,8 @@ impl Progress for Bars {
     fn step(&self, source: &str, message: &str) {
         self.bar(source).set_message(message.to_string());
     }
-    fn done(&self, source: &str, outcome: &Result<(usize, usize, usize), String>) {
-        let msg = match outcome {
-            Ok((p, b, n)) => format!("ok: {p} packages, {b} bundles ({n} new)"),
-            Err(e) => format!("FAILED: {e}"),
-        };
-        self.bar(source).finish_with_message(msg);
+    fn done(&self, source: &str, outcome: &crawl::Outcome) {
+        self.bar(source).finish_with_message(outcome.line());
     }
 }
 
@@ -83,6 +79,7 @@ pub fn run(args: CrawlArgs, config: &Config) -> Result<ExitCode> {
         index_cache: cache_dir.join("crawl/index-cache"),
         fetch: settings.fetch,
         parallel: args.parallel,
+        state: crawl::state_path(&cache_dir),
     };
     let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
         Arc::new(Bars { multi: indicatif::MultiProgress::new(), bars: Mutex::default() })
@@ -101,8 +98,5 @@ pub fn run(args: CrawlArgs, config: &Config) -> Result<ExitCode> {
         opts.lists_dir.display(),
         opts.manifest.display()
     ))?;
-    if report.failed().next().is_some() {
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(report.exit_code()))
 }

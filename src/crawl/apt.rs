@@ -5,11 +5,11 @@
 //! -common and kbuild (Debian), or with linux-<src>-headers-<abi> (Ubuntu).
 
 use super::debversion;
-use super::gpg;
 use super::http::IndexFetcher;
 use super::sources::Source;
 use super::Found;
 use crate::manifest::Package;
+use crate::trust::gpg;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -178,7 +178,7 @@ async fn release_text(src: &Source, fetch: &IndexFetcher, suite: &str) -> Result
     let mut kept = Vec::new();
     let text = match fetch.get(&format!("{base}/InRelease")).await? {
         Some(signed) => {
-            let text = match &src.keyring {
+            let text = match src.index_key() {
                 Some(keyring) => {
                     gpg::verify_clearsigned(keyring, &signed.body).with_context(|| format!("{suite}/InRelease"))?
                 }
@@ -193,9 +193,11 @@ async fn release_text(src: &Source, fetch: &IndexFetcher, suite: &str) -> Result
                 .await?
                 .ok_or_else(|| anyhow!("{suite}: no InRelease or Release"))?;
             let sig = fetch.get(&format!("{base}/Release.gpg")).await?;
-            match (&src.keyring, &sig) {
-                (Some(keyring), Some(sig)) => gpg::verify_detached(keyring, &release.body, &sig.body)
-                    .with_context(|| format!("{suite}/Release"))?,
+            match (src.index_key(), &sig) {
+                (Some(keyring), Some(sig)) => {
+                    gpg::verify_detached(keyring, &release.body, &sig.body, gpg::ExpiredKey::Refuse)
+                        .with_context(|| format!("{suite}/Release"))?
+                }
                 (Some(_), None) => {
                     bail!("{suite}: unsigned repository (no InRelease or Release.gpg); set insecure: true to accept it")
                 }

@@ -14,21 +14,22 @@
 pub mod apt;
 mod debversion;
 pub mod freshness;
-pub mod gpg;
 pub mod http;
-pub mod keys;
+pub mod report;
 pub mod sources;
+pub mod state;
 pub mod yum;
 
 use crate::fetch::FetchConfig;
 use crate::manifest::{BundleSpec, Manifest, Package};
 use anyhow::{anyhow, Context, Result};
+pub use report::{Outcome, Report, SourceReport};
 use sources::{Kind, Source};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What one source yielded: root packages seen, and bundles (package sets).
 #[derive(Debug, Default)]
@@ -53,65 +54,14 @@ pub struct Options {
     pub fetch: FetchConfig,
     /// Sources crawled at once.
     pub parallel: usize,
-}
-
-/// One source's result.
-#[derive(Debug)]
-pub struct SourceReport {
-    pub name: String,
-    pub result: Result<(usize, usize, usize), String>, // (packages, bundles, new bundles)
-}
-
-#[derive(Debug)]
-pub struct Report {
-    pub sources: Vec<SourceReport>,
-    pub bundles_new: usize,
-    pub bundles_total: usize,
-    pub requests: u64,
-    pub not_modified: u64,
-    pub bytes: u64,
-    pub elapsed: Duration,
-    /// Whether the manifest file changed.
-    pub manifest_changed: bool,
-}
-
-impl Report {
-    pub fn failed(&self) -> impl Iterator<Item = &SourceReport> {
-        self.sources.iter().filter(|s| s.result.is_err())
-    }
-
-    pub fn summary(&self) -> String {
-        let mut out = String::new();
-        for s in &self.sources {
-            match &s.result {
-                Ok((packages, bundles, new)) => out.push_str(&format!(
-                    "  {:<28} ok      {packages:>5} packages {bundles:>5} bundles ({new} new)\n",
-                    s.name
-                )),
-                Err(e) => out.push_str(&format!("  {:<28} FAILED  {e}\n", s.name)),
-            }
-        }
-        let failed = self.failed().count();
-        let packages: usize = self.sources.iter().filter_map(|s| s.result.as_ref().ok()).map(|r| r.0).sum();
-        out.push_str(&format!(
-            "crawled {} sources ({} failed) in {:.1}s: {packages} packages, {} bundles new, {} in the manifest; {} requests ({} not modified), {}\n",
-            self.sources.len(),
-            failed,
-            self.elapsed.as_secs_f64(),
-            self.bundles_new,
-            self.bundles_total,
-            self.requests,
-            self.not_modified,
-            crate::util::human_bytes(self.bytes),
-        ));
-        out
-    }
+    /// Each source's history ([`state`]).
+    pub state: PathBuf,
 }
 
 /// Progress callbacks (a terminal shows bars; elsewhere, log lines).
 pub trait Progress: Send + Sync {
     fn step(&self, source: &str, message: &str);
-    fn done(&self, source: &str, outcome: &Result<(usize, usize, usize), String>);
+    fn done(&self, source: &str, outcome: &Outcome);
 }
 
 /// Progress as debug log lines.
@@ -121,22 +71,18 @@ impl Progress for LogProgress {
     fn step(&self, source: &str, message: &str) {
         log::debug!("crawl {source}: {message}");
     }
-    fn done(&self, source: &str, outcome: &Result<(usize, usize, usize), String>) {
+    /// One line per source per crawl: info when it worked, a warning when not.
+    fn done(&self, source: &str, outcome: &Outcome) {
         match outcome {
-            Ok((p, b, n)) => log::info!("crawl {source}: {p} packages, {b} bundles ({n} new)"),
-            Err(e) => log::warn!("crawl {source}: {e}"),
+            Outcome::Ok { .. } => log::info!("crawl {source}: {}", outcome.line()),
+            _ => log::warn!("crawl {source}: {}", outcome.line()),
         }
     }
 }
 
 async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Progress) -> Result<Found> {
-    if src.insecure {
-        log::warn!("source {} is crawled without signature checks (insecure: true)", src.name);
-    }
-    if let Some(k) = &src.keyring {
-        if !k.exists() {
-            return Err(anyhow!("keyring {} not found", k.display()));
-        }
+    for opt_out in src.opt_outs() {
+        log::warn!("crawl {}: {opt_out}", src.name);
     }
     let step = |m: String| progress.step(&src.name, &m);
     match src.kind {
@@ -149,6 +95,11 @@ async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Prog
 pub fn default_paths(cache_dir: &Path) -> (PathBuf, PathBuf) {
     let dir = cache_dir.join("crawl");
     (dir.join("kernel-package-lists"), dir.join("manifest.yml"))
+}
+
+/// Where each source's crawl history is kept.
+pub fn state_path(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("crawl").join("sources.json")
 }
 
 fn list_path(dir: &Path, source: &str) -> PathBuf {
@@ -198,40 +149,55 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
                 let mut new = 0;
                 for packages in &found.bundles {
                     urls.extend(packages.iter().map(|p| p.url.clone()));
-                    let entry =
-                        BundleSpec { kind: src.layout.clone(), name: None, uname: None, packages: packages.clone() };
+                    let entry = BundleSpec {
+                        kind: src.layout.clone(),
+                        name: None,
+                        uname: None,
+                        signed_by: src.package_key().map(|k| k.reference()),
+                        packages: packages.clone(),
+                    };
+                    let mut entry = entry;
                     let id = entry.compute_id();
-                    if !manifest.entries.contains_key(&id) {
-                        new += 1;
+                    match manifest.entries.get(&id) {
+                        Some(old) => crate::manifest::keep_locations(old, &mut entry),
+                        None => new += 1,
                     }
                     manifest.insert(entry);
                 }
                 let text: String = urls.iter().map(|u| format!("{u}\n")).collect();
-                crate::util::write_atomic(&list_path(&opts.lists_dir, &src.name), text.as_bytes())
-                    .map(|()| (found.package_count(), found.bundles.len(), new))
-                    .map_err(|e| format!("{e:#}"))
+                match crate::util::write_atomic(&list_path(&opts.lists_dir, &src.name), text.as_bytes()) {
+                    Ok(()) => Outcome::Ok { packages: found.package_count(), bundles: found.bundles.len(), new },
+                    Err(e) => Outcome::Refused(format!("writing its list: {e:#}")),
+                }
             }
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => Outcome::of_error(&e),
         };
-        if let Ok((_, _, n)) = &outcome {
-            new_total += n;
+        if let Outcome::Ok { new, .. } = &outcome {
+            new_total += new;
         }
         progress.done(&src.name, &outcome);
-        reports.push(SourceReport { name: src.name.clone(), result: outcome });
+        reports.push(SourceReport { name: src.name.clone(), outcome });
     }
+    let existing: BTreeSet<String> = before.entries.keys().cloned().collect();
+    let merged = crate::manifest::collapse(&mut manifest, &existing);
     let changed = manifest.entries != before.entries;
     if changed || !opts.manifest.exists() {
         manifest.save(&opts.manifest).with_context(|| format!("writing {}", opts.manifest.display()))?;
     }
     let c = &fetch.counters;
-    Ok(Report {
+    let report = Report {
         sources: reports,
         bundles_new: new_total,
         bundles_total: manifest.entries.len(),
+        merged: merged.len(),
         requests: c.requests.load(Ordering::Relaxed),
         not_modified: c.not_modified.load(Ordering::Relaxed),
         bytes: c.bytes.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         manifest_changed: changed,
-    })
+    };
+    if let Err(e) = state::record(&opts.state, &report, crate::util::now_secs()) {
+        log::warn!("crawl: not recording the sources' state in {}: {e:#}", opts.state.display());
+    }
+    Ok(report)
 }

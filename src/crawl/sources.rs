@@ -10,7 +10,7 @@
 //!   architectures: [amd64]               # apt
 //!   packages: ['^linux-headers-.*-(amd64|cloud-amd64)$']   # roots, by package name
 //!   grouping: depends                    # depends | single | suse
-//!   keyring: /usr/share/keyrings/debian-archive-keyring.gpg
+//!   keyring: keys/debian-archive-keyring.gpg
 //! - name: centos-stream-9
 //!   type: redhat
 //!   kind: yum
@@ -18,15 +18,24 @@
 //!   repos: [9-stream/AppStream/x86_64/os]   # yum: paths holding repodata/
 //!   packages: ['^kernel-devel$']
 //!   grouping: single
-//!   keyring: …
+//!   keyring: keys/RPM-GPG-KEY-CentOS-Official
+//!   signed_index: false                  # yum: repomd.xml has no .asc upstream
 //! ```
 //! `mirrorlist:` (yum) names a file whose first URL replaces `url`/`repos`
-//! (Amazon Linux). `insecure: true` lets a source go unsigned, with a warning.
+//! (Amazon Linux).
+//!
+//! Trust: `keyring` is an absolute host path, or a path relative to the
+//! sources file, or the name of a key shipped in the binary (`keys/<file>`,
+//! [`crate::trust::keys`]). apt sources need a signed Release; yum sources
+//! need a signed repomd.xml unless `signed_index: false`, and every package
+//! is signature-checked when built (gpgcheck) unless `gpgcheck: false`.
+//! `insecure: true` turns every check off. Each opt-out warns on every crawl.
 
+use crate::trust::keys::Keyring;
 use anyhow::{anyhow, bail, Context, Result};
 use regex::Regex;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The shipped sources, compiled in.
 pub const SHIPPED_SOURCES: &str = include_str!("../../kernel-package-lists/sources.yml");
@@ -73,8 +82,21 @@ pub struct Source {
     #[serde(default)]
     pub packages: Vec<String>,
     pub grouping: Grouping,
+    /// As written: a host path, a path beside the sources file, or a
+    /// shipped key's name.
     #[serde(default)]
-    pub keyring: Option<PathBuf>,
+    pub keyring: Option<String>,
+    /// `keyring`, resolved when the file is loaded.
+    #[serde(skip)]
+    pub key: Option<Keyring>,
+    /// yum: whether repomd.xml must carry a valid signature (.asc).
+    #[serde(default = "yes")]
+    pub signed_index: bool,
+    /// yum: whether every package's own signature is checked before it is
+    /// extracted (dnf's gpgcheck).
+    #[serde(default = "yes")]
+    pub gpgcheck: bool,
+    /// No signature checks at all.
     #[serde(default)]
     pub insecure: bool,
     #[serde(default)]
@@ -104,6 +126,33 @@ impl Source {
             .as_deref()
             .and_then(|s| crate::util::parse_duration(s).ok())
             .map_or(super::freshness::DEFAULT_SKEW_SECS, |d| d.as_secs() as i64)
+    }
+
+    /// Whether the index (Release, repomd.xml) must be signed by `key`.
+    pub fn index_key(&self) -> Option<&Keyring> {
+        let checked = !self.insecure && (self.kind == Kind::Apt || self.signed_index);
+        self.key.as_ref().filter(|_| checked)
+    }
+
+    /// The key every package must be signed by (yum gpgcheck).
+    pub fn package_key(&self) -> Option<&Keyring> {
+        let checked = !self.insecure && self.kind == Kind::Yum && self.gpgcheck;
+        self.key.as_ref().filter(|_| checked)
+    }
+
+    /// What is not checked, for the warning each crawl logs.
+    pub fn opt_outs(&self) -> Vec<&'static str> {
+        if self.insecure {
+            return vec!["insecure: true (no signature is checked)"];
+        }
+        let mut out = Vec::new();
+        if self.kind == Kind::Yum && !self.signed_index {
+            out.push("signed_index: false (repomd.xml is trusted on its transport)");
+        }
+        if self.kind == Kind::Yum && !self.gpgcheck {
+            out.push("gpgcheck: false (package signatures are not checked)");
+        }
+        out
     }
 
     pub fn matches(&self, selector: &str) -> bool {
@@ -138,16 +187,30 @@ impl Source {
         if self.keyring.is_none() && !self.insecure {
             bail!("source {n}: no keyring; give one, or set insecure: true to crawl it unsigned");
         }
+        if self.kind == Kind::Apt && (!self.signed_index || !self.gpgcheck) {
+            bail!("source {n}: signed_index and gpgcheck are yum settings (apt packages are checked through the signed Release)");
+        }
         Ok(())
     }
 }
 
-/// Parse and validate a sources file's text.
+/// Parse and validate a sources file's text, keyrings resolved against
+/// the shipped keys only.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<Source>> {
-    let sources: Vec<Source> = serde_saphyr::from_str(text).map_err(|e| anyhow!("malformed sources {origin}: {e}"))?;
+    parse_at(text, origin, None)
+}
+
+/// Parse and validate a sources file's text; relative keyrings are looked
+/// for in `dir` (the file's directory) first.
+pub fn parse_at(text: &str, origin: &str, dir: Option<&Path>) -> Result<Vec<Source>> {
+    let mut sources: Vec<Source> =
+        serde_saphyr::from_str(text).map_err(|e| anyhow!("malformed sources {origin}: {e}"))?;
     let mut names = std::collections::HashSet::new();
-    for s in &sources {
+    for s in &mut sources {
         s.validate().with_context(|| format!("in {origin}"))?;
+        if let Some(value) = &s.keyring {
+            s.key = Some(Keyring::resolve(value, dir).with_context(|| format!("in {origin}: source {}", s.name))?);
+        }
         if !names.insert(s.name.clone()) {
             bail!("in {origin}: source {} is listed twice", s.name);
         }
@@ -160,7 +223,7 @@ pub fn load(path: Option<&Path>) -> Result<Vec<Source>> {
     match path {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            parse(&text, &p.display().to_string())
+            parse_at(&text, &p.display().to_string(), p.parent())
         }
         None => parse(SHIPPED_SOURCES, "the shipped sources.yml"),
     }
@@ -199,6 +262,39 @@ mod tests {
         }
         let debian = select(&sources, &["debian".to_string()]).unwrap();
         assert!(debian.len() >= 7, "bookworm, -security, -updates, trixie, -security, bullseye, -security");
+        for s in &debian {
+            assert_eq!(s.architectures, ["amd64", "arm64"], "{}", s.name);
+            assert!(s.packages.is_empty(), "{}: Debian selects by relationships, not by name", s.name);
+        }
+    }
+
+    /// Issue 10 item 4: no shipped source depends on a key the host may
+    /// lack, none is insecure, and every yum source checks packages.
+    #[test]
+    fn item4_every_shipped_source_has_a_shipped_key_and_is_checked() {
+        for s in load(None).unwrap() {
+            assert!(matches!(s.key, Some(Keyring::Shipped(_))), "{}: {:?}", s.name, s.key);
+            assert!(!s.insecure, "{}", s.name);
+            assert!(s.key.as_ref().unwrap().bytes(4 << 20).is_ok(), "{}", s.name);
+            if s.kind == Kind::Yum {
+                assert!(s.package_key().is_some(), "{}: gpgcheck", s.name);
+            } else {
+                assert!(s.index_key().is_some(), "{}: signed Release", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn opt_outs_are_named() {
+        let yum = "- name: y\n  type: redhat\n  kind: yum\n  url: http://x/el\n  repos: [os]\n  packages: ['^kernel-devel$']\n  grouping: single\n  keyring: keys/RPM-GPG-KEY-Rocky-9\n";
+        let s = &parse(yum, "t").unwrap()[0];
+        assert!(s.opt_outs().is_empty() && s.index_key().is_some() && s.package_key().is_some());
+        let s = &parse(&format!("{yum}  signed_index: false\n  gpgcheck: false\n"), "t").unwrap()[0];
+        assert_eq!(s.opt_outs().len(), 2);
+        assert!(s.index_key().is_none() && s.package_key().is_none());
+        let apt = "- name: a\n  type: debian\n  kind: apt\n  url: http://x/debian\n  suites: [a]\n  components: [main]\n  architectures: [amd64]\n  grouping: depends\n  keyring: keys/debian-archive-keyring.gpg\n";
+        assert!(parse(&format!("{apt}  gpgcheck: false\n"), "t").is_err(), "a yum setting on an apt source");
+        assert!(parse(&apt.replace("keys/debian", "keys/nope"), "t").is_err(), "an unknown shipped key");
     }
 
     #[test]

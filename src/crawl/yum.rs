@@ -3,11 +3,11 @@
 //! bzip2) checked against repomd's checksum, and the kernel -devel packages
 //! in it: one bundle each, or SUSE's flavour + base pairs.
 
-use super::gpg;
 use super::http::IndexFetcher;
 use super::sources::{Grouping, Source};
 use super::Found;
 use crate::manifest::Package;
+use crate::trust::gpg;
 use anyhow::{anyhow, bail, Context, Result};
 use quick_xml::events::{BytesStart, Event};
 use std::collections::BTreeMap;
@@ -198,11 +198,11 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         let repomd_url = format!("{base}/repodata/repomd.xml");
         let fetched = fetch.get(&repomd_url).await?.ok_or_else(|| anyhow!("{repomd_url} not found"))?;
         let mut sig = None;
-        if let Some(keyring) = &src.keyring {
+        if let Some(keyring) = src.index_key() {
             let s = fetch.get(&format!("{repomd_url}.asc")).await?.ok_or_else(|| {
-                anyhow!("{base}: repomd.xml is not signed (no repomd.xml.asc); set insecure: true to accept it")
+                anyhow!("{base}: repomd.xml is not signed (no repomd.xml.asc); set signed_index: false to accept it")
             })?;
-            gpg::verify_detached(keyring, &fetched.body, &s.body)
+            gpg::verify_detached(keyring, &fetched.body, &s.body, gpg::ExpiredKey::Refuse)
                 .with_context(|| format!("{base}/repodata/repomd.xml"))?;
             sig = Some(s);
         }

@@ -130,16 +130,21 @@ impl Crawler {
             index_cache: self.cache_dir.join("crawl/index-cache"),
             fetch: self.fetch.clone(),
             parallel: 2,
+            state: crate::crawl::state_path(&self.cache_dir),
         };
         loop {
             let selected: Vec<&crate::crawl::sources::Source> = self.sources.iter().collect();
             match crate::crawl::run(&selected, &opts, Arc::new(crate::crawl::LogProgress)).await {
                 Ok(report) => {
-                    for line in report.summary().lines() {
-                        log::info!("crawl: {}", line.trim());
-                    }
-                    let failed = report.failed().count();
-                    self.served.set_last_crawl(format!("{} sources, {failed} failed", report.sources.len()));
+                    // Each source has had its one line (LogProgress); this is the totals.
+                    log::info!("crawl: {}", report.totals());
+                    self.served.set_last_crawl(format!(
+                        "{} sources: {} ok, {} unreachable, {} refused",
+                        report.sources.len(),
+                        report.count("ok"),
+                        report.count("unreachable"),
+                        report.count("refused")
+                    ));
                     if report.manifest_changed {
                         let served = self.served.clone();
                         let _ = tokio::task::spawn_blocking(move || served.reload(true)).await;

@@ -354,7 +354,7 @@ mod tests {
     fn deb(dir: &str, sha: bool) -> BundleSpec {
         let mut p = Package::new(format!("http://x/{dir}/linux-headers-1.0-1-amd64_1_amd64.deb"));
         p.sha256 = sha.then(|| "0".repeat(64));
-        BundleSpec { kind: "debian".into(), name: None, uname: None, packages: vec![p] }
+        BundleSpec { kind: "debian".into(), name: None, uname: None, signed_by: None, packages: vec![p] }
     }
 
     /// Two entries with one name: the one with sha256 everywhere wins even

@@ -59,6 +59,8 @@ pub struct Report {
     pub requests: serde_json::Value,
     /// Every bundle that is not absent.
     pub bundles: Vec<BundleStatus>,
+    /// Each crawl source's last outcome, last success and last error.
+    pub crawl_sources: crate::crawl::state::States,
 }
 
 impl Report {
@@ -120,6 +122,7 @@ impl Report {
             waiting: core.waiting().len(),
             requests: serde_json::to_value(&core.requests).unwrap_or_default(),
             bundles,
+            crawl_sources: crate::crawl::state::read(&crate::crawl::state_path(&cache.settings().dir)),
         }
     }
 
@@ -161,6 +164,27 @@ impl Report {
                 clash.types.join(", "),
                 clash.types.first().map_or("", String::as_str)
             ));
+        }
+        if !self.crawl_sources.is_empty() {
+            let count = |class: &str| self.crawl_sources.values().filter(|s| s.state == class).count();
+            out.push_str(&format!(
+                "crawl sources: {} ok, {} unreachable, {} refused\n",
+                count("ok"),
+                count("unreachable"),
+                count("refused")
+            ));
+            let ago = |t: Option<u64>| match t {
+                Some(t) => format!("{}s ago", crate::util::now_secs().saturating_sub(t)),
+                None => "never".to_string(),
+            };
+            for (name, s) in self.crawl_sources.iter().filter(|(_, s)| s.state != "ok") {
+                out.push_str(&format!(
+                    "  {:<11} {name}  (last success {}): {}\n",
+                    s.state,
+                    ago(s.last_success),
+                    s.last_error.as_deref().unwrap_or("")
+                ));
+            }
         }
         let absent = self.bundles_total.saturating_sub(self.bundles.iter().filter(|b| b.state != "absent").count());
         out.push_str(&format!("bundles ({absent} absent):\n"));

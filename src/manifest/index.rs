@@ -9,8 +9,8 @@
 //! in for the names actually looked up.
 //!
 //! ```text
-//! header (232 bytes)   magic "KPKIDX01", counts, section offsets, key, CRC
-//! slots                one 72-byte record per bundle id, in slot order (slots
+//! header (232 bytes)   magic "KPKIDX02", counts, section offsets, key, CRC
+//! slots                one 80-byte record per bundle id, in slot order (slots
 //!                      only grow: a rebuilt index keeps every earlier slot)
 //! packages             56-byte records; each slot owns a range
 //! alternatives         8-byte string references; each package owns a range
@@ -37,9 +37,9 @@ use anyhow::{ensure, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"KPKIDX01";
+const MAGIC: &[u8; 8] = b"KPKIDX02";
 const HEADER_LEN: usize = 232;
-const SLOT_LEN: usize = 72;
+const SLOT_LEN: usize = 80;
 const PKG_LEN: usize = 56;
 const TYPE_LEN: usize = 16;
 
@@ -85,6 +85,7 @@ struct SlotRec {
     name: u64,
     uname: u64,
     reason: u64,
+    signed_by: u64,
     pkgs_start: u32,
     pkgs_len: u16,
 }
@@ -189,6 +190,9 @@ impl IndexBuilder {
         }
         if let Some(reason) = unnamed {
             rec.reason = self.intern(reason)?;
+        }
+        if let Some(key) = &spec.signed_by {
+            rec.signed_by = self.intern(key)?;
         }
         for p in &spec.packages {
             let mut pr =
@@ -366,7 +370,7 @@ impl IndexBuilder {
                 o.extend_from_slice(&[0u8; 2]);
                 o.extend_from_slice(&s.pkgs_start.to_le_bytes());
                 o.extend_from_slice(&[0u8; 4]);
-                for v in [s.name, s.uname, s.reason] {
+                for v in [s.name, s.uname, s.reason, s.signed_by] {
                     o.extend_from_slice(&v.to_le_bytes());
                 }
             }
@@ -586,6 +590,7 @@ impl Index {
             name: u64_at(48)?,
             uname: u64_at(56)?,
             reason: u64_at(64)?,
+            signed_by: u64_at(72)?,
         })
     }
 
@@ -752,6 +757,7 @@ impl Index {
             kind: self.type_name(s.kind)?.to_string(),
             name: text(s.name),
             uname: text(s.uname),
+            signed_by: (s.signed_by != 0).then(|| self.string(s.signed_by).map(str::to_string)).flatten(),
             packages,
         };
         let reason = if named { None } else { self.string(s.reason).map(str::to_string) };
@@ -818,7 +824,7 @@ mod tests {
             p.size = Some(42);
             p.also = vec![format!("http://y.test/{file}")];
         }
-        BundleSpec { kind: kind.into(), name: None, uname: None, packages: vec![p] }
+        BundleSpec { kind: kind.into(), name: None, uname: None, signed_by: None, packages: vec![p] }
     }
 
     fn manifest() -> Manifest {

@@ -7,10 +7,12 @@
 //!
 //! See docs/manifest.md for the format.
 
+mod collapse;
 pub mod index;
 mod naming;
 pub mod rules;
 
+pub use collapse::{collapse, keep_locations};
 pub use naming::{derive_names, Names};
 
 use crate::ids::BundleId;
@@ -68,6 +70,10 @@ pub struct BundleSpec {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uname: Option<String>,
+    /// The key the packages' own signatures are checked against (RPM
+    /// gpgcheck): a shipped key's name or a host path (crawl::keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     pub packages: Vec<Package>,
 }
 
@@ -141,6 +147,8 @@ struct RawSpec {
     name: Option<String>,
     #[serde(default)]
     uname: Option<String>,
+    #[serde(default)]
+    signed_by: Option<String>,
     packages: Vec<RawPackage>,
     /// kernel-packer's repackaging image (`repackage-bookworm`): it names
     /// how kernel-packer built the bundle, which kpackfs does its own way.
@@ -245,7 +253,7 @@ pub fn parse_each(
         if packages.is_empty() {
             bail!("malformed manifest: entry {} has no packages", rules::shown(&id));
         }
-        let spec = BundleSpec { kind: raw.kind, name: raw.name, uname: raw.uname, packages };
+        let spec = BundleSpec { kind: raw.kind, name: raw.name, uname: raw.uname, signed_by: raw.signed_by, packages };
         validate_entry(&id, &spec)?;
         each(id, spec)
     };
@@ -428,6 +436,11 @@ fn validate_entry(id: &str, entry: &BundleSpec) -> Result<()> {
             }
         }
     }
+    if let Some(key) = &entry.signed_by {
+        if key.is_empty() || key.len() > 4096 || key.chars().any(char::is_control) {
+            bail!("malformed manifest: entry {id}: signed_by {:?} is not a key name or path", rules::shown(key));
+        }
+    }
     for (what, value) in [("name", &entry.name), ("uname", &entry.uname)] {
         if let Some(v) = value {
             rules::check_name(what, v).map_err(|e| anyhow!("malformed manifest: entry {id}: {e}"))?;
@@ -530,6 +543,7 @@ mod tests {
             kind: "debian".into(),
             name: None,
             uname: None,
+            signed_by: None,
             packages: vec![
                 p,
                 Package::new(

@@ -141,7 +141,8 @@ impl Fixture {
                     size: Some(size),
                 });
             }
-            let id = manifest.insert(BundleSpec { kind: kind.clone(), name: None, uname: None, packages });
+            let id =
+                manifest.insert(BundleSpec { kind: kind.clone(), name: None, uname: None, signed_by: None, packages });
             let e = &manifest.entries[&id];
             bundles.push(Bundle {
                 kind,

@@ -308,7 +308,13 @@ pub fn synthetic_debian(work: &Path, compressions: [&str; 3]) -> Synthetic {
 
 /// [`synthetic_debian`] for another ABI (e.g. "9.9.0-2"), with Debian's Depends.
 pub fn synthetic_debian_abi(work: &Path, abi: &str, compressions: [&str; 3]) -> Synthetic {
-    let uname = format!("{abi}-amd64");
+    synthetic_debian_arch(work, abi, "amd64", compressions)
+}
+
+/// [`synthetic_debian_abi`] for an architecture (`amd64`, `arm64`): the
+/// flavour and kbuild packages are `_<arch>.deb`, the common one `_all.deb`.
+pub fn synthetic_debian_arch(work: &Path, abi: &str, arch: &str, compressions: [&str; 3]) -> Synthetic {
+    let uname = format!("{abi}-{arch}");
     let version = format!("{abi}.1");
     let flavour_dir = format!("usr/src/linux-headers-{uname}");
     let common_dir = format!("usr/src/linux-headers-{abi}-common");
@@ -322,7 +328,7 @@ pub fn synthetic_debian_abi(work: &Path, abi: &str, compressions: [&str; 3]) -> 
         work,
         &format!("linux-headers-{uname}"),
         &version,
-        "amd64",
+        arch,
         compressions[0],
         &depends,
         &[
@@ -350,7 +356,7 @@ pub fn synthetic_debian_abi(work: &Path, abi: &str, compressions: [&str; 3]) -> 
         work,
         "linux-kbuild-9.9",
         &version,
-        "amd64",
+        arch,
         compressions[2],
         &[
             ("usr/lib/linux-kbuild-9.9/scripts/marker", Node::File("marker=kbuild\n")),

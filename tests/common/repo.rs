@@ -11,10 +11,26 @@ pub struct TestKey {
     pub home: PathBuf,
     /// The public key, exported (binary): a keyring for gpgv.
     pub keyring: PathBuf,
+    /// gpg's clock for signing (`--faked-system-time`), for expired keys.
+    faked_time: Option<&'static str>,
 }
 
 impl TestKey {
     pub fn new(dir: &Path, name: &str) -> TestKey {
+        Self::with_algorithm(dir, name, "ed25519")
+    }
+
+    /// A key of the given gpg algorithm (`ed25519`, `rsa2048`, …).
+    pub fn with_algorithm(dir: &Path, name: &str, algorithm: &str) -> TestKey {
+        Self::make(dir, name, algorithm, None)
+    }
+
+    /// A key made in 2020 that expired a day later; it signs as of then.
+    pub fn expired(dir: &Path, name: &str) -> TestKey {
+        Self::make(dir, name, "ed25519", Some("20200101T000100"))
+    }
+
+    fn make(dir: &Path, name: &str, algorithm: &str, faked_time: Option<&'static str>) -> TestKey {
         let home = dir.join(format!("gnupg-{name}"));
         std::fs::create_dir_all(&home).unwrap();
         std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -24,14 +40,21 @@ impl TestKey {
                     .arg("--homedir")
                     .arg(&home)
                     .args(["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""])
+                    .args(faked_time.map(|t| format!("--faked-system-time={t}")))
                     .args(args),
             );
         };
-        gpg(&["--quick-gen-key", &format!("kpackfs test {name} <{name}@example.org>"), "ed25519", "sign", "never"]);
+        gpg(&[
+            "--quick-gen-key",
+            &format!("kpackfs test {name} <{name}@example.org>"),
+            algorithm,
+            "sign",
+            if faked_time.is_some() { "1d" } else { "never" },
+        ]);
         let keyring = dir.join(format!("{name}.gpg"));
         let out = Command::new("gpg").arg("--homedir").arg(&home).arg("--export").output().unwrap();
         std::fs::write(&keyring, out.stdout).unwrap();
-        TestKey { home, keyring }
+        TestKey { home, keyring, faked_time }
     }
 
     fn gpg(&self) -> Command {
@@ -44,11 +67,35 @@ impl TestKey {
             "--passphrase",
             "",
         ]);
+        c.args(self.faked_time.map(|t| format!("--faked-system-time={t}")));
         c
     }
 
     pub fn clearsign(&self, input: &Path, output: &Path) {
         run_ok(self.gpg().arg("--clearsign").arg("-o").arg(output).arg(input));
+    }
+
+    /// Sign an RPM in place with rpmsign: a header signature, plus the
+    /// legacy header+payload one with `legacy`.
+    pub fn rpmsign(&self, rpm: &Path, legacy: bool) {
+        let name = self.uid().expect("the key's user id");
+        let mut c = Command::new("rpmsign");
+        if legacy {
+            c.arg("--rpmv3");
+        }
+        c.arg("--define").arg("__gpg /usr/bin/gpg");
+        c.arg("--define").arg(format!("_gpg_path {}", self.home.display()));
+        c.arg("--define").arg(format!("_gpg_name {name}"));
+        c.arg("--define").arg("_gpg_sign_cmd_extra_args --batch --pinentry-mode loopback --passphrase ''");
+        run_ok(c.arg("--addsign").arg(rpm));
+    }
+
+    /// The key's e-mail address.
+    fn uid(&self) -> Option<String> {
+        let out = self.gpg().args(["--with-colons", "--list-keys"]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let uid = text.lines().find(|l| l.starts_with("uid:"))?.split(':').nth(9)?.to_string();
+        Some(uid.split('<').nth(1)?.trim_end_matches('>').to_string())
     }
 
     pub fn detach_sign(&self, input: &Path, output: &Path, armor: bool) {
@@ -70,12 +117,21 @@ impl Drop for TestKey {
 pub struct AptRepo {
     pub root: PathBuf,
     pub suite: String,
+    /// One binary-<arch>/Packages each (amd64 unless told).
+    pub architectures: Vec<String>,
 }
 
 impl AptRepo {
     pub fn new(root: &Path, suite: &str) -> AptRepo {
         std::fs::create_dir_all(root.join("pool/main")).unwrap();
-        AptRepo { root: root.to_path_buf(), suite: suite.to_string() }
+        AptRepo { root: root.to_path_buf(), suite: suite.to_string(), architectures: vec!["amd64".into()] }
+    }
+
+    /// A repository with an index per architecture (`_all` packages in each).
+    pub fn with_architectures(root: &Path, suite: &str, architectures: &[&str]) -> AptRepo {
+        let mut repo = AptRepo::new(root, suite);
+        repo.architectures = architectures.iter().map(|a| a.to_string()).collect();
+        repo
     }
 
     pub fn add(&self, debs: &[PathBuf]) {
@@ -96,19 +152,27 @@ impl AptRepo {
 
     /// Publish with extra Release fields (e.g. `Date:` and `Valid-Until:` lines).
     pub fn publish_with(&self, key: Option<&TestKey>, fields: &str) {
-        let bin = self.dists().join("main/binary-amd64");
-        std::fs::create_dir_all(&bin).unwrap();
-        let packages = run_ok(
-            Command::new("dpkg-scanpackages").args(["--multiversion", "pool", "/dev/null"]).current_dir(&self.root),
-        );
-        std::fs::write(bin.join("Packages"), &packages).unwrap();
-        let _ = std::fs::remove_file(bin.join("Packages.xz"));
-        run_ok(Command::new("xz").arg("-k").arg(bin.join("Packages")));
+        let mut indexes = Vec::new();
+        for arch in &self.architectures {
+            let bin = self.dists().join(format!("main/binary-{arch}"));
+            std::fs::create_dir_all(&bin).unwrap();
+            let packages = run_ok(
+                Command::new("dpkg-scanpackages")
+                    .args(["--multiversion", "--arch", arch, "pool", "/dev/null"])
+                    .current_dir(&self.root),
+            );
+            std::fs::write(bin.join("Packages"), &packages).unwrap();
+            let _ = std::fs::remove_file(bin.join("Packages.xz"));
+            run_ok(Command::new("xz").arg("-k").arg(bin.join("Packages")));
+            indexes.push(format!("main/binary-{arch}/Packages"));
+            indexes.push(format!("main/binary-{arch}/Packages.xz"));
+        }
         let mut release = format!(
-            "Origin: kpackfs-test\nSuite: {s}\nCodename: {s}\n{fields}Architectures: amd64\nComponents: main\nSHA256:\n",
-            s = self.suite
+            "Origin: kpackfs-test\nSuite: {s}\nCodename: {s}\n{fields}Architectures: {a}\nComponents: main\nSHA256:\n",
+            s = self.suite,
+            a = self.architectures.join(" ")
         );
-        for f in ["main/binary-amd64/Packages", "main/binary-amd64/Packages.xz"] {
+        for f in &indexes {
             let path = self.dists().join(f);
             release.push_str(&format!(
                 " {} {} {f}\n",

@@ -40,6 +40,7 @@ fn item1_a_deeply_nested_package_is_refused_not_fatal() {
         kind: "debian".into(),
         name: Some("deep".into()),
         uname: Some("1.0-deep".into()),
+        signed_by: None,
         packages: vec![p],
     });
     h.core.update_manifest(&m);
@@ -91,7 +92,8 @@ fn item9_hostile_names_are_refused_with_the_entry_and_position() {
     let mut m = Manifest::default();
     let mut p = Package::new("http://x.test/linux-headers-1.0-1-amd64.tgz_1_amd64.deb");
     p.sha256 = None;
-    let id = m.insert(BundleSpec { kind: "debian".into(), name: None, uname: None, packages: vec![p] });
+    let id =
+        m.insert(BundleSpec { kind: "debian".into(), name: None, uname: None, signed_by: None, packages: vec![p] });
     assert!(m.unnamed[&id].contains("collide"), "{:?}", m.unnamed);
 }
 

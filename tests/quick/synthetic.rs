@@ -124,6 +124,7 @@ impl Kernel {
             kind: "debian".into(),
             name: None,
             uname: None,
+            signed_by: None,
             packages: vec![package(&self.headers), package(&self.kbuild)],
         }
     }
