@@ -35,13 +35,13 @@ fi
 [ -n "$line" ] || { echo "bench: no such Debian kernel in the shipped manifest (BENCH_KERNEL=${BENCH_KERNEL:-})" >&2; exit 1; }
 name=$(echo "$line" | awk '{print $1}' | cut -d/ -f2)
 uname=$(echo "$line" | awk '{print $2}')
-id=$(echo "$line" | awk '{print $3}')
+id=$(echo "$line" | awk '{print $4}')
 echo "bundle: debian/$name"
 "$kp" bundle "$name" --cache-dir "$work/prep" -o "$work/bundle.tgz" >/dev/null   # through the host's apt mirror
 # A loopback mirror holding its packages at their canonical paths.
 "$kp" list --json | python3 -c '
 import json, sys, os, shutil
-entry = json.load(sys.stdin)[sys.argv[1]]
+entry = next(e for e in json.load(sys.stdin) if e["id"] == sys.argv[1])
 for p in entry["packages"]:
     path = p["url"].split("://", 1)[1].split("/", 1)[1]
     dest = os.path.join(sys.argv[2], path)

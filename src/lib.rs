@@ -15,6 +15,7 @@
 //! - [`daemon`]: serving a mount: settings, refresh, lifecycle.
 //! - [`crawl`]: repository crawling into package lists and the manifest.
 //! - [`trust`]: keys and signature checks (gpgv; RPM gpgcheck).
+//! - [`lookup`]: naming bundles: the served view, name forms, suggestions, `which`.
 //! - [`cli`]: the command line.
 //! - [`cpu`], [`files`], [`ids`], [`config`], [`util`]: shared pieces.
 
@@ -30,6 +31,7 @@ pub mod files;
 pub mod fs;
 pub mod ids;
 pub mod layout;
+pub mod lookup;
 pub mod manifest;
 pub mod pack;
 pub mod package;

@@ -75,6 +75,39 @@ fn kernel_packer_manifest_lists_without_downloads() {
     assert_eq!(status["cache_used"], 0, "nothing downloaded or built");
     assert!(m.path("ubuntu/4.15.0-1129-azure~16.04.tgz").symlink_metadata().is_ok());
     assert!(m.path("bundles/bundle-5.14.21-150400.24.84-default.tgz").symlink_metadata().is_ok());
+
+    // Issue 11 item 5: every entry has a path. Depth 2, per type; the only
+    // entries without their own directory are shadowed by a same-named one.
+    let mut per_type = BTreeMap::new();
+    for t in std::fs::read_dir(&m.mnt).unwrap() {
+        let t = t.unwrap();
+        let kind = t.file_name().to_string_lossy().into_owned();
+        if kind.starts_with('.') || kind == "bundles" || kind == "by-uname" {
+            continue;
+        }
+        let n =
+            std::fs::read_dir(t.path()).unwrap().filter(|e| e.as_ref().unwrap().file_type().unwrap().is_dir()).count();
+        per_type.insert(kind, n);
+    }
+    for (kind, n) in &per_type {
+        println!("{kind:<10} {n:>6} directories");
+    }
+    let total: usize = per_type.values().sum();
+    let shadowed = status["bundles_shadowed"].as_u64().unwrap() as usize;
+    println!("total      {total:>6} + {shadowed} shadowed = {}", total + shadowed);
+    assert_eq!(status["bundles_unnamed"], 0, "{status}");
+    assert_eq!(total + shadowed, 6473, "every entry has a path, or is shadowed by its twin");
+    for kind in ["cos", "coreos", "minikube", "linuxkit"] {
+        assert!(per_type.get(kind).is_some_and(|n| *n > 0), "{kind}: {per_type:?}");
+    }
+    assert!(m.path("cos/12739.68.0").is_dir() && m.path("minikube/v1.29.0").is_dir());
+    // A type without a layout: EIO at once, one log line, no download.
+    assert_eq!(errno_of(std::fs::read(m.path("cos/12739.68.0/BUNDLE_UNAME"))), Some(libc::EIO));
+    let log = m.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("bundle cos/12739.68.0")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("no layout for type cos"), "{}", lines[0]);
+    assert_eq!(m.status()["cache_used"], 0, "nothing downloaded");
 }
 
 #[test]

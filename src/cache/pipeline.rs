@@ -72,6 +72,8 @@ impl Cache {
 
     /// Download the entry's packages (concurrently) and build its pack.
     async fn build_pack(self: &Arc<Self>, id: BundleId, spec: &BundleSpec) -> Result<(Arc<Pack>, u64)> {
+        // A type without a layout fails before anything is downloaded.
+        crate::layout::Family::of(&spec.kind)?;
         self.set_phase(id, Phase::Fetching);
         // Pin what the build needs before looking for it: eviction, run by
         // any other build meanwhile, must not remove a package between the

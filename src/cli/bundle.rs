@@ -12,6 +12,7 @@ use crate::assemble::{self, PackageFile};
 use crate::config::Config;
 use crate::fetch::{Fetcher, PackageStore};
 use crate::files::{AtomicFile, Output};
+use crate::lookup::resolve::resolve;
 use crate::manifest::{bundle_id, simplify};
 use crate::package::Limits;
 use anyhow::{bail, Context, Result};
@@ -31,12 +32,8 @@ pub struct BundleArgs {
     /// The output .tgz: a file (replaced atomically), a device or FIFO, or - for stdout.
     #[arg(short, long, value_name = "OUT.tgz")]
     output: PathBuf,
-    /// Manifest to look NAME up in (default: the shipped manifest).
-    #[arg(long, value_name = "FILE")]
-    manifest: Option<PathBuf>,
-    /// kernel-packer package lists (*.txt) for a manifest of simplified names.
-    #[arg(long, value_name = "DIR")]
-    lists_dir: Option<PathBuf>,
+    #[command(flatten)]
+    view: super::ViewArgs,
     /// Largest uncompressed size of one bundle's contents (default 2G).
     #[arg(long, value_name = "SIZE")]
     max_bundle_size: Option<String>,
@@ -60,7 +57,7 @@ pub fn run(args: BundleArgs, config: &Config) -> Result<ExitCode> {
             let [name] = args.inputs.as_slice() else {
                 bail!("give one bundle name (or --type TYPE with package files)");
             };
-            from_manifest(name, &args, &settings, limits, lease.threads())?
+            from_manifest(name, &args, config, &settings, limits, lease.threads())?
         }
     };
     let (sha, size) = write_output(&laid_out.tree, &output, lease.threads())?;
@@ -74,7 +71,7 @@ pub fn run(args: BundleArgs, config: &Config) -> Result<ExitCode> {
     );
     // With the bundle on stdout, the summary goes to stderr.
     match output {
-        Output::Stdout => eprint!("{summary}"),
+        Output::Stdout => super::eprint(&summary),
         _ => super::print(&summary)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -97,12 +94,15 @@ fn from_files(kind: &str, files: &[String], limits: Limits, threads: usize) -> R
 fn from_manifest(
     key: &str,
     args: &BundleArgs,
+    config: &Config,
     settings: &crate::daemon::settings::Settings,
     limits: Limits,
     threads: usize,
 ) -> Result<crate::layout::LaidOut> {
-    let manifest = crate::manifest::load_or_shipped(args.manifest.as_deref(), args.lists_dir.as_deref())?;
-    let (id, spec) = manifest.find(key)?;
+    // The same view a mount with these settings serves, or --mount's.
+    let view = args.view.open(config, &args.fetch.pairs())?;
+    let slot = resolve(&view.index, key)?;
+    let (id, spec, _) = view.index.entry(slot).context("the index entry is unreadable")?;
     let store = PackageStore::open(&settings.cache_dir.join("packages"))?;
     let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -110,10 +110,11 @@ fn from_manifest(
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let packages = runtime.block_on(assemble::download(&fetcher, spec))?;
+    let packages = runtime.block_on(assemble::download(&fetcher, &spec))?;
+    let id = id.hex();
     assemble::assemble(assemble::Job {
         kind: &spec.kind,
-        id,
+        id: &id,
         uname: spec.uname.as_deref(),
         signed_by: spec.signed_by.as_deref(),
         packages,

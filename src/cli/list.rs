@@ -1,45 +1,216 @@
-//! `kpackfs list`: the manifest's bundles, one per line (`type/name uname id`),
-//! or as JSON; unnamed entries with the reason.
+//! `kpackfs list [PATTERN]`: the bundles a mount with the same settings
+//! serves (the shipped or `--manifest` manifest merged with the last crawl
+//! in the cache directory), or a running mount's (`--mount`), one per line:
+//!
+//! ```text
+//! TYPE/NAME  UNAME  ARCH  ID            (--all adds a fifth column: served,
+//!                                        shadowed-by=<id>, or unnamed: <reason>)
+//! ```
+//! or as a JSON array. Output is streamed; a reader that goes away
+//! (`| head`) ends the command quietly.
 
+use super::ViewArgs;
+use crate::config::Config;
+use crate::lookup::arch;
+use crate::manifest::index::Index;
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct ListArgs {
-    /// Manifest to list (default: the shipped manifest).
-    #[arg(long, value_name = "FILE")]
-    manifest: Option<PathBuf>,
-    /// kernel-packer package lists (*.txt) for a manifest of simplified names.
-    #[arg(long, value_name = "DIR")]
-    lists_dir: Option<PathBuf>,
-    /// Full entries as JSON (id → entry).
+    /// Only bundles whose TYPE/NAME, name or uname matches this pattern (`*` and `?` wildcards).
+    pattern: Option<String>,
+    /// Only bundles of this type (debian, ubuntu, redhat, …).
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// Only bundles whose kernel release matches this pattern.
+    #[arg(long, value_name = "PATTERN")]
+    uname: Option<String>,
+    /// Only bundles of this architecture (x86_64 or amd64, aarch64 or arm64, …).
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
+    /// A JSON array of entries, packages included.
     #[arg(long)]
     json: bool,
-    /// Also list entries that have no name, with the reason.
+    /// Also entries that are not shown: shadowed by a same-named entry (with the one served), and unnamed ones (with the reason).
     #[arg(long)]
+    all: bool,
+    /// Also unnamed entries (as --all does).
+    #[arg(long, hide = true)]
     unnamed: bool,
+    /// Cache directory whose last crawl result is merged (default: the configured one).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<String>,
+    #[command(flatten)]
+    view: ViewArgs,
 }
 
-pub fn run(args: ListArgs) -> Result<ExitCode> {
-    let manifest = crate::manifest::load_or_shipped(args.manifest.as_deref(), args.lists_dir.as_deref())?;
-    if args.json {
-        super::print(&(serde_json::to_string_pretty(&manifest.entries)? + "\n"))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut out = String::new();
-    for (id, e) in &manifest.entries {
-        match (&e.name, &e.uname) {
-            (Some(name), Some(uname)) => out.push_str(&format!("{}/{name} {uname} {id}\n", e.kind)),
-            _ if args.unnamed => out.push_str(&format!(
-                "{}/- - {id} ({})\n",
-                e.kind,
-                manifest.unnamed.get(id).map_or("", String::as_str)
-            )),
-            _ => {}
+/// Shell-style `*` and `?` matching, iterative (no recursion on input).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
         }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// One listed entry.
+#[derive(serde::Serialize)]
+struct Row {
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    uname: Option<String>,
+    arch: Option<String>,
+    id: String,
+    /// served, shadowed or unnamed.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    served_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_by: Option<String>,
+    packages: Vec<crate::manifest::Package>,
+}
+
+fn row(index: &Index, slot: u32) -> Option<Row> {
+    let (id, spec, reason) = index.entry(slot)?;
+    let served = index.is_served(slot);
+    let (state, served_by) = match (&spec.name, served) {
+        (None, _) => ("unnamed", None),
+        (Some(_), true) => ("served", None),
+        (Some(name), false) => {
+            let t = index.kind_number(slot)?;
+            ("shadowed", index.find_in_type(t, name).and_then(|s| index.id(s)).map(|i| i.hex()))
+        }
+    };
+    Some(Row {
+        arch: arch::of(&spec).map(str::to_string),
+        kind: spec.kind,
+        name: spec.name,
+        uname: spec.uname,
+        id: id.hex(),
+        state,
+        served_by,
+        reason,
+        signed_by: spec.signed_by,
+        packages: spec.packages,
+    })
+}
+
+impl ListArgs {
+    fn keeps(&self, r: &Row) -> bool {
+        let name = r.name.as_deref().unwrap_or("-");
+        let label = format!("{}/{name}", r.kind);
+        let uname = r.uname.as_deref().unwrap_or("");
+        self.kind.as_deref().is_none_or(|k| k == r.kind)
+            && self.pattern.as_deref().is_none_or(|p| glob(p, &label) || glob(p, name) || glob(p, uname))
+            && self.uname.as_deref().is_none_or(|p| glob(p, uname))
+            && self.arch.as_deref().is_none_or(|a| r.arch.as_deref() == Some(arch::canonical(a)))
+    }
+}
+
+fn text_line(r: &Row, all: bool) -> String {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let mut line = format!("{}/{}  {}  {}  {}", r.kind, dash(&r.name), dash(&r.uname), dash(&r.arch), r.id);
+    if all {
+        match r.state {
+            "shadowed" => line.push_str(&format!("  shadowed-by={}", dash(&r.served_by))),
+            "unnamed" => line.push_str(&format!("  unnamed: {}", dash(&r.reason))),
+            _ => line.push_str("  served"),
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// The slots to list, in (type, name) order: the served ones from the
+/// index's own order; with `all`, every slot.
+fn slots(index: &Index, all: bool) -> Vec<u32> {
+    let mut types: Vec<(String, u16)> =
+        (0..index.type_count() as u16).filter_map(|t| Some((index.type_name(t)?.to_string(), t))).collect();
+    types.sort();
+    if !all {
+        return types
+            .iter()
+            .flat_map(|(_, t)| (0..index.type_len(*t).unwrap_or(0)).filter_map(move |i| index.type_at(*t, i)))
+            .map(|(slot, _)| slot)
+            .collect();
+    }
+    let mut every: Vec<(String, String, String, u32)> = (0..index.slot_count())
+        .map(|s| {
+            let kind = index.kind(s).unwrap_or_default().to_string();
+            let name = index.name(s).unwrap_or("\u{10FFFF}").to_string();
+            let id = index.id(s).map(|i| i.hex()).unwrap_or_default();
+            (kind, name, id, s)
+        })
+        .collect();
+    every.sort();
+    every.into_iter().map(|(_, _, _, s)| s).collect()
+}
+
+pub fn run(args: ListArgs, config: &Config) -> Result<ExitCode> {
+    let extra: Vec<(&'static str, String)> = args.cache_dir.iter().map(|d| ("cache_dir", d.clone())).collect();
+    let view = args.view.open(config, &extra)?;
+    let all = args.all || args.unnamed;
+    let mut out = String::new();
+    let mut first = true;
+    if args.json {
+        out.push_str("[\n");
+    }
+    for slot in slots(&view.index, all) {
+        let Some(r) = row(&view.index, slot) else { continue };
+        if !args.keeps(&r) {
+            continue;
+        }
+        if args.json {
+            if !first {
+                out.push_str(",\n");
+            }
+            out.push_str(&serde_json::to_string(&r)?);
+        } else {
+            out.push_str(&text_line(&r, all));
+        }
+        first = false;
+        if out.len() > 64 << 10 {
+            super::print(&out)?;
+            out.clear();
+        }
+    }
+    if args.json {
+        out.push_str("\n]\n");
     }
     super::print(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("6.1.0-*-amd64", "6.1.0-56-amd64"));
+        assert!(!glob("6.1.0-*-amd64", "6.1.0-56-arm64"));
+        assert!(glob("debian/*", "debian/6.1.0-56-amd64"));
+        assert!(glob("*", ""));
+        assert!(glob("6.1.0-5?-*", "6.1.0-56-cloud-amd64"));
+        assert!(!glob("a*b*c", &"ab".repeat(10_000)), "no blow-up on a long miss");
+    }
 }

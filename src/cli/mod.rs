@@ -5,6 +5,7 @@ mod bundle;
 mod crawl;
 mod list;
 mod mount;
+mod which;
 
 use crate::config::Config;
 use crate::daemon::settings::Settings;
@@ -36,8 +37,10 @@ enum Command {
     Umount(mount::UmountArgs),
     /// Show a mount's bundles, cache use and hit counts.
     Status(mount::StatusArgs),
-    /// List the manifest's bundles.
+    /// List the bundles a mount with the same settings serves (or a running mount's).
     List(list::ListArgs),
+    /// The headers of a kernel: the running one, a release, a package file, a bundle name.
+    Which(which::WhichArgs),
     /// Refresh package lists and the manifest from the repositories in sources.yml.
     Crawl(crawl::CrawlArgs),
 }
@@ -116,6 +119,49 @@ pub fn print(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Write to stderr, ignoring a closed one (`kpackfs … 2>&1 | head`).
+pub fn eprint(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
+/// Which bundles to look at, for commands that name them: what a mount
+/// with these settings serves, or what a running mount serves.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ViewArgs {
+    /// The manifest (default: the shipped one), merged with the last crawl in the cache directory.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// kernel-packer package lists (*.txt) for a manifest of simplified names.
+    #[arg(long, value_name = "DIR")]
+    pub lists_dir: Option<PathBuf>,
+    /// Look at exactly what the kpackfs mount at MOUNTPOINT serves.
+    #[arg(long, value_name = "MOUNTPOINT")]
+    pub mount: Option<PathBuf>,
+}
+
+impl ViewArgs {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.manifest {
+            out.push(("manifest", m.display().to_string()));
+        }
+        if let Some(l) = &self.lists_dir {
+            out.push(("lists_dir", l.display().to_string()));
+        }
+        out
+    }
+
+    /// The view, with settings from the config, `cache_dir` and these flags.
+    pub fn open(&self, config: &Config, extra: &[(&'static str, String)]) -> Result<crate::lookup::view::View> {
+        let mut pairs = extra.to_vec();
+        pairs.extend(self.pairs());
+        let settings = settings(config, &pairs)?;
+        crate::lookup::view::View::open(self.mount.as_deref(), &settings)
+    }
+}
+
 fn is_closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
@@ -150,14 +196,15 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => mount::run(args, &config),
         Command::Umount(args) => mount::umount(args),
         Command::Status(args) => mount::status(args),
-        Command::List(args) => list::run(args),
+        Command::List(args) => list::run(args, &config),
+        Command::Which(args) => which::run(args, &config),
         Command::Crawl(args) => crawl::run(args, &config),
     });
     match result {
         Ok(code) => code,
         Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kpackfs: error: {e:#}");
+            eprint(&format!("kpackfs: error: {e:#}\n"));
             ExitCode::FAILURE
         }
     }

@@ -104,11 +104,12 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
         // The daemon loads everything once; a bad manifest, config or
         // sources file ends it before it is ready, and its error shows here.
         let pid = daemon::detach_and_wait(&settings.cache_dir, std::env::args_os().skip(1).collect())?;
-        println!(
-            "kpackfs: mounted {} (pid {pid}, log {})",
+        // The mount is up whether or not anyone reads this line.
+        let _ = super::print(&format!(
+            "kpackfs: mounted {} (pid {pid}, log {})\n",
             mountpoint.display(),
             settings.cache_dir.join("kpackfs.log").display()
-        );
+        ));
         return Ok(ExitCode::SUCCESS);
     }
     daemon::serve(mountpoint, settings)?;

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Result};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn errno() -> std::io::Error {
     std::io::Error::last_os_error()
@@ -54,6 +54,21 @@ pub fn mount_at(path: &Path) -> Option<(String, String)> {
         }
         Some((f.get(sep + 1)?.to_string(), f.get(sep + 2)?.to_string()))
     })
+}
+
+/// Every kpackfs mount point in this mount namespace, oldest first.
+pub fn kpackfs_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            let (fstype, source) = (*f.get(sep + 1)?, *f.get(sep + 2)?);
+            let ours = fstype.starts_with("fuse") && (fstype.ends_with("kpackfs") || source == "kpackfs");
+            let point = f.get(4)?.replace("\\040", " ");
+            ours.then(|| PathBuf::from(point))
+        })
+        .collect()
 }
 
 /// Whether `path` is a mount point of a kpackfs filesystem.

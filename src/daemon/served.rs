@@ -99,6 +99,21 @@ impl Inputs {
         }
     }
 
+    /// The index for these inputs without writing anything: the one on
+    /// disk when it is current (a mount keeps it), else built in memory.
+    /// For commands that only look (list, bundle, which).
+    pub fn index_read_only(&self) -> Result<Index> {
+        if let Ok(index) = Index::open(&self.index_path) {
+            if index.key() == self.key() {
+                return Ok(index);
+            }
+        }
+        let mut b = IndexBuilder::new();
+        self.add_base(&mut b)?;
+        self.add_crawl(&mut b);
+        Index::from_bytes(b.finish(self.key()))
+    }
+
     /// The index for these inputs: reused from disk when its key matches,
     /// else built (on top of `prev`, keeping its slots) and saved.
     pub fn index(&self, prev: Option<&Index>, base_must_load: bool) -> Result<Index> {

@@ -9,7 +9,7 @@
 //! adapter (`fuse.rs`) decodes requests and maps these answers to replies,
 //! and the fast tests call the core directly.
 
-use super::namespace::{Ino, Namespace, TypeChild, BUNDLES_NAME, META_NAME};
+use super::namespace::{Ino, Namespace, TypeChild, BUNDLES_NAME, BY_UNAME_NAME, META_NAME};
 use super::status::Report;
 use super::types::{Attr, Caller, Data, DirItem, Done, Errno, FileKind, Lookup, Statfs, Timed, FOREVER, NOW};
 use super::waiting::{CallerProbe, Waiting};
@@ -217,8 +217,12 @@ impl FsCore {
         let raw = ino.encode();
         let forever = |attr| Some(Timed { attr, ttl: FOREVER });
         match ino {
-            Ino::Root => forever(Self::dir_attr(raw, ns.type_count() + 2)),
-            Ino::BundlesDir | Ino::MetaDir => forever(Self::dir_attr(raw, 0)),
+            Ino::Root => forever(Self::dir_attr(raw, ns.type_count() + 3)),
+            Ino::BundlesDir | Ino::MetaDir | Ino::ByUnameDir => forever(Self::dir_attr(raw, 0)),
+            Ino::UnameLink { slot } => {
+                let target = ns.uname_target(slot)?;
+                forever(Attr::new(raw, FileKind::Symlink, target.len() as u64, 0o777, 1))
+            }
             Ino::Status | Ino::StatusJson => {
                 Some(Timed { attr: Attr::new(raw, FileKind::File, 0, 0o444, 1), ttl: NOW })
             }
@@ -284,8 +288,10 @@ impl FsCore {
             Ino::Root => match name_str {
                 BUNDLES_NAME => Some(Ino::BundlesDir),
                 META_NAME => Some(Ino::MetaDir),
+                BY_UNAME_NAME => Some(Ino::ByUnameDir),
                 n => ns.type_by_name(n).map(Ino::TypeDir),
             },
+            Ino::ByUnameDir => ns.uname_child(name_str).map(|slot| Ino::UnameLink { slot }),
             Ino::MetaDir => match name_str {
                 "status" => Some(Ino::Status),
                 "status.json" => Some(Ino::StatusJson),
@@ -306,7 +312,9 @@ impl FsCore {
                     None => Ok(Lookup::Negative),
                 });
             }
-            Ino::Status | Ino::StatusJson | Ino::Tgz { .. } => return done(Err(Errno::ENOTDIR)),
+            Ino::Status | Ino::StatusJson | Ino::Tgz { .. } | Ino::UnameLink { .. } => {
+                return done(Err(Errno::ENOTDIR))
+            }
         };
         // Namespace directories change only on a manifest refresh, which
         // invalidates these negative entries.
@@ -370,6 +378,10 @@ impl FsCore {
     }
 
     pub fn readlink(&self, ino: u64, caller: Caller, done: Done<Vec<u8>>) {
+        if let Some(Ino::UnameLink { slot }) = Ino::decode(ino) {
+            // Known from the manifest: nothing is built.
+            return done(self.namespace().uname_target(slot).map(String::into_bytes).ok_or(Errno::ENOENT));
+        }
         let Some(Ino::Node { slot, index }) = Ino::decode(ino) else { return done(Err(Errno::EINVAL)) };
         self.with_pack(slot, caller, done, move |pack| match pack.entry(index) {
             Some(e) if e.kind == pack::Kind::Symlink => Ok(pack.link_target(e).to_vec()),
@@ -433,6 +445,7 @@ impl FsCore {
                 let mut v: Vec<_> =
                     ns.type_names().into_iter().map(|(n, t)| (Ino::TypeDir(t).encode(), FileKind::Dir, n)).collect();
                 v.push((Ino::BundlesDir.encode(), FileKind::Dir, BUNDLES_NAME.to_string()));
+                v.push((Ino::ByUnameDir.encode(), FileKind::Dir, BY_UNAME_NAME.to_string()));
                 v.push((Ino::MetaDir.encode(), FileKind::Dir, META_NAME.to_string()));
                 v.into_iter().skip(from).collect()
             }
@@ -443,6 +456,11 @@ impl FsCore {
             .into_iter()
             .skip(from)
             .collect(),
+            Ino::ByUnameDir => ns
+                .uname_children(from, page)
+                .into_iter()
+                .map(|(n, slot)| (Ino::UnameLink { slot }.encode(), FileKind::Symlink, n))
+                .collect(),
             Ino::BundlesDir => ns
                 .flat_children(from, page)
                 .into_iter()

@@ -8,6 +8,8 @@
 //! /<type>/<name>.tgz              ino (slot+1) << 32 | 0xffff_ffff
 //! /bundles/bundle-<name>.tgz      the same inode as /<type>/<name>.tgz
 //! /.kpackfs/status, status.json   ino 4, 5
+//! /by-uname/                      ino 6
+//! /by-uname/<uname>               ino (slot+1) << 32 | 0xffff_fffe   a symlink: ../<type>/<name>
 //! ```
 //! Slots and type numbers are assigned once per id and type and never
 //! reused while mounted (a rebuilt namespace inherits them), so inode
@@ -24,11 +26,14 @@ const BUNDLES_DIR: u64 = 2;
 const META_DIR: u64 = 3;
 const STATUS: u64 = 4;
 const STATUS_JSON: u64 = 5;
+const BY_UNAME_DIR: u64 = 6;
 const TYPE_BASE: u64 = 16;
 const TGZ: u32 = u32::MAX;
+const UNAME_LINK: u32 = u32::MAX - 1;
 
 pub const BUNDLES_NAME: &str = "bundles";
 pub const META_NAME: &str = ".kpackfs";
+pub const BY_UNAME_NAME: &str = "by-uname";
 
 /// What an inode number denotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +43,7 @@ pub enum Ino {
     MetaDir,
     Status,
     StatusJson,
+    ByUnameDir,
     TypeDir(u32),
     /// A node of a bundle's tree (index 0 is the bundle directory).
     Node {
@@ -45,6 +51,10 @@ pub enum Ino {
         index: u32,
     },
     Tgz {
+        slot: u32,
+    },
+    /// `/by-uname/<uname>`: a symlink to the bundle serving that release.
+    UnameLink {
         slot: u32,
     },
 }
@@ -60,12 +70,17 @@ impl Ino {
                 META_DIR => Ino::MetaDir,
                 STATUS => Ino::Status,
                 STATUS_JSON => Ino::StatusJson,
+                BY_UNAME_DIR => Ino::ByUnameDir,
                 n if n >= TYPE_BASE => Ino::TypeDir((n - TYPE_BASE) as u32),
                 _ => return None,
             });
         }
         let slot = high - 1;
-        Some(if low == TGZ { Ino::Tgz { slot } } else { Ino::Node { slot, index: low } })
+        Some(match low {
+            TGZ => Ino::Tgz { slot },
+            UNAME_LINK => Ino::UnameLink { slot },
+            index => Ino::Node { slot, index },
+        })
     }
 
     pub fn encode(self) -> u64 {
@@ -75,9 +90,11 @@ impl Ino {
             Ino::MetaDir => META_DIR,
             Ino::Status => STATUS,
             Ino::StatusJson => STATUS_JSON,
+            Ino::ByUnameDir => BY_UNAME_DIR,
             Ino::TypeDir(t) => TYPE_BASE + t as u64,
             Ino::Node { slot, index } => ((slot as u64 + 1) << 32) | index as u64,
             Ino::Tgz { slot } => ((slot as u64 + 1) << 32) | TGZ as u64,
+            Ino::UnameLink { slot } => ((slot as u64 + 1) << 32) | UNAME_LINK as u64,
         }
     }
 }
@@ -135,6 +152,8 @@ pub struct Namespace {
     types: Vec<(String, u32)>,
     pub counts: Counts,
     clashes: OnceLock<Vec<(String, Vec<String>)>>,
+    /// `/by-uname/`: the first served slot of each release, in release order.
+    by_uname: OnceLock<Vec<u32>>,
 }
 
 const TGZ_SUFFIX: &str = ".tgz";
@@ -151,7 +170,7 @@ impl Namespace {
         let c = index.counts;
         let counts =
             Counts { shown: c.shown, unnamed: c.unnamed, shadowed: c.shadowed, flat_collisions: c.flat_collisions };
-        Namespace { index, types, counts, clashes: OnceLock::new() }
+        Namespace { index, types, counts, clashes: OnceLock::new(), by_uname: OnceLock::new() }
     }
 
     /// Build an in-memory namespace from a manifest, keeping the slots and
@@ -266,6 +285,46 @@ impl Namespace {
         self.index.find_flat(bare)
     }
 
+    /// One slot per kernel release: where two types serve the same release,
+    /// the type whose name sorts first (docs/semantics.md). Computed on the
+    /// first listing of `/by-uname/`.
+    fn uname_slots(&self) -> &[u32] {
+        self.by_uname.get_or_init(|| {
+            let mut out: Vec<u32> = Vec::new();
+            let mut last: Option<&str> = None;
+            for i in 0..self.index.uname_len() {
+                let Some(slot) = self.index.uname_at(i) else { continue };
+                let uname = self.index.uname(slot);
+                if uname.is_some() && uname != last {
+                    out.push(slot);
+                    last = uname;
+                }
+            }
+            out
+        })
+    }
+
+    pub fn uname_len(&self) -> usize {
+        self.uname_slots().len()
+    }
+
+    /// `/by-uname/` from position `from`: (release, slot).
+    pub fn uname_children(&self, from: usize, limit: usize) -> Vec<(String, u32)> {
+        let slots = self.uname_slots();
+        slots.iter().skip(from).take(limit).filter_map(|s| Some((self.index.uname(*s)?.to_string(), *s))).collect()
+    }
+
+    /// The bundle `/by-uname/<uname>` points to.
+    pub fn uname_child(&self, uname: &str) -> Option<u32> {
+        self.index.find_uname(uname).first().copied()
+    }
+
+    /// The link target of `/by-uname/<uname>`: `../<type>/<name>`.
+    pub fn uname_target(&self, slot: u32) -> Option<String> {
+        let b = self.bundle(slot)?;
+        Some(format!("../{}/{}", b.kind, b.name))
+    }
+
     /// The flat names claimed by more than one type, with the types (the
     /// first one is shown). Computed once per namespace.
     pub fn flat_clashes(&self) -> &[(String, Vec<String>)] {
@@ -325,6 +384,17 @@ impl Namespace {
         if flat_changed {
             changes.dirs.push(BUNDLES_DIR);
         }
+        let mut uname_changed = false;
+        for i in 0..self.index.uname_len() {
+            let Some(uname) = self.index.uname_at(i).and_then(|s| self.index.uname(s)) else { continue };
+            if old.index.find_uname(uname).is_empty() {
+                changes.entries.push((BY_UNAME_DIR, uname.to_string()));
+                uname_changed = true;
+            }
+        }
+        if uname_changed {
+            changes.dirs.push(BY_UNAME_DIR);
+        }
         if root_changed {
             changes.dirs.push(ROOT);
         }
@@ -346,6 +416,8 @@ mod tests {
             Ino::Node { slot: 0, index: 0 },
             Ino::Node { slot: 6472, index: 99 },
             Ino::Tgz { slot: 5 },
+            Ino::UnameLink { slot: 7 },
+            Ino::ByUnameDir,
         ] {
             assert_eq!(Ino::decode(ino.encode()), Some(ino));
         }
@@ -407,6 +479,8 @@ mod tests {
         assert_eq!(changes.added_bundles, 1);
         assert!(changes.entries.contains(&(Ino::TypeDir(t).encode(), "2.0-1-amd64".to_string())));
         assert!(changes.dirs.contains(&BUNDLES_DIR));
+        assert!(changes.entries.contains(&(BY_UNAME_DIR, "2.0-1-amd64".to_string())), "/by-uname/ too");
+        assert!(changes.dirs.contains(&BY_UNAME_DIR));
     }
 
     #[test]
@@ -421,5 +495,9 @@ mod tests {
         assert_eq!(ns.flat_clashes()[0].1, vec!["debian".to_string(), "garden".to_string()]);
         // The type directories both show their bundle.
         assert!(ns.type_child(ns.type_by_name("garden").unwrap(), "1.0-1-amd64").is_some());
+        // /by-uname/ shows the release once, pointing at the type that sorts first.
+        assert_eq!(ns.uname_len(), 1);
+        let slot = ns.uname_child("1.0-1-amd64").unwrap();
+        assert_eq!(ns.uname_target(slot).as_deref(), Some("../debian/1.0-1-amd64"));
     }
 }

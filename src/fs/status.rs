@@ -135,7 +135,7 @@ impl Report {
         let mut out = String::new();
         out.push_str(&format!("kpackfs at {} (pid {}, up {}s)\n", self.mountpoint, self.pid, self.uptime_secs));
         out.push_str(&format!(
-            "manifest: {} bundles shown, {} unnamed, {} shadowed by a same-named entry{}\n",
+            "manifest: {} bundles shown, {} unnamed, {} shadowed by a same-named entry (kpackfs list --all --mount names the one served){}\n",
             self.bundles_total,
             self.bundles_unnamed,
             self.bundles_shadowed,

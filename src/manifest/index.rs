@@ -171,7 +171,8 @@ impl IndexBuilder {
     /// `unnamed` saying why it has none.
     pub fn add(&mut self, id: BundleId, spec: &BundleSpec, unnamed: Option<&str>) -> Result<()> {
         let kind = self.type_id(&spec.kind)?;
-        let named = spec.name.is_some() && spec.uname.is_some() && unnamed.is_none();
+        // A name is enough to be shown; the release may be known only from the contents.
+        let named = spec.name.is_some() && unnamed.is_none();
         let verified = spec.packages.iter().all(|p| p.sha256.is_some());
         let mut rec = SlotRec {
             id: id.0,
@@ -270,7 +271,7 @@ impl IndexBuilder {
             let kind = &self.types[s.kind as usize];
             if rules::check_type(kind).is_err()
                 || rules::check_name("name", name).is_err()
-                || rules::check_name("uname", uname).is_err()
+                || (s.uname != 0 && rules::check_name("uname", uname).is_err())
             {
                 continue;
             }
@@ -332,7 +333,7 @@ impl IndexBuilder {
         }
         let mut by_id: Vec<u32> = (0..self.slots.len() as u32).collect();
         by_id.sort_by(|a, b| self.slots[*a as usize].id.cmp(&self.slots[*b as usize].id));
-        let mut by_uname = by_name.clone();
+        let mut by_uname: Vec<u32> = by_name.iter().copied().filter(|s| self.slots[*s as usize].uname != 0).collect();
         by_uname.sort_by(|a, b| {
             let (sa, sb) = (&self.slots[*a as usize], &self.slots[*b as usize]);
             (self.string(sa.uname), rank[sa.kind as usize]).cmp(&(self.string(sb.uname), rank[sb.kind as usize]))
@@ -694,6 +695,48 @@ impl Index {
         self.u32_at(Section::ByUname, i)
     }
 
+    /// The first position in `0..len` where `below(i)` is false (binary
+    /// search for a range start).
+    fn lower_bound(&self, len: usize, below: impl Fn(usize) -> Option<bool>) -> usize {
+        let (mut lo, mut hi) = (0usize, len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(mid).unwrap_or(false) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The served bundles of kernel release `uname`, in type-name order.
+    pub fn find_uname(&self, uname: &str) -> Vec<u32> {
+        let len = self.uname_len();
+        let at = |i: usize| self.uname_at(i).and_then(|s| self.uname(s));
+        let start = self.lower_bound(len, |i| Some(at(i)? < uname));
+        (start..len).map_while(|i| (at(i)? == uname).then(|| self.uname_at(i)).flatten()).collect()
+    }
+
+    /// Up to `limit` slots whose id starts with the hex digits `prefix`.
+    pub fn find_id_prefix(&self, prefix: &str, limit: usize) -> Vec<u32> {
+        let prefix = prefix.to_ascii_lowercase();
+        let hex_of = |i: usize| -> Option<String> { Some(hex::encode(self.slot(self.u32_at(Section::ById, i)?)?.id)) };
+        let start = self.lower_bound(self.counts.slots, |i| Some(hex_of(i)?.as_str() < prefix.as_str()));
+        (start..self.counts.slots)
+            .map_while(|i| {
+                let hex = hex_of(i)?;
+                hex.starts_with(&prefix).then(|| self.u32_at(Section::ById, i)).flatten()
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Every slot (served, shadowed and unnamed entries), in slot order.
+    pub fn slot_count(&self) -> u32 {
+        self.counts.slots as u32
+    }
+
     /// The slot of bundle `id`.
     pub fn find_id(&self, id: &BundleId) -> Option<u32> {
         let i = self.search(self.counts.slots, |i| Some(self.slot(self.u32_at(Section::ById, i)?)?.id.cmp(&id.0)))?;
@@ -719,7 +762,7 @@ impl Index {
 
     pub fn uname(&self, slot: u32) -> Option<&str> {
         let s = self.slot(slot)?;
-        (s.flags & FLAG_NAMED != 0).then(|| self.string(s.uname)).flatten()
+        (s.flags & FLAG_NAMED != 0 && s.uname != 0).then(|| self.string(s.uname)).flatten()
     }
 
     /// Whether the slot is the bundle shown for its type and name.
@@ -756,7 +799,7 @@ impl Index {
         let spec = BundleSpec {
             kind: self.type_name(s.kind)?.to_string(),
             name: text(s.name),
-            uname: text(s.uname),
+            uname: if s.uname == 0 { None } else { text(s.uname) },
             signed_by: (s.signed_by != 0).then(|| self.string(s.signed_by).map(str::to_string)).flatten(),
             packages,
         };

@@ -13,6 +13,7 @@ mod naming;
 pub mod rules;
 
 pub use collapse::{collapse, keep_locations};
+pub(crate) use naming::parse_nevra;
 pub use naming::{derive_names, Names};
 
 use crate::ids::BundleId;
@@ -84,13 +85,25 @@ impl BundleSpec {
     }
 
     /// Fill `name` and `uname` from package file names where they are missing.
-    /// Returns why they could not be derived, if so.
+    /// Types whose release shows only in the contents get a name from their
+    /// URLs and no uname. Returns why no name could be derived, if so.
     pub fn fill_names(&mut self) -> Result<(), String> {
         if self.name.is_some() && self.uname.is_some() {
             return Ok(());
         }
         let files: Vec<&str> = self.packages.iter().map(|p| p.file_name()).collect();
-        let names = derive_names(&self.kind, &files)?;
+        let names = match derive_names(&self.kind, &files) {
+            Ok(names) => names,
+            Err(why) => {
+                if self.name.is_none() {
+                    let urls: Vec<&str> = self.packages.iter().map(|p| p.url.as_str()).collect();
+                    let name = naming::name_from_urls(&self.kind, &urls).ok_or(why)?;
+                    rules::check_name("derived name", &name)?;
+                    self.name = Some(name);
+                }
+                return Ok(());
+            }
+        };
         rules::check_name("derived name", &names.name)?;
         rules::check_name("derived uname", &names.uname)?;
         if self.uname.is_none() {

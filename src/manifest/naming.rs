@@ -10,7 +10,9 @@
 //!   is `5.14.21-150400.24.84-default`.
 //!
 //! Types whose kernel release only shows inside package contents get an error
-//! that says so.
+//! that says so; [`name_from_urls`] still gives them a stable name from what
+//! the manifest holds (a COS build number, a CoreOS or minikube version, a
+//! kernel tarball's version, a subscription package's checksum).
 
 use regex::Regex;
 use std::sync::OnceLock;
@@ -156,6 +158,38 @@ fn suse(files: &[&str]) -> Result<Names, String> {
     }
 }
 
+/// A stable name for a bundle whose kernel release is only known from its
+/// contents (docs/manifest.md): derived from the package URLs, not the
+/// file names alone. None for types with release-bearing file names.
+pub fn name_from_urls(kind: &str, urls: &[&str]) -> Option<String> {
+    static COS: OnceLock<Regex> = OnceLock::new();
+    static COREOS: OnceLock<Regex> = OnceLock::new();
+    static MINIKUBE: OnceLock<Regex> = OnceLock::new();
+    static TARBALL: OnceLock<Regex> = OnceLock::new();
+    static RHSM: OnceLock<Regex> = OnceLock::new();
+    let first = |re: &Regex| urls.iter().find_map(|u| re.captures(u).map(|c| c[1].to_string()));
+    match kind {
+        // https://storage.googleapis.com/cos-tools/12739.68.0/kernel-src.tar.gz
+        "cos" => first(regex(&COS, r"/cos-tools/([0-9][0-9.]*[0-9])/")),
+        // https://stable.release.flatcar-linux.net/amd64-usr/2135.4.0/flatcar_developer_container.bin.bz2
+        "coreos" => urls.iter().find_map(|u| {
+            let c =
+                regex(&COREOS, r"/amd64-usr/([0-9][0-9.]*[0-9])/(flatcar|coreos)_developer_container").captures(u)?;
+            Some(format!("{}-{}", &c[2], &c[1]))
+        }),
+        // https://raw.githubusercontent.com/kubernetes/minikube/v1.29.0/deploy/iso/…
+        "minikube" => first(regex(&MINIKUBE, r"/kubernetes/minikube/(v[0-9][0-9.]*[0-9])/")),
+        // https://cdn.kernel.org/pub/linux/kernel/v4.x/linux-4.19.76.tar.gz, …/linux-archive/v4.9.125.tar.gz
+        "linuxkit" | "dockerdesktop" => {
+            first(regex(&TARBALL, r"/(?:linux-|v)([0-9]+\.[0-9]+(?:\.[0-9]+)?)\.tar\.(?:gz|xz)$"))
+        }
+        // https://api.access.redhat.com/management/v1/packages/<sha256>/download
+        "redhat" => first(regex(&RHSM, r"/management/v1/packages/([0-9a-f]{16})[0-9a-f]*/download"))
+            .map(|h| format!("rhsm-{h}")),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +293,42 @@ mod tests {
     fn content_named_types_say_why() {
         let err = derive_names("cos", &["kernel-src.tar.gz"]).unwrap_err();
         assert!(err.starts_with("cos: "), "{err}");
+    }
+
+    #[test]
+    fn item5_names_from_what_the_manifest_holds() {
+        let name = |kind: &str, url: &str| name_from_urls(kind, &[url]);
+        assert_eq!(
+            name("cos", "https://storage.googleapis.com/cos-tools/12739.68.0/kernel-src.tar.gz").as_deref(),
+            Some("12739.68.0")
+        );
+        assert_eq!(
+            name(
+                "coreos",
+                "https://stable.release.flatcar-linux.net/amd64-usr/2135.4.0/flatcar_developer_container.bin.bz2"
+            )
+            .as_deref(),
+            Some("flatcar-2135.4.0")
+        );
+        assert_eq!(
+            name("coreos", "http://stable.release.core-os.net/amd64-usr/1409.8.0/coreos_developer_container.bin.bz2")
+                .as_deref(),
+            Some("coreos-1409.8.0")
+        );
+        assert_eq!(
+            name("minikube", "https://raw.githubusercontent.com/kubernetes/minikube/v1.29.0/deploy/iso/minikube-iso/board/minikube/x86_64/linux_x86_64_defconfig").as_deref(),
+            Some("v1.29.0")
+        );
+        assert_eq!(
+            name("linuxkit", "https://cdn.kernel.org/pub/linux/kernel/v4.x/linux-4.19.76.tar.gz").as_deref(),
+            Some("4.19.76")
+        );
+        assert_eq!(
+            name("linuxkit", "https://github.com/linuxkit/linux-archive/v4.9.125.tar.gz").as_deref(),
+            Some("4.9.125")
+        );
+        let rhsm = "https://api.access.redhat.com/management/v1/packages/66ed90931c6a668b3ae3fa4e5bce7c1b05e33fd1f403f83845816ba5bc184402/download";
+        assert_eq!(name("redhat", rhsm).as_deref(), Some("rhsm-66ed90931c6a668b"));
+        assert_eq!(name("debian", rhsm), None);
     }
 }

@@ -202,7 +202,23 @@ impl Mounted {
         Self::launch(None, None, Some(cache), extra)
     }
 
+    /// `kpackfs mount MNT --cache-dir CACHE` and nothing else: every
+    /// default as shipped, the background crawl included.
+    pub fn start_as_shipped(cache: &Path) -> Mounted {
+        Self::launch_with(None, None, Some(cache), &[], false)
+    }
+
     fn launch(mnt: Option<&Path>, manifest: Option<&Path>, cache: Option<&Path>, extra: &[String]) -> Mounted {
+        Self::launch_with(mnt, manifest, cache, extra, true)
+    }
+
+    fn launch_with(
+        mnt: Option<&Path>,
+        manifest: Option<&Path>,
+        cache: Option<&Path>,
+        extra: &[String],
+        test_defaults: bool,
+    ) -> Mounted {
         let dir = tempdir();
         let mnt = mnt.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("mnt"));
         std::fs::create_dir_all(&mnt).unwrap();
@@ -212,7 +228,8 @@ impl Mounted {
         if let Some(manifest) = manifest {
             cmd.arg("--manifest").arg(manifest);
         }
-        let output = cmd.arg("--cache-dir").arg(&cache).args(Self::defaults(extra)).args(extra).output().unwrap();
+        let defaults = if test_defaults { Self::defaults(extra) } else { Vec::new() };
+        let output = cmd.arg("--cache-dir").arg(&cache).args(defaults).args(extra).output().unwrap();
         let mount_stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(output.status.success(), "{cmd:?} failed ({}): {mount_stderr}", output.status);
         let out = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -11,7 +11,7 @@ use std::time::Duration;
 #[test]
 fn the_namespace_lists_every_bundle_and_downloads_nothing() {
     let h = Harness::new(&["9.1.0-1-amd64", "9.1.0-2-amd64"], 100, Options::default());
-    assert_eq!(h.list("/").unwrap(), ["debian", "bundles", ".kpackfs"]);
+    assert_eq!(h.list("/").unwrap(), ["debian", "bundles", "by-uname", ".kpackfs"]);
     assert_eq!(h.list("debian").unwrap(), ["9.1.0-1-amd64", "9.1.0-1-amd64.tgz", "9.1.0-2-amd64", "9.1.0-2-amd64.tgz"]);
     assert_eq!(h.list("bundles").unwrap(), ["bundle-9.1.0-1-amd64.tgz", "bundle-9.1.0-2-amd64.tgz"]);
     let dir = h.resolve("debian/9.1.0-1-amd64").unwrap();
@@ -214,4 +214,26 @@ fn the_tgz_of_known_packages_has_a_known_digest() {
     // the same tree with another BUNDLE_CHECKSUM, so each has its own pin.
     assert_eq!(digest, MOUNTED, "the mounted .tgz changed");
     assert_eq!(kpackfs::util::sha256_hex(&std::fs::read(&out).unwrap()), COMMAND_LINE, "the bundle's .tgz changed");
+}
+
+/// Issue 11 item 4: `/by-uname/<release>` links to the bundle serving
+/// that release; listing and reading the links builds nothing.
+#[test]
+fn item4_by_uname_lists_without_builds_and_links_to_the_bundle() {
+    let h = Harness::new(&["9.1.0-1-amd64", "9.2.0-1-amd64"], 100, Options::default());
+    assert!(h.list("").unwrap().contains(&"by-uname".to_string()));
+    assert_eq!(h.list("by-uname").unwrap(), ["9.1.0-1-amd64", "9.2.0-1-amd64"]);
+    let by_uname = h.resolve("by-uname").unwrap().attr.ino;
+    assert_eq!(h.lookup(by_uname, "9.9.9-nope").unwrap(), Lookup::Negative);
+    for release in ["9.1.0-1-amd64", "9.2.0-1-amd64"] {
+        let link = h.resolve(&format!("by-uname/{release}")).unwrap();
+        assert_eq!(link.attr.kind, FileKind::Symlink);
+        let core = h.core.clone();
+        let target = h.call(move |done| core.readlink(link.attr.ino, ME, done)).unwrap();
+        assert_eq!(String::from_utf8(target.clone()).unwrap(), format!("../debian/{release}"));
+        assert_eq!(link.attr.size, target.len() as u64);
+    }
+    assert!(h.source.calls().is_empty(), "nothing was downloaded: {:?}", h.source.calls());
+    // The link's target, resolved as the kernel would, is that release's tree.
+    assert_eq!(h.read_file("debian/9.2.0-1-amd64/BUNDLE_UNAME").unwrap(), b"9.2.0-1-amd64");
 }

@@ -1,0 +1,146 @@
+//! `kpackfs which [KERNEL…]`: the path of a kernel's build directory (or
+//! bundle directory, or .tgz) in a mount, and `--link` for
+//! `/lib/modules/<release>/build`. docs/lookup.md has the recipes.
+
+use super::ViewArgs;
+use crate::config::Config;
+use crate::daemon::mountpoint;
+use crate::lookup::view::View;
+use crate::lookup::which::{self, Kernel, OsRelease};
+use crate::lookup::{link, resolve};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct WhichArgs {
+    /// The kernel: a release (`uname -r`), a release and a version (`uname -v`, Falco's kernelversion or the
+    /// package version), a package file name, or a bundle name (bundle-NAME.tgz, TYPE/NAME, id). None: the running kernel.
+    #[arg(value_name = "KERNEL")]
+    kernel: Vec<String>,
+    /// The distribution: an os-release ID (debian, ubuntu, rocky, …) or a kpackfs type. Default for the running
+    /// kernel: the host's /etc/os-release.
+    #[arg(long, value_name = "ID")]
+    distro: Option<String>,
+    /// Print the bundle's .tgz instead.
+    #[arg(long)]
+    tgz: bool,
+    /// Print the bundle directory instead (nothing is built).
+    #[arg(long, conflicts_with = "tgz")]
+    dir: bool,
+    /// Make <modules-dir>/<release>/build a link to the build directory (never replacing a real one).
+    #[arg(long, conflicts_with_all = ["tgz", "dir"])]
+    link: bool,
+    /// Remove that link, if it points into a kpackfs mount.
+    #[arg(long, conflicts_with_all = ["tgz", "dir", "link"])]
+    unlink: bool,
+    /// Where the kernels' module directories are.
+    #[arg(long, value_name = "DIR", default_value = "/lib/modules")]
+    modules_dir: PathBuf,
+    /// The host's root as seen from here (a container's view of the host, as Falco's HOST_ROOT): its
+    /// etc/os-release and proc/sys/kernel/osrelease name the running kernel.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    host_root: PathBuf,
+    /// Cache directory whose last crawl result is merged, without a mount (default: the configured one).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<String>,
+    #[command(flatten)]
+    view: ViewArgs,
+}
+
+/// Exit code when nothing (or more than one bundle) matches.
+const NOT_FOUND: u8 = 3;
+
+/// The distribution to narrow to: --distro, or the host's for its own kernel.
+fn distribution(args: &WhichArgs, view: &View) -> Option<(String, Vec<String>)> {
+    if let Some(d) = &args.distro {
+        let mut types: Vec<String> =
+            which::types_of_id(&d.to_ascii_lowercase()).iter().map(|t| t.to_string()).collect();
+        if types.is_empty() {
+            // A type name given as is (garden, cos, …).
+            let known = (0..view.index.type_count() as u16).filter_map(|t| view.index.type_name(t));
+            types.extend(known.into_iter().filter(|t| t == d).map(str::to_string));
+        }
+        return Some((d.clone(), types));
+    }
+    if args.kernel.is_empty() {
+        let os = OsRelease::read(&args.host_root)?;
+        return Some((os.describe(), os.types().iter().map(|t| t.to_string()).collect()));
+    }
+    None
+}
+
+/// `--mount`, else the first kpackfs mount here that answers.
+fn the_mount(args: &WhichArgs) -> Result<Option<(PathBuf, View)>> {
+    if let Some(m) = &args.view.mount {
+        return Ok(Some((m.clone(), View::of_mount(m)?)));
+    }
+    for m in mountpoint::kpackfs_mounts() {
+        match View::of_mount(&m) {
+            Ok(view) => return Ok(Some((m, view))),
+            Err(e) => log::debug!("skipping the kpackfs mount at {}: {e:#}", m.display()),
+        }
+    }
+    Ok(None)
+}
+
+pub fn run(args: WhichArgs, config: &Config) -> Result<ExitCode> {
+    let found = if args.view.manifest.is_none() { the_mount(&args)? } else { None };
+    let (mount, view) = match found {
+        Some((m, view)) => (Some(m), view),
+        None => {
+            let extra: Vec<(&'static str, String)> = args.cache_dir.iter().map(|d| ("cache_dir", d.clone())).collect();
+            (args.view.mount.clone(), args.view.open(config, &extra)?)
+        }
+    };
+    let kernel = Kernel::from_args(&args.kernel, || which::running_release(&args.host_root)).map_err(|e| anyhow!(e))?;
+    let distro = distribution(&args, &view);
+    let types: Vec<&str> = distro.iter().flat_map(|(_, t)| t.iter().map(String::as_str)).collect();
+    let narrowing = distro.as_ref().map(|(name, _)| (name.as_str(), types.as_slice()));
+    let slot = match which::find(&view.index, &kernel, narrowing) {
+        Ok(slot) => slot,
+        Err(e) => {
+            super::eprint(&format!("kpackfs: {e} (in {})\n", view.origin));
+            return Ok(ExitCode::from(NOT_FOUND));
+        }
+    };
+    let (kind, name) = (
+        view.index.kind(slot).context("unreadable index entry")?.to_string(),
+        view.index.name(slot).unwrap_or_default().to_string(),
+    );
+    let release = view.index.uname(slot).unwrap_or(&name).to_string();
+    let Some(mnt) = mount else {
+        super::print(&format!("{kind}/{name}\n"))?;
+        bail!("no kpackfs mount found for a path: mount one (kpackfs mount /kernels) or give --mount");
+    };
+    if !view.index.is_served(slot) {
+        bail!("{} is not served by the mount (shadowed); name it by TYPE/NAME", resolve::describe(&view.index, slot));
+    }
+    let bundle = mnt.join(&kind).join(&name);
+    if args.tgz {
+        super::print(&format!("{}.tgz\n", bundle.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.dir {
+        super::print(&format!("{}\n", bundle.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ours = |p: &Path| mountpoint::kpackfs_mounts().iter().any(|m| p.starts_with(m)) || p.starts_with(&mnt);
+    if args.unlink {
+        let outcome = link::unlink(&args.modules_dir, &release, ours)?;
+        super::print(&format!("{}: {outcome:?}\n", args.modules_dir.join(&release).join("build").display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The build directory: reading BUNDLE_BUILD_DIR builds the bundle.
+    let build_dir = std::fs::read_to_string(bundle.join("BUNDLE_BUILD_DIR"))
+        .with_context(|| format!("reading {}/BUNDLE_BUILD_DIR (the daemon's log says why)", bundle.display()))?;
+    let relative = build_dir.trim().trim_start_matches("./");
+    let path = if relative.is_empty() || relative == "." { bundle.clone() } else { bundle.join(relative) };
+    if args.link {
+        let outcome = link::link(&args.modules_dir, &release, &path, ours)?;
+        super::eprint(&format!("{}: {outcome:?}\n", args.modules_dir.join(&release).join("build").display()));
+    }
+    super::print(&format!("{}\n", path.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
