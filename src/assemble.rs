@@ -30,6 +30,27 @@ pub struct Job<'a> {
     pub threads: usize,
 }
 
+impl<'a> Job<'a> {
+    /// The job for a manifest entry whose packages are downloaded.
+    pub fn of(
+        spec: &'a crate::manifest::BundleSpec,
+        id: &'a str,
+        packages: Vec<PackageFile>,
+        limits: Limits,
+        threads: usize,
+    ) -> Self {
+        Job {
+            kind: &spec.kind,
+            id,
+            uname: spec.uname.as_deref(),
+            signed_by: spec.signed_by.as_deref(),
+            packages,
+            limits,
+            threads,
+        }
+    }
+}
+
 /// Check signatures, extract and lay out. Errors name the package and the cause.
 pub fn assemble(job: Job<'_>) -> Result<LaidOut> {
     let mut packages = job.packages;

@@ -56,6 +56,8 @@ pub struct Settings {
     /// Keep at least this much of the cache's filesystem free: the cache
     /// shrinks below its budget when the disk fills.
     pub min_free: crate::util::FreeFloor,
+    /// The shared bundle tier, read before building and written after.
+    pub remote: Option<Arc<crate::remote::Remote>>,
 }
 
 /// Counters for status and metrics.
@@ -76,6 +78,8 @@ pub struct Stats {
     pub remote_errors: AtomicU64,
     /// Bytes downloaded for packages.
     pub downloaded_bytes: AtomicU64,
+    /// Build phase durations (metrics only).
+    pub timings: crate::metrics::Timings,
 }
 
 fn bump(c: &AtomicU64) {
@@ -116,6 +120,8 @@ pub struct Cache {
     runtime: tokio::runtime::Handle,
     state: Mutex<State>,
     pub stats: Stats,
+    /// Write-backs to the remote tier at once.
+    write_backs: tokio::sync::Semaphore,
 }
 
 /// Lets the fetcher count downloads in progress against the budget
@@ -178,6 +184,7 @@ impl Cache {
             runtime,
             state: Mutex::new(state),
             stats: Stats::default(),
+            write_backs: tokio::sync::Semaphore::new(2),
             settings,
         });
         cache.scan()?;

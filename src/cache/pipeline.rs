@@ -21,8 +21,14 @@ pub(super) struct Obtained<T> {
 
 /// Run CPU-bound work on a blocking thread under a CPU lease.
 async fn on_cpu<T: Send + 'static>(work: impl FnOnce(usize) -> Result<T> + Send + 'static) -> Result<T> {
+    on_cpus(crate::cpu::cores(), work).await
+}
+
+/// As [`on_cpu`], leasing at most `want` threads: single-threaded work
+/// must not hold the other cores.
+async fn on_cpus<T: Send + 'static>(want: usize, work: impl FnOnce(usize) -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(move || {
-        let lease = crate::cpu::pool().lease(crate::cpu::cores());
+        let lease = crate::cpu::pool().lease(want);
         work(lease.threads())
     })
     .await
@@ -59,7 +65,25 @@ impl Cache {
         }
         super::bump(&self.stats.misses);
         let started = std::time::Instant::now();
-        let (pack, bytes) = self.build_pack(id, spec).await?;
+        if let Some((pack, bytes)) = self.from_remote(id, label).await {
+            self.stats.timings.observe("remote", started.elapsed());
+            log::info!(
+                "installed bundle {label} from the remote tier: {} in {:.2}s",
+                crate::util::human_bytes(bytes),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(Obtained { value: pack, new_bytes: Some(bytes) });
+        }
+        let (pack, bytes) = match self.build_pack(id, spec).await {
+            Ok(built) => built,
+            Err(e) => {
+                // Waiting hosts build it themselves rather than wait out the claim.
+                if let Some(remote) = &self.settings.remote {
+                    remote.release(&id).await;
+                }
+                return Err(e);
+            }
+        };
         super::bump(&self.stats.builds);
         log::info!(
             "built bundle {label} from {} package(s): {} in {:.2}s",
@@ -67,7 +91,132 @@ impl Cache {
             crate::util::human_bytes(bytes),
             started.elapsed().as_secs_f64()
         );
+        self.write_back_later(id, Arc::new(spec.clone()), label);
         Ok(Obtained { value: pack, new_bytes: Some(bytes) })
+    }
+
+    /// The bundle from the remote tier, verified and installed as if built
+    /// here; None (after one log line, and a backoff on failure) when the
+    /// tier lacks it, is unusable, or serves something wrong.
+    async fn from_remote(self: &Arc<Self>, id: BundleId, label: &str) -> Option<(Arc<Pack>, u64)> {
+        let remote = self.settings.remote.clone()?;
+        let now = std::time::Instant::now();
+        if !remote.health.can_read(now) {
+            return None;
+        }
+        self.set_phase(id, Phase::Remote);
+        let limit = self.settings.limits.max_total_bytes;
+        let result = match remote.fetch_or_claim(&id, &self.tmp_dir, limit).await {
+            Ok(crate::remote::Lookup::Build) => {
+                remote.health.read_worked();
+                return None;
+            }
+            Ok(crate::remote::Lookup::Found(fetched)) => {
+                let cache = self.clone();
+                // gunzip and one pass over the tree: one thread.
+                on_cpus(1, move |_| cache.install_remote(id, fetched)).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(installed) => {
+                remote.health.read_worked();
+                super::bump(&self.stats.remote_hits);
+                Some(installed)
+            }
+            Err(e) => {
+                let wait = remote.health.read_failed(now);
+                super::bump(&self.stats.remote_errors);
+                log::warn!(
+                    "bundle {label}: remote tier {}: {e:#}; building it from packages (the tier is skipped for {}s)",
+                    remote.url(),
+                    wait.as_secs()
+                );
+                None
+            }
+        }
+    }
+
+    /// Check a fetched .tgz (a hostile input: read by the tarball reader
+    /// under the bundle limits; its BUNDLE_CHECKSUM must be the id), make
+    /// its pack, and install both. Returns the pack and the bytes added.
+    fn install_remote(&self, id: BundleId, fetched: crate::remote::Fetched) -> Result<(Arc<Pack>, u64)> {
+        let installed = (|| -> Result<(Arc<Pack>, u64)> {
+            let tree = crate::remote::verify_bundle(&fetched.path, &id, self.settings.limits)?;
+            let dest = self.pack_path(&id);
+            let mut out = AtomicFile::create_in(&dest, &self.tmp_dir)?;
+            let pack_bytes = crate::pack::write(&tree, std::io::BufWriter::with_capacity(1 << 20, out.file()))
+                .context("writing the pack")?;
+            out.commit().context("installing the pack")?;
+            let pack = Pack::open(&dest)?;
+            let tgz = self.tgz_path(&id);
+            std::fs::rename(&fetched.path, &tgz).with_context(|| format!("installing {}", tgz.display()))?;
+            let mut st = self.lock();
+            let record = st.records.entry(id).or_default();
+            record.tgz_size = Some(fetched.size);
+            record.tgz_sha256 = Some(fetched.sha256.clone());
+            st.dirty.insert(id);
+            Ok((Arc::new(pack), pack_bytes + fetched.size))
+        })();
+        if installed.is_err() {
+            let _ = std::fs::remove_file(&fetched.path);
+        }
+        installed
+    }
+
+    /// After a local build, write the bundle to the remote tier in the
+    /// background (create-only: a host that wrote it first wins, with the
+    /// same bytes). A failure is one log line and a write backoff.
+    fn write_back_later(self: &Arc<Self>, id: BundleId, spec: Arc<BundleSpec>, label: &str) {
+        let Some(remote) = self.settings.remote.clone() else { return };
+        if remote.is_read_only() || !remote.health.can_write(std::time::Instant::now()) {
+            // A claim this host may hold must not make others wait it out.
+            self.runtime.spawn(async move { remote.release(&id).await });
+            return;
+        }
+        let (cache, label) = (self.clone(), label.to_string());
+        self.runtime.spawn(async move {
+            let _permit = cache.write_backs.acquire().await;
+            let written = async {
+                let tgz = cache.tgz_for(id, &spec, &label).await?;
+                remote.publish_id(&id, &cache.tgz_path(&id), &tgz.sha256).await
+            }
+            .await;
+            remote.release(&id).await;
+            match written {
+                Ok(put) => {
+                    remote.health.write_worked();
+                    if put == crate::remote::Put::Created {
+                        super::bump(&cache.stats.remote_writes);
+                        log::info!("bundle {label}: written to the remote tier");
+                    }
+                }
+                Err(e) => {
+                    let wait = remote.health.write_failed(std::time::Instant::now());
+                    super::bump(&cache.stats.remote_errors);
+                    log::warn!(
+                        "bundle {label}: not written to the remote tier {}: {e:#} (writes are skipped for {}s)",
+                        remote.url(),
+                        wait.as_secs()
+                    );
+                }
+            }
+        });
+    }
+
+    /// The .tgz, through the .tgz job (awaiting it as a future).
+    async fn tgz_for(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str) -> Result<Arc<Tgz>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spec = spec.clone();
+        self.with_tgz(
+            id,
+            Box::new(move || Some(spec)),
+            label,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        rx.await.map_err(|_| anyhow!("the .tgz job ended without an answer"))?.map_err(|cause| anyhow!("{cause}"))
     }
 
     /// Download the entry's packages (concurrently) and build its pack.
@@ -81,6 +230,7 @@ impl Cache {
         let mut pinned: Vec<Sha256> =
             spec.packages.iter().filter_map(|p| Sha256::parse(&self.store().known_sha(p)?)).collect();
         self.pin_packages(&pinned, true);
+        let fetch_started = std::time::Instant::now();
         let files = match assemble::download(&self.fetcher, spec).await {
             Ok(files) => files,
             Err(e) => {
@@ -95,9 +245,12 @@ impl Cache {
             }
         }
         pinned.extend(self.register_packages(&shas));
+        self.stats.timings.observe("fetch", fetch_started.elapsed());
         self.set_phase(id, Phase::Extracting);
         let (cache, spec) = (self.clone(), spec.clone());
+        let extract_started = std::time::Instant::now();
         let result = on_cpu(move |threads| cache.extract_and_pack(id, &spec, files, threads)).await;
+        self.stats.timings.observe("extract", extract_started.elapsed());
         self.pin_packages(&pinned, false);
         result
     }
@@ -110,15 +263,7 @@ impl Cache {
         threads: usize,
     ) -> Result<(Arc<Pack>, u64)> {
         let hex = id.hex();
-        let laid_out = assemble::assemble(assemble::Job {
-            kind: &spec.kind,
-            id: &hex,
-            uname: spec.uname.as_deref(),
-            signed_by: spec.signed_by.as_deref(),
-            packages: files,
-            limits: self.settings.limits,
-            threads,
-        })?;
+        let laid_out = assemble::assemble(assemble::Job::of(spec, &hex, files, self.settings.limits, threads))?;
         let dest = self.pack_path(&id);
         let mut out = AtomicFile::create_in(&dest, &self.tmp_dir)?;
         let bytes = crate::pack::write(&laid_out.tree, std::io::BufWriter::with_capacity(1 << 20, out.file()))
@@ -158,6 +303,7 @@ impl Cache {
         let started = std::time::Instant::now();
         let cache = self.clone();
         let tgz = on_cpu(move |threads| cache.write_tgz(id, &pack, threads)).await?;
+        self.stats.timings.observe("compress", started.elapsed());
         log::info!(
             "built {label}.tgz: {} in {:.2}s",
             crate::util::human_bytes(tgz.size),

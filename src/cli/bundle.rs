@@ -20,6 +20,7 @@ use clap::Args;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct BundleArgs {
@@ -51,8 +52,8 @@ pub fn run(args: BundleArgs, config: &Config) -> Result<ExitCode> {
     let output = Output::resolve(&args.output)?;
     let limits = Limits { max_total_bytes: settings.max_bundle_size, ..Limits::default() };
     let lease = crate::cpu::pool().lease(crate::cpu::cores());
-    let laid_out = match &args.kind {
-        Some(kind) => from_files(kind, &args.inputs, limits, lease.threads())?,
+    let (laid_out, write_back) = match &args.kind {
+        Some(kind) => (from_files(kind, &args.inputs, limits, lease.threads())?, None),
         None => {
             let [name] = args.inputs.as_slice() else {
                 bail!("give one bundle name (or --type TYPE with package files)");
@@ -61,6 +62,16 @@ pub fn run(args: BundleArgs, config: &Config) -> Result<ExitCode> {
         }
     };
     let (sha, size) = write_output(&laid_out.tree, &output, lease.threads())?;
+    if let (Some((remote, id, runtime)), Output::File(path)) = (write_back, &output) {
+        match runtime.block_on(remote.publish_id(&id, path, &sha)) {
+            Ok(put) => log::info!(
+                "bundle {id}: {} the remote tier {}",
+                if put == crate::remote::Put::Created { "written to" } else { "already in" },
+                remote.url()
+            ),
+            Err(e) => log::warn!("bundle {id}: not written to the remote tier {}: {e:#}", remote.url()),
+        }
+    }
     let summary = format!(
         "{}: {} ({} entries, {} bytes, sha256 {sha}) uname {}\n",
         args.output.display(),
@@ -91,6 +102,9 @@ fn from_files(kind: &str, files: &[String], limits: Limits, threads: usize) -> R
     assemble::assemble(assemble::Job { kind, id: &id, uname: None, signed_by: None, packages, limits, threads })
 }
 
+/// What to write back to the remote tier after a local build.
+type WriteBack = Option<(Arc<crate::remote::Remote>, crate::ids::BundleId, tokio::runtime::Runtime)>;
+
 fn from_manifest(
     key: &str,
     args: &BundleArgs,
@@ -98,29 +112,41 @@ fn from_manifest(
     settings: &crate::daemon::settings::Settings,
     limits: Limits,
     threads: usize,
-) -> Result<crate::layout::LaidOut> {
+) -> Result<(crate::layout::LaidOut, WriteBack)> {
     // The same view a mount with these settings serves, or --mount's.
     let view = args.view.open(config, &args.fetch.pairs())?;
     let slot = resolve(&view.index, key)?;
     let (id, spec, _) = view.index.entry(slot).context("the index entry is unreadable")?;
-    let store = PackageStore::open(&settings.cache_dir.join("packages"))?;
-    let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let remote = settings.open_remote()?;
+    if let Some(remote) = &remote {
+        // The tier first: a verified bundle from it is what a build would make.
+        let scratch = crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-remote.")?;
+        match runtime.block_on(remote.fetch(&id, scratch.path(), limits.max_total_bytes)) {
+            Ok(Some(fetched)) => match crate::remote::verify_bundle(&fetched.path, &id, limits) {
+                Ok(tree) => {
+                    let meta =
+                        crate::layout::Meta::from_tree(&tree).context("the fetched bundle has no BUNDLE_* files")?;
+                    log::info!("bundle {id}: from the remote tier {}", remote.url());
+                    return Ok((crate::layout::LaidOut { tree, meta }, None));
+                }
+                Err(e) => log::warn!("bundle {id}: remote tier {}: {e:#}; building it from packages", remote.url()),
+            },
+            Ok(None) => {}
+            Err(e) => log::warn!("bundle {id}: remote tier {}: {e:#}; building it from packages", remote.url()),
+        }
+    }
+    let store = PackageStore::open(&settings.cache_dir.join("packages"))?;
+    let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
     let packages = runtime.block_on(assemble::download(&fetcher, &spec))?;
-    let id = id.hex();
-    assemble::assemble(assemble::Job {
-        kind: &spec.kind,
-        id: &id,
-        uname: spec.uname.as_deref(),
-        signed_by: spec.signed_by.as_deref(),
-        packages,
-        limits,
-        threads,
-    })
+    let hex = id.hex();
+    let laid_out = assemble::assemble(assemble::Job::of(&spec, &hex, packages, limits, threads))?;
+    let write_back = remote.filter(|r| !r.is_read_only()).map(|r| (r, id, runtime));
+    Ok((laid_out, write_back))
 }
 
 /// Write the .tgz; returns its sha256 and size.

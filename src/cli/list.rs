@@ -143,15 +143,8 @@ fn text_line(r: &Row, all: bool) -> String {
 /// The slots to list, in (type, name) order: the served ones from the
 /// index's own order; with `all`, every slot.
 fn slots(index: &Index, all: bool) -> Vec<u32> {
-    let mut types: Vec<(String, u16)> =
-        (0..index.type_count() as u16).filter_map(|t| Some((index.type_name(t)?.to_string(), t))).collect();
-    types.sort();
     if !all {
-        return types
-            .iter()
-            .flat_map(|(_, t)| (0..index.type_len(*t).unwrap_or(0)).filter_map(move |i| index.type_at(*t, i)))
-            .map(|(slot, _)| slot)
-            .collect();
+        return crate::lookup::view::served_slots(index);
     }
     let mut every: Vec<(String, String, String, u32)> = (0..index.slot_count())
         .map(|s| {

@@ -3,8 +3,12 @@
 
 mod bundle;
 mod crawl;
+mod docs;
+mod helper;
 mod list;
 mod mount;
+mod publish;
+mod serve;
 mod which;
 
 use crate::config::Config;
@@ -43,6 +47,14 @@ enum Command {
     Which(which::WhichArgs),
     /// Refresh package lists and the manifest from the repositories in sources.yml.
     Crawl(crawl::CrawlArgs),
+    /// Build the selected bundles a bucket or directory lacks and upload them.
+    Publish(publish::PublishArgs),
+    /// Serve the bundles' .tgz files over HTTP, for hosts without FUSE.
+    Serve(serve::ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write every page into a directory.
+    Man(docs::ManArgs),
 }
 
 /// Where packages come from: cache, mirrors, timeouts. Unset flags fall
@@ -70,6 +82,13 @@ pub struct FetchArgs {
     /// Attempts after the first on transient HTTP failures (default 3).
     #[arg(long)]
     pub retries: Option<String>,
+    /// The shared bundle tier, read before building and written after: s3://bucket/prefix, gs://…, az://…,
+    /// file:///path, or read-only http(s)://… (S3 settings from AWS_* variables; docs/operations.md).
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// Read the remote tier, never write to it.
+    #[arg(long)]
+    pub remote_read_only: bool,
 }
 
 impl FetchArgs {
@@ -82,6 +101,7 @@ impl FetchArgs {
             ("min_rate", &self.min_rate),
             ("download_deadline", &self.download_deadline),
             ("retries", &self.retries),
+            ("remote", &self.remote),
         ];
         for (k, v) in single {
             if let Some(v) = v {
@@ -91,6 +111,9 @@ impl FetchArgs {
         out.extend(self.mirrors.iter().map(|m| ("mirror", m.clone())));
         if self.no_apt_mirrors {
             out.push(("apt_mirrors", "false".into()));
+        }
+        if self.remote_read_only {
+            out.push(("remote_read_only", "true".into()));
         }
         out
     }
@@ -178,7 +201,30 @@ fn init_logging(verbose: u8) {
         Ok(user) => format!("{user},fuser::mnt=error"),
         Err(_) => format!("{default},fuser::mnt=error"),
     };
-    let _ = env_logger::Builder::new().parse_filters(&filter).format_target(false).try_init();
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filter).format_target(false);
+    if crate::daemon::notify::logging_to_journal() {
+        // journald stamps each line itself; a sd-daemon(3) prefix gives it the priority.
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}", record.args())
+        });
+    }
+    let _ = builder.try_init();
+}
+
+/// The command line as parsed (after the mount helper's translation):
+/// what a detaching `kpackfs mount` re-executes.
+static ARGV: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+fn argv_after_program() -> Vec<std::ffi::OsString> {
+    ARGV.get().map(|a| a.iter().skip(1).cloned().collect()).unwrap_or_else(|| std::env::args_os().skip(1).collect())
 }
 
 /// Run the command line; errors print as one line and exit 1.
@@ -189,7 +235,14 @@ pub fn main() -> ExitCode {
         let old = libc::umask(0o022);
         libc::umask(old | 0o022);
     }
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv = match helper::translate(&argv) {
+        Some(helper::Helper::Fake) => return ExitCode::SUCCESS,
+        Some(helper::Helper::Mount(translated)) => translated,
+        None => argv,
+    };
+    let _ = ARGV.set(argv.clone());
+    let cli = Cli::parse_from(argv);
     init_logging(cli.verbose);
     let result = Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
         Command::Bundle(args) => bundle::run(args, &config),
@@ -199,6 +252,10 @@ pub fn main() -> ExitCode {
         Command::List(args) => list::run(args, &config),
         Command::Which(args) => which::run(args, &config),
         Command::Crawl(args) => crawl::run(args, &config),
+        Command::Publish(args) => publish::run(args, &config),
+        Command::Serve(args) => serve::run(args, &config),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     });
     match result {
         Ok(code) => code,

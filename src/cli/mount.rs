@@ -46,6 +46,12 @@ pub struct MountArgs {
     /// A bundle used this recently counts as in use: eviction spares it (default 60s).
     #[arg(long, value_name = "DURATION")]
     evict_grace: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (also /.kpackfs/metrics in the mount).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<String>,
+    /// Mount over a directory that has files in it, hiding them (-o nonempty).
+    #[arg(long)]
+    allow_non_empty: bool,
     /// Settings as KEY=VALUE[,KEY=VALUE…], as in fstab (repeatable).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -57,7 +63,7 @@ impl MountArgs {
     fn pairs(&self) -> Result<Vec<(&'static str, String)>> {
         let mut out: Vec<(&'static str, String)> = Vec::new();
         for group in &self.options {
-            for item in group.split(',').filter(|s| !s.is_empty()) {
+            for item in group.split(',').filter(|s| !s.is_empty() && *s != "nonempty") {
                 let (k, v) = item.split_once('=').unwrap_or((item, "true"));
                 let key = crate::daemon::settings::KEYS
                     .iter()
@@ -78,6 +84,7 @@ impl MountArgs {
             ("sources", &self.sources_file),
             ("min_free", &self.min_free),
             ("evict_grace", &self.evict_grace),
+            ("metrics", &self.metrics),
         ];
         out.extend(single.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))));
         out.extend(self.fetch.pairs());
@@ -100,10 +107,15 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
     if mountpoint::is_kpackfs_mount(mountpoint) {
         bail!("{} is already a kpackfs mount", mountpoint.display());
     }
+    let allow_non_empty = args.allow_non_empty || args.options.iter().any(|g| g.split(',').any(|o| o == "nonempty"));
+    if !allow_non_empty {
+        refuse_non_empty(mountpoint)?;
+    }
+    mountpoint::check_fuse_access()?;
     if !args.foreground {
         // The daemon loads everything once; a bad manifest, config or
         // sources file ends it before it is ready, and its error shows here.
-        let pid = daemon::detach_and_wait(&settings.cache_dir, std::env::args_os().skip(1).collect())?;
+        let pid = daemon::detach_and_wait(&settings.cache_dir, super::argv_after_program())?;
         // The mount is up whether or not anyone reads this line.
         let _ = super::print(&format!(
             "kpackfs: mounted {} (pid {pid}, log {})\n",
@@ -114,6 +126,22 @@ pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
     }
     daemon::serve(mountpoint, settings)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Mounting over files hides them from everyone until the unmount; an
+/// fstab typo should not do that silently.
+fn refuse_non_empty(mountpoint: &std::path::Path) -> Result<()> {
+    let mut entries = std::fs::read_dir(mountpoint).with_context(|| format!("reading {}", mountpoint.display()))?;
+    if let Some(first) = entries.next() {
+        let first = first.map(|e| e.file_name().to_string_lossy().into_owned()).unwrap_or_default();
+        bail!(
+            "mount point {} is not empty (it holds {first:?}{}); mounting would hide its files: \
+             use an empty directory, or pass --allow-non-empty (-o nonempty)",
+            mountpoint.display(),
+            if entries.next().is_some() { " and more" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]

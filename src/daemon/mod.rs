@@ -10,6 +10,7 @@
 
 mod detach;
 pub mod mountpoint;
+pub mod notify;
 pub mod refresh;
 pub mod served;
 pub mod settings;
@@ -31,51 +32,71 @@ use std::time::Duration;
 /// How often queued answers are checked for killed callers.
 const SWEEP: Duration = Duration::from_millis(100);
 
+/// What a mount or `kpackfs serve` serves from: the cache directory
+/// (locked: one daemon per cache), the cache, and the served manifest.
+pub struct Backend {
+    pub runtime: tokio::runtime::Runtime,
+    pub cache: Arc<Cache>,
+    pub namespace: Namespace,
+    pub inputs: served::Inputs,
+    /// The inputs' stamps from before the namespace was built.
+    pub stamps: (served::Stamp, served::Stamp),
+    pub _lock: detach::CacheLock,
+}
+
+impl Backend {
+    /// Lock the cache directory, load the manifest (a bad base manifest is
+    /// an error here, before anything is served), open the cache.
+    pub fn open(settings: &Settings) -> Result<Backend> {
+        let cache_dir = settings.cache_dir.clone();
+        let inputs = served::Inputs::new(settings.manifest.clone(), settings.lists_dir.clone(), &cache_dir);
+        let stamps = inputs.stamps();
+        let lock = lock_cache_dir(&cache_dir)?;
+        crate::files::create_owned_dir_all(&cache_dir)?;
+        let namespace = Namespace::new(inputs.index(None, true)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kpackfs-worker")
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let store = PackageStore::open(&cache_dir.join("packages"))?;
+        let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
+        let cache = Cache::open(settings.cache_settings()?, fetcher, runtime.handle().clone())?;
+        Ok(Backend { runtime, cache, namespace, inputs, stamps, _lock: lock })
+    }
+}
+
 /// Serve `mountpoint` in this process until it is unmounted or signalled.
 pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
     let cache_dir = settings.cache_dir.clone();
-    let inputs = served::Inputs::new(settings.manifest.clone(), settings.lists_dir.clone(), &cache_dir);
-    let stamps = inputs.stamps();
     let sources = match settings.crawl_interval {
         Some(_) => Some(crate::crawl::sources::load(settings.sources.as_deref())?),
         None => None,
     };
-    let _lock = lock_cache_dir(&cache_dir)?;
-    crate::files::create_owned_dir_all(&cache_dir)?;
-    // A bad base manifest ends the daemon here, before anything is mounted.
-    let namespace = Namespace::new(inputs.index(None, true)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("kpackfs-worker")
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let store = PackageStore::open(&cache_dir.join("packages"))?;
-    let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
-    let cache = Cache::open(settings.cache_settings(), fetcher, runtime.handle().clone())?;
+    let Backend { runtime, cache, namespace, inputs, stamps, _lock } = Backend::open(&settings)?;
     let mountpoint: PathBuf =
         mountpoint.canonicalize().with_context(|| format!("resolving {}", mountpoint.display()))?;
     let core = FsCore::new(cache.clone(), namespace, mountpoint.clone(), Arc::new(ProcProbe));
     let served = Served::new(core.clone(), inputs, stamps);
 
+    // The mount itself (type, source, flags) is mountpoint::mount_fuse's.
     let mut fuse_config = fuser::Config::default();
-    fuse_config.mount_options = vec![
-        fuser::MountOption::FSName("kpackfs".into()),
-        fuser::MountOption::Subtype("kpackfs".into()),
-        fuser::MountOption::RO,
-        fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
-        fuser::MountOption::NoAtime,
-        fuser::MountOption::DefaultPermissions,
-    ];
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         fuse_config.acl = fuser::SessionACL::All;
     }
     fuse_config.n_threads = Some(settings.threads.max(1));
     fuse_config.clone_fd = true;
-    let session = fuser::Session::new(FuseAdapter::new(core.clone()), &mountpoint, &fuse_config)
-        .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    let fuse_fd = mountpoint::mount_fuse(&mountpoint, fuse_config.acl == fuser::SessionACL::All)?;
+    let acl = fuse_config.acl;
+    let session = match fuser::Session::from_fd(FuseAdapter::new(core.clone()), fuse_fd, acl, fuse_config) {
+        Ok(session) => session,
+        Err(e) => {
+            let _ = mountpoint::unmount(&mountpoint, true);
+            return Err(e).with_context(|| format!("starting FUSE at {}", mountpoint.display()));
+        }
+    };
     core.set_invalidator(Box::new(NotifierInvalidator(session.notifier())));
     let background = session.spawn().context("starting the FUSE session")?;
     mountpoint::raise_readahead(&mountpoint);
@@ -86,7 +107,23 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
         cache_dir.display(),
         crate::util::human_bytes(settings.cache_size)
     );
+    if let Some(addr) = settings.metrics {
+        serve_metrics(&runtime, addr, core.clone())?;
+    }
+    // Handlers before readiness: a SIGHUP right after READY=1 must reload,
+    // not kill (its default action).
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            signal(SignalKind::hangup()).context("SIGHUP handler")?,
+        )
+    };
+    wait_until_root_answers(&mountpoint)?;
     detach::signal_ready();
+    notify::notify("READY=1");
     served.watch();
     let sweeper = core.clone();
     let _ = std::thread::Builder::new().name("kpackfs-sweep".into()).spawn(move || loop {
@@ -99,10 +136,6 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
     }
 
     runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let mut flush = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
@@ -110,8 +143,12 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
                 _ = int.recv() => { log::info!("SIGINT: unmounting"); break; }
                 _ = hup.recv() => {
                     log::info!("SIGHUP: reloading the manifest");
+                    notify::reloading();
                     let served = served.clone();
-                    tokio::task::spawn_blocking(move || served.reload(true));
+                    tokio::task::spawn_blocking(move || {
+                        served.reload(true);
+                        notify::notify("READY=1");
+                    });
                 }
                 _ = flush.tick() => cache.flush(),
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
@@ -121,6 +158,7 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
+    notify::notify("STOPPING=1");
     if !background.guard.is_finished() {
         mountpoint::unmount(&mountpoint, true)?;
     }
@@ -129,5 +167,42 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
     }
     cache.flush();
     runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Readiness means the filesystem answers: stat its root from another
+/// thread (the kernel's INIT handshake completes first) with a bound.
+fn wait_until_root_answers(mountpoint: &Path) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("kpackfs-probe".into())
+        .spawn(move || {
+            let _ = tx.send(std::fs::metadata(&root).map(|_| ()));
+        })
+        .context("starting the readiness probe")?;
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("the new mount at {} does not answer: {e}", mountpoint.display())),
+        Err(_) => Err(anyhow::anyhow!("the new mount at {} did not answer within 30 s", mountpoint.display())),
+    }
+}
+
+/// `--metrics ADDR`: bound before readiness, so a taken port fails the mount.
+fn serve_metrics(runtime: &tokio::runtime::Runtime, addr: std::net::SocketAddr, core: Arc<FsCore>) -> Result<()> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    let limits = crate::serve::Limits { connections: 16, ..Default::default() };
+    let handler = Arc::new(crate::serve::MetricsHandler(core));
+    runtime.spawn(async move {
+        if let Err(e) = crate::serve::run(listener, handler, limits, std::future::pending()).await {
+            log::error!("metrics endpoint: {e:#}");
+        }
+    });
+    log::info!("metrics at http://{addr}/metrics");
     Ok(())
 }

@@ -113,3 +113,74 @@ pub fn raise_readahead(mountpoint: &Path) {
         log::debug!("could not raise read-ahead ({knob}): {e}");
     }
 }
+
+/// Say what to do when /dev/fuse cannot be used, before anything else
+/// fails with a bare "Permission denied".
+pub fn check_fuse_access() -> Result<()> {
+    check_device_access(Path::new("/dev/fuse"))
+}
+
+fn check_device_access(device: &Path) -> Result<()> {
+    match std::fs::OpenOptions::new().read(true).write(true).open(device) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} does not exist: load the fuse module (modprobe fuse), or in a container pass --device /dev/fuse",
+            device.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot open {} ({e}): kpackfs mounts as root; run it as root (sudo kpackfs mount …) \
+             or through /etc/fstab (docs/operations.md)",
+            device.display()
+        ),
+        Err(e) => bail!("cannot open {}: {e}", device.display()),
+    }
+}
+
+/// Mount a FUSE filesystem of type `fuse.kpackfs` from source `kpackfs`
+/// (what findmnt, fstab and `mount -t` expect) and return its /dev/fuse
+/// descriptor for `fuser::Session::from_fd`. fuser's own mount passes the
+/// bare type `fuse`, which loses the subtype. Read-only, nodev, nosuid,
+/// noatime, permissions checked by the kernel; `allow_other` for root.
+pub fn mount_fuse(mountpoint: &Path, allow_other: bool) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .map_err(|e| anyhow!("opening /dev/fuse: {e}"))?;
+    let mode = std::fs::metadata(mountpoint).map_err(|e| anyhow!("{}: {e}", mountpoint.display()))?.mode();
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let data = format!(
+        "fd={},rootmode={:o},user_id={uid},group_id={gid},default_permissions{}",
+        fuse.as_raw_fd(),
+        mode & libc::S_IFMT,
+        if allow_other { ",allow_other" } else { "" }
+    );
+    let (source, fstype, target, data) =
+        (c_path(Path::new("kpackfs"))?, c_path(Path::new("fuse.kpackfs"))?, c_path(mountpoint)?, CString::new(data)?);
+    let flags = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID | libc::MS_NOATIME;
+    // SAFETY: valid C strings; the data string outlives the call.
+    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) };
+    if rc != 0 {
+        let err = errno();
+        if err.raw_os_error() == Some(libc::EPERM) {
+            bail!("mounting {} needs root (mount(2): {err}); run kpackfs as root", mountpoint.display());
+        }
+        bail!("mounting {}: {err}", mountpoint.display());
+    }
+    Ok(fuse.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_device_says_what_to_do() {
+        let err = check_device_access(Path::new("/nonexistent/fuse")).unwrap_err().to_string();
+        assert!(err.contains("modprobe fuse") && err.contains("--device /dev/fuse"), "{err}");
+    }
+}

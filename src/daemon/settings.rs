@@ -70,6 +70,12 @@ pub struct Settings {
     /// Use the host's apt Debian mirror for Debian URLs.
     pub apt_mirrors: bool,
     pub fetch: FetchConfig,
+    /// The shared bundle tier (s3://, gs://, az://, file://, http(s)://).
+    pub remote: Option<String>,
+    /// Read the tier, never write it.
+    pub remote_read_only: bool,
+    /// Serve Prometheus metrics over HTTP here (GET /metrics).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// (key, help) of every setting, for `-o` and the configuration file.
@@ -87,6 +93,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("lists_dir", "kernel-packer package lists for a manifest of simplified names"),
     ("mirror", "CANONICAL=LOCAL: fetch URLs under CANONICAL from LOCAL (repeatable)"),
     ("apt_mirrors", "use the host's apt Debian mirror for Debian URLs (true/false)"),
+    ("remote", "the shared bundle tier: s3://bucket/prefix, gs://…, az://…, file:///path or read-only http(s)://…"),
+    ("remote_read_only", "read the remote tier but never write to it (true/false)"),
+    ("metrics", "serve Prometheus metrics over HTTP at ADDR:PORT/metrics (e.g. 127.0.0.1:9101), or off"),
     ("stall_timeout", "give up on a transfer that sends nothing for this long"),
     ("min_rate", "give up on a transfer slower than this per second on average (after 30 s)"),
     ("download_deadline", "give up on a package after this long, all attempts included"),
@@ -118,6 +127,9 @@ impl Settings {
             lists_dir: None,
             apt_mirrors: true,
             fetch: FetchConfig::default(),
+            remote: None,
+            remote_read_only: false,
+            metrics: None,
         }
     }
 
@@ -150,6 +162,17 @@ impl Settings {
             "lists_dir" => self.lists_dir = Some(PathBuf::from(v)),
             "mirror" => self.fetch.mirrors.add_rule(v).map_err(|e| anyhow!("{key}: {e:#}"))?,
             "apt_mirrors" => self.apt_mirrors = parse_bool(v).map_err(|e| anyhow!("{key}: {e:#}"))?,
+            "remote" => {
+                url::Url::parse(v).map_err(|e| anyhow!("{key}: {v:?} is not a URL: {e}"))?;
+                self.remote = Some(v.to_string())
+            }
+            "remote_read_only" => self.remote_read_only = parse_bool(v).map_err(|e| anyhow!("{key}: {e:#}"))?,
+            "metrics" => {
+                self.metrics = match v {
+                    "off" | "" => None,
+                    addr => Some(addr.parse().map_err(|e| anyhow!("metrics: {addr:?} is not ADDR:PORT: {e}"))?),
+                }
+            }
             "stall_timeout" => self.fetch.stall_timeout = parse_duration(v).map_err(wrap)?,
             "min_rate" => self.fetch.min_rate = parse_size(v).map_err(wrap)?,
             "download_deadline" => self.fetch.deadline = parse_duration(v).map_err(wrap)?,
@@ -186,15 +209,23 @@ impl Settings {
         crate::cache::Backoff { base: self.retry_backoff, max: Defaults::get().retry_backoff_max }
     }
 
-    pub fn cache_settings(&self) -> crate::cache::Settings {
-        crate::cache::Settings {
+    /// The remote tier, opened (None without `remote`).
+    pub fn open_remote(&self) -> Result<Option<std::sync::Arc<crate::remote::Remote>>> {
+        let Some(url) = &self.remote else { return Ok(None) };
+        let opts = crate::remote::options_from(&self.fetch, self.remote_read_only);
+        Ok(Some(std::sync::Arc::new(crate::remote::Remote::open(url, opts)?)))
+    }
+
+    pub fn cache_settings(&self) -> Result<crate::cache::Settings> {
+        Ok(crate::cache::Settings {
             dir: self.cache_dir.clone(),
             budget: self.cache_size,
             limits: crate::package::Limits { max_total_bytes: self.max_bundle_size, ..Default::default() },
             backoff: self.backoff(),
             grace: self.evict_grace,
             min_free: self.min_free,
-        }
+            remote: self.open_remote()?,
+        })
     }
 }
 
@@ -222,7 +253,9 @@ mod tests {
             let mut fresh = Settings::defaults();
             let sample = match *key {
                 "mirror" => "http://a/=http://b/",
-                "apt_mirrors" => "false",
+                "apt_mirrors" | "remote_read_only" => "false",
+                "remote" => "file:///tmp/x",
+                "metrics" => "127.0.0.1:9101",
                 "threads" | "retries" => "2",
                 "min_free" => "5%",
                 k if k.ends_with("size") || k == "min_rate" => "1M",

@@ -223,7 +223,7 @@ impl FsCore {
                 let target = ns.uname_target(slot)?;
                 forever(Attr::new(raw, FileKind::Symlink, target.len() as u64, 0o777, 1))
             }
-            Ino::Status | Ino::StatusJson => {
+            Ino::Status | Ino::StatusJson | Ino::Metrics => {
                 Some(Timed { attr: Attr::new(raw, FileKind::File, 0, 0o444, 1), ttl: NOW })
             }
             Ino::TypeDir(t) => forever(Self::dir_attr(raw, ns.type_len(t)? / 2)),
@@ -295,6 +295,7 @@ impl FsCore {
             Ino::MetaDir => match name_str {
                 "status" => Some(Ino::Status),
                 "status.json" => Some(Ino::StatusJson),
+                "metrics" => Some(Ino::Metrics),
                 _ => None,
             },
             Ino::BundlesDir => ns.flat_child(name_str).map(|slot| Ino::Tgz { slot }),
@@ -312,7 +313,7 @@ impl FsCore {
                     None => Ok(Lookup::Negative),
                 });
             }
-            Ino::Status | Ino::StatusJson | Ino::Tgz { .. } | Ino::UnameLink { .. } => {
+            Ino::Status | Ino::StatusJson | Ino::Metrics | Ino::Tgz { .. } | Ino::UnameLink { .. } => {
                 return done(Err(Errno::ENOTDIR))
             }
         };
@@ -335,7 +336,7 @@ impl FsCore {
                     None => Err(Errno::ESTALE),
                 });
             }
-            Ino::Status | Ino::StatusJson => {
+            Ino::Status | Ino::StatusJson | Ino::Metrics => {
                 let r = self.render(decoded);
                 let mut attr = Attr::new(ino, FileKind::File, r.bytes.len() as u64, 0o444, 1);
                 attr.mtime = r.at;
@@ -370,6 +371,7 @@ impl FsCore {
         let report = Report::collect(self);
         let bytes = match which {
             Ino::Status => report.to_text(),
+            Ino::Metrics => crate::metrics::render(&report, &self.cache.stats),
             _ => report.to_json(),
         };
         let r = Rendered { bytes: Arc::new(bytes.into_bytes()), at: SystemTime::now(), made: Instant::now() };
@@ -420,7 +422,7 @@ impl FsCore {
                     })
                 });
             }
-            Some(which @ (Ino::Status | Ino::StatusJson)) => {
+            Some(which @ (Ino::Status | Ino::StatusJson | Ino::Metrics)) => {
                 let r = self.rendered.lock().unwrap_or_else(|e| e.into_inner()).get(&which).cloned();
                 let r = r.unwrap_or_else(|| self.render(which));
                 let start = (offset as usize).min(r.bytes.len());
@@ -452,6 +454,7 @@ impl FsCore {
             Ino::MetaDir => vec![
                 (Ino::Status.encode(), FileKind::File, "status".to_string()),
                 (Ino::StatusJson.encode(), FileKind::File, "status.json".to_string()),
+                (Ino::Metrics.encode(), FileKind::File, "metrics".to_string()),
             ]
             .into_iter()
             .skip(from)

@@ -9,6 +9,7 @@
 //! /bundles/bundle-<name>.tgz      the same inode as /<type>/<name>.tgz
 //! /.kpackfs/status, status.json   ino 4, 5
 //! /by-uname/                      ino 6
+//! /.kpackfs/metrics               ino 7   (Prometheus text)
 //! /by-uname/<uname>               ino (slot+1) << 32 | 0xffff_fffe   a symlink: ../<type>/<name>
 //! ```
 //! Slots and type numbers are assigned once per id and type and never
@@ -27,6 +28,7 @@ const META_DIR: u64 = 3;
 const STATUS: u64 = 4;
 const STATUS_JSON: u64 = 5;
 const BY_UNAME_DIR: u64 = 6;
+const METRICS: u64 = 7;
 const TYPE_BASE: u64 = 16;
 const TGZ: u32 = u32::MAX;
 const UNAME_LINK: u32 = u32::MAX - 1;
@@ -43,6 +45,7 @@ pub enum Ino {
     MetaDir,
     Status,
     StatusJson,
+    Metrics,
     ByUnameDir,
     TypeDir(u32),
     /// A node of a bundle's tree (index 0 is the bundle directory).
@@ -70,6 +73,7 @@ impl Ino {
                 META_DIR => Ino::MetaDir,
                 STATUS => Ino::Status,
                 STATUS_JSON => Ino::StatusJson,
+                METRICS => Ino::Metrics,
                 BY_UNAME_DIR => Ino::ByUnameDir,
                 n if n >= TYPE_BASE => Ino::TypeDir((n - TYPE_BASE) as u32),
                 _ => return None,
@@ -90,6 +94,7 @@ impl Ino {
             Ino::MetaDir => META_DIR,
             Ino::Status => STATUS,
             Ino::StatusJson => STATUS_JSON,
+            Ino::Metrics => METRICS,
             Ino::ByUnameDir => BY_UNAME_DIR,
             Ino::TypeDir(t) => TYPE_BASE + t as u64,
             Ino::Node { slot, index } => ((slot as u64 + 1) << 32) | index as u64,
@@ -412,6 +417,7 @@ mod tests {
         for ino in [
             Ino::Root,
             Ino::Status,
+            Ino::Metrics,
             Ino::TypeDir(3),
             Ino::Node { slot: 0, index: 0 },
             Ino::Node { slot: 6472, index: 99 },

@@ -53,6 +53,13 @@ pub struct Report {
     pub failures: u64,
     pub evictions: u64,
     pub damaged: u64,
+    /// The remote tier, and what it did: bundles installed from it, written
+    /// to it, and failures (each logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    pub remote_hits: u64,
+    pub remote_writes: u64,
+    pub remote_errors: u64,
     /// Requests answered EINTR because their caller was killed while waiting.
     pub waiting: usize,
     /// FUSE requests served since mount, per operation.
@@ -119,6 +126,10 @@ impl Report {
             failures: s.failures.load(Ordering::Relaxed),
             evictions: s.evictions.load(Ordering::Relaxed),
             damaged: s.damaged.load(Ordering::Relaxed),
+            remote: cache.settings().remote.as_ref().map(|r| r.url().to_string()),
+            remote_hits: s.remote_hits.load(Ordering::Relaxed),
+            remote_writes: s.remote_writes.load(Ordering::Relaxed),
+            remote_errors: s.remote_errors.load(Ordering::Relaxed),
             waiting: core.waiting().len(),
             requests: serde_json::to_value(&core.requests).unwrap_or_default(),
             bundles,
@@ -157,6 +168,12 @@ impl Report {
             "requests: {} hits, {} misses; builds: {} done, {} failed; {} evictions, {} damaged files rebuilt\n",
             self.hits, self.misses, self.builds, self.failures, self.evictions, self.damaged
         ));
+        if let Some(remote) = &self.remote {
+            out.push_str(&format!(
+                "remote tier {remote}: {} bundles from it, {} written to it, {} failures\n",
+                self.remote_hits, self.remote_writes, self.remote_errors
+            ));
+        }
         for clash in &self.flat_collisions {
             out.push_str(&format!(
                 "collision: bundles/{} is claimed by types {}; the {} one is shown\n",

@@ -13,6 +13,22 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// Read back from a bundle tree's root BUNDLE_* files.
+    pub fn from_tree(tree: &super::BundleTree) -> Option<Meta> {
+        let value = |name: &str| {
+            tree.items.iter().find(|i| i.path == name).and_then(|i| match &i.kind {
+                super::ItemKind::File(blob) => Some(String::from_utf8_lossy(blob).trim().to_string()),
+                _ => None,
+            })
+        };
+        Some(Meta {
+            checksum: value("BUNDLE_CHECKSUM")?,
+            distro: value("BUNDLE_DISTRO")?,
+            uname: value("BUNDLE_UNAME")?,
+            build_dir: value("BUNDLE_BUILD_DIR")?,
+        })
+    }
+
     /// The seven files, in name order.
     pub fn files(&self) -> Vec<(&'static str, String)> {
         let (version, major, minor) = version_parts(&self.uname);

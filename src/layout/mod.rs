@@ -125,6 +125,20 @@ pub fn lay_out(req: &Request<'_>, packages: Vec<Extracted>) -> Result<LaidOut> {
     Ok(LaidOut { tree, meta })
 }
 
+/// A tree that is already a bundle (a `.tgz` from the remote tier): staged
+/// as it is, in canonical order, links kept where they resolve inside it.
+/// The input is hostile: the staging tree's checks apply.
+pub fn from_bundle(members: Vec<Member>) -> Result<BundleTree> {
+    let mut tree = StagingTree::new();
+    for member in members {
+        tree.add(member)?;
+    }
+    let mut engine = engine::Engine::new(&tree);
+    engine.mount(crate::staging::ROOT, "", engine::Merge::Replace)?;
+    engine.settle_links()?;
+    Ok(engine.into_tree())
+}
+
 /// Put the BUNDLE_* files at the root, keeping the canonical order.
 fn insert_meta_files(tree: &mut BundleTree, meta: &Meta) {
     // A package's own root-level BUNDLE_* files never shadow ours.

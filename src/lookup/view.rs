@@ -47,3 +47,15 @@ impl View {
         }
     }
 }
+
+/// The served slots of `index`, in (type, name) order.
+pub fn served_slots(index: &Index) -> Vec<u32> {
+    let mut types: Vec<(String, u16)> =
+        (0..index.type_count() as u16).filter_map(|t| Some((index.type_name(t)?.to_string(), t))).collect();
+    types.sort();
+    types
+        .iter()
+        .flat_map(|(_, t)| (0..index.type_len(*t).unwrap_or(0)).filter_map(move |i| index.type_at(*t, i)))
+        .map(|(slot, _)| slot)
+        .collect()
+}

@@ -205,11 +205,16 @@ impl Mounted {
     /// `kpackfs mount MNT --cache-dir CACHE` and nothing else: every
     /// default as shipped, the background crawl included.
     pub fn start_as_shipped(cache: &Path) -> Mounted {
-        Self::launch_with(None, None, Some(cache), &[], false)
+        Self::launch_with(None, None, Some(cache), &[], false, &[])
+    }
+
+    /// As [`Mounted::start`], with these environment variables (AWS_* for a tier).
+    pub fn start_env(manifest: &Path, cache: Option<&Path>, extra: &[String], env: &[(String, String)]) -> Mounted {
+        Self::launch_with(None, Some(manifest), cache, extra, true, env)
     }
 
     fn launch(mnt: Option<&Path>, manifest: Option<&Path>, cache: Option<&Path>, extra: &[String]) -> Mounted {
-        Self::launch_with(mnt, manifest, cache, extra, true)
+        Self::launch_with(mnt, manifest, cache, extra, true, &[])
     }
 
     fn launch_with(
@@ -218,12 +223,14 @@ impl Mounted {
         cache: Option<&Path>,
         extra: &[String],
         test_defaults: bool,
+        env: &[(String, String)],
     ) -> Mounted {
         let dir = tempdir();
         let mnt = mnt.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("mnt"));
         std::fs::create_dir_all(&mnt).unwrap();
         let cache = cache.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("cache"));
         let mut cmd = kpackfs();
+        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.arg("mount").arg(&mnt);
         if let Some(manifest) = manifest {
             cmd.arg("--manifest").arg(manifest);

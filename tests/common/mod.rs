@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod mirror;
+pub mod moto;
 pub mod pkgs;
 pub mod repo;
 

@@ -79,7 +79,7 @@ fn missing_names_are_negative_entries_everywhere() {
     // Walking into a file is ENOTDIR; an unknown inode ENOENT.
     let status = h.resolve(".kpackfs/status").unwrap().attr.ino;
     assert_eq!(h.lookup(status, "x"), Err(Errno::ENOTDIR));
-    assert_eq!(h.getattr(7, false), Err(Errno::ENOENT));
+    assert_eq!(h.getattr(12, false), Err(Errno::ENOENT));
 }
 
 #[test]

@@ -146,3 +146,35 @@ fn item12_umask_000_writes_nothing_world_writable() {
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o022, 0, "mode {mode:o}");
 }
+
+/// Issue 8 item 3: a manifest beyond the old YAML node budget (9,259
+/// entries) loads, in the daemon's streaming path and the CLI's, and its
+/// 20,000 bundles are served.
+#[test]
+fn item3_a_manifest_beyond_the_old_node_budget_loads_and_lists() {
+    let mut m = Manifest::default();
+    for i in 0..20_000u32 {
+        let packages = ["headers-9.{i}.0-1-amd64", "headers-9.{i}.0-1-common", "kbuild-9.{i}"]
+            .iter()
+            .map(|part| {
+                let part = part.replace("{i}", &i.to_string());
+                let mut p = Package::new(format!("http://x.test/pool/linux-{part}_9.{i}.0-1_amd64.deb"));
+                p.sha256 = Some(format!("{:064x}", i as u64 * 3 + part.len() as u64));
+                p.size = Some(1000 + i as u64);
+                p
+            })
+            .collect();
+        m.insert(BundleSpec { kind: "debian".into(), name: None, uname: None, signed_by: None, packages });
+    }
+    let yaml = m.to_yaml().unwrap();
+    let parsed = Manifest::parse(&yaml, &kpackfs::manifest::PackageLists::default()).expect("the CLI's loader");
+    assert_eq!(parsed.entries.len(), 20_000);
+    let mut b = kpackfs::manifest::index::IndexBuilder::new();
+    let n = kpackfs::manifest::index::add_yaml(&mut b, &yaml, &kpackfs::manifest::PackageLists::default())
+        .expect("the daemon's loader");
+    assert_eq!(n, 20_000);
+    let ns =
+        kpackfs::fs::namespace::Namespace::new(kpackfs::manifest::index::Index::from_bytes(b.finish([0; 32])).unwrap());
+    assert_eq!(ns.counts.shown, 20_000, "{:?}", ns.counts);
+    assert_eq!(ns.type_len(ns.type_by_name("debian").unwrap()), Some(40_000), "a directory and a .tgz each");
+}

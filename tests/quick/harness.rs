@@ -50,6 +50,8 @@ pub struct Options {
     pub backoff: Duration,
     pub fetch: FetchConfig,
     pub with_sums: bool,
+    /// The shared bundle tier, if any.
+    pub remote: Option<Arc<kpackfs::remote::Remote>>,
 }
 
 impl Default for Options {
@@ -62,7 +64,14 @@ impl Default for Options {
             retry: RetryPolicy { retries: 1, base: Duration::from_millis(10), max_delay: Duration::from_millis(50) },
             ..FetchConfig::default()
         };
-        Options { budget: 1 << 30, grace: Duration::ZERO, backoff: Duration::from_millis(200), fetch, with_sums: true }
+        Options {
+            budget: 1 << 30,
+            grace: Duration::ZERO,
+            backoff: Duration::from_millis(200),
+            fetch,
+            with_sums: true,
+            remote: None,
+        }
     }
 }
 
@@ -118,6 +127,7 @@ impl Harness {
             backoff: Backoff { base: opts.backoff, max: Duration::from_secs(300) },
             grace: opts.grace,
             min_free: kpackfs::util::FreeFloor::Bytes(0),
+            remote: opts.remote.clone(),
         };
         let cache = Cache::open(settings, fetcher, runtime.handle().clone()).unwrap();
         let ns = kpackfs::fs::namespace::Namespace::build(manifest, None);

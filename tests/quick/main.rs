@@ -9,4 +9,5 @@ mod faults;
 mod fs;
 mod hardening;
 mod harness;
+mod remote;
 mod synthetic;

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# The shared bundle tier (issue 12), against the same work without it, in
+# one run, on loopback: a package mirror (python's http.server over the
+# packages, fetched once from the Debian archive) and an S3-compatible
+# store (moto, from target/ci-venv: `bash .ci/run` installs it).
+#
+#   fleet    4 mounts (4 cache directories) build the hello module against
+#            the same 12 bookworm kernels, each host in its own shuffled
+#            order, all hosts at once; without the tier, then with it (a
+#            fresh bucket). Package downloads (the mirror's log), bundle
+#            builds (status), wall time; also the bundle phase alone (every
+#            host reading every kernel's BUNDLE_UNAME, no module build).
+#   cold     one cold bundle: installed from the tier vs built from packages
+#            (median of ROUNDS, fresh cache each time).
+#   publish  `kpackfs publish` of every Debian bundle of the shipped manifest
+#            into an empty bucket vs `kpackfs bundle` of each in a loop
+#            (both from the same warm loopback mirror).
+#
+# Usage (as root): bench/fleet.sh [ROUNDS]   (default 5)
+#   SECTIONS="fleet cold publish"   which parts to run (default: all)
+#   TIER=s3|file   the fleet's tier: moto's S3 on loopback (a Python process
+#                  on the same 2 cores as the hosts), or a shared directory
+#                  (file://, as an NFS share would be)
+set -euo pipefail
+shopt -s inherit_errexit
+rounds=${1:-5}
+sections=${SECTIONS:-fleet cold publish}
+want() { [[ " $sections " == *" $1 "* ]]; }
+source "$(dirname "$0")/lib.sh"
+moto_bin="$repo/target/ci-venv/bin/moto_server"
+[ -x "$moto_bin" ] || { echo "bench: $moto_bin missing (bash .ci/run installs it)" >&2; exit 1; }
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-fleet.XXXXXX")
+mounts=(); pids=()
+cleanup() {
+  for m in "${mounts[@]}"; do "$kp" umount --lazy "$m" >/dev/null 2>&1 || umount -l "$m" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ratio() { echo "scale=3; $1 / $2" | bc -l; }
+
+# --- the packages, once, from the Debian archive (through the host's mirror) ----
+"$kp" list --json --cache-dir "$work/none" >"$work/manifest.json"
+python3 - "$work/manifest.json" >"$work/kernels.txt" <<'EOF'
+import json, re, sys
+rows = json.load(open(sys.argv[1]))
+names = [r["name"] for r in rows if r["type"] == "debian" and re.fullmatch(r"6\.1\.0-\d+-(amd64|cloud-amd64)", r["name"] or "")]
+names.sort(key=lambda n: (int(n.split("-")[1]), n))
+print("\n".join(names[-12:]))
+EOF
+mapfile -t kernels <"$work/kernels.txt"
+echo "kernels: ${kernels[*]}"
+npkgs=$(python3 - "$work/manifest.json" "${kernels[@]}" <<'EOF'
+import json, sys
+want = set(sys.argv[2:])
+print(len({p["url"] for r in json.load(open(sys.argv[1])) if r["type"] == "debian" and r["name"] in want for p in r["packages"]}))
+EOF
+)
+want publish && mapfile -t all_debian < <(python3 -c '
+import json, sys
+print("\n".join(r["name"] for r in json.load(open(sys.argv[1])) if r["type"] == "debian"))' "$work/manifest.json")
+prefetch=("${kernels[@]}"); want publish && prefetch=("${all_debian[@]}")
+echo "fetching the packages of ${#prefetch[@]} bundles once…"
+for k in "${prefetch[@]}"; do
+  "$kp" bundle "$k" --cache-dir "$work/prep" -o /dev/null >/dev/null 2>&1 || echo "  $k: not available ($(tail -1 "$work/prep/kpackfs.log" 2>/dev/null | cut -c1-80))" >&2
+done
+# The mirror: every package at its canonical path.
+python3 - "$work/manifest.json" "$work/prep/packages/sha256" "$work/mirror" <<'EOF'
+import json, os, shutil, sys
+rows, store, out = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+for r in rows:
+    for p in r["packages"]:
+        src = os.path.join(store, p.get("sha256") or "-")
+        if not os.path.exists(src):
+            continue
+        dest = os.path.join(out, p["url"].split("://", 1)[1].split("/", 1)[1])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if not os.path.exists(dest):
+            os.link(src, dest)
+EOF
+port=$((20000 + RANDOM % 20000))
+(cd "$work/mirror" && exec python3 -m http.server "$port" --bind 127.0.0.1 2>"$work/mirror.log" >/dev/null) & pids+=($!)
+s3port=$((port + 1))
+"$moto_bin" -H 127.0.0.1 -p "$s3port" >/dev/null 2>&1 & pids+=($!)
+sleep 2
+curl -s -X PUT "http://127.0.0.1:$s3port/fleet" >/dev/null
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
+  AWS_ENDPOINT_URL="http://127.0.0.1:$s3port" AWS_ALLOW_HTTP=true
+mirror_args=(--no-apt-mirrors --mirror "http://security.debian.org=http://127.0.0.1:$port"
+             --mirror "http://ftp.debian.org=http://127.0.0.1:$port")
+downloads() { grep -c '"GET .*\.deb' "$work/mirror.log" || true; }
+write_hello "$work/hello-src"
+
+# One host: every kernel in a shuffled order (seeded per host), module builds or BUNDLE_UNAME only.
+host() { # host MNT SEED MODE
+  local mnt=$1 seed=$2 mode=$3 k
+  for k in $(printf '%s\n' "${kernels[@]}" | shuf --random-source=<(yes "$seed")); do
+    local tree="$mnt/debian/$k"
+    if [ "$mode" = modules ]; then
+      local w="$work/hello-$seed-$k"; cp -r "$work/hello-src" "$w"
+      make -s -C "$tree/$(cat "$tree/BUNDLE_BUILD_DIR")" M="$w" >/dev/null 2>&1 || echo "FAILED $k on host $seed" >&2
+    else
+      cat "$tree/BUNDLE_UNAME" >/dev/null
+    fi
+  done
+}
+
+# fleet RUN MODE REMOTE: 4 hosts at once; prints "seconds downloads builds installs"
+fleet() {
+  local run=$1 mode=$2 remote=$3 i hostpids=()
+  local before; before=$(downloads)
+  local mnts=()
+  for i in 1 2 3 4; do
+    local m="$work/$run-mnt$i"; mkdir -p "$m"
+    local extra=(); [ -n "$remote" ] && extra=(--remote "$remote")
+    "$kp" mount "$m" --cache-dir "$work/$run-cache$i" --crawl-interval off "${mirror_args[@]}" "${extra[@]}" >/dev/null
+    mounts+=("$m"); mnts+=("$m")
+  done
+  local t0; t0=$(now)
+  for i in 1 2 3 4; do host "${mnts[$((i - 1))]}" "$i" "$mode" & hostpids+=($!); done
+  wait "${hostpids[@]}"
+  local secs; secs=$(echo "$(now) - $t0" | bc)
+  local builds=0 hits=0 i
+  for m in "${mnts[@]}"; do
+    builds=$((builds + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["builds"])' "$m/.kpackfs/status.json")))
+    hits=$((hits + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["remote_hits"])' "$m/.kpackfs/status.json")))
+  done
+  for m in "${mnts[@]}"; do "$kp" umount "$m" >/dev/null; done
+  echo "$secs $(( $(downloads) - before )) $builds $hits"
+}
+
+tier_kind=${TIER:-s3}
+tier_url() { if [ "$tier_kind" = file ]; then mkdir -p "$work/bucket/$1"; echo "file://$work/bucket/$1"; else echo "s3://fleet/$1"; fi; }
+
+if want fleet; then
+  echo
+  echo "== fleet ($tier_kind tier): 4 hosts x ${#kernels[@]} kernels, hello module builds; without, then with the tier =="
+  read -r t0 d0 b0 h0 < <(fleet notier modules "")
+  read -r t1 d1 b1 h1 < <(fleet tier modules "$(tier_url modules)")
+  printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
+  printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
+  echo "wall time ratio $(ratio "$t1" "$t0") (goal <= 0.5)"
+  echo "with the tier: downloads per package $(ratio "$d1" "$npkgs") ($npkgs packages), builds per bundle $(ratio "$b1" "${#kernels[@]}") (goal <= 1.1 each)"
+  echo "without: downloads per package $(ratio "$d0" "$npkgs"), builds per bundle $(ratio "$b0" "${#kernels[@]}")"
+  echo
+  echo "== fleet, bundle phase only (every host reads every BUNDLE_UNAME) =="
+  read -r t0 d0 b0 h0 < <(fleet notier2 uname "")
+  read -r t1 d1 b1 h1 < <(fleet tier2 uname "$(tier_url uname)")
+  printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
+  printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
+  echo "wall time ratio $(ratio "$t1" "$t0")"
+fi
+
+if want cold; then
+  echo
+  echo "== one cold bundle: from the tier vs built from packages (median of $rounds) =="
+  k=${kernels[-1]}
+  "$kp" publish "debian/$k" --to s3://fleet/cold --layout id --cache-dir "$work/prep" "${mirror_args[@]}" >/dev/null
+  tier=(); built=()
+  for r in $(seq "$rounds"); do
+    for side in built tier; do
+      m="$work/cold-$side-$r"; mkdir -p "$m"
+      extra=(); [ "$side" = tier ] && extra=(--remote s3://fleet/cold)
+      "$kp" mount "$m" --cache-dir "$work/cold-$side-cache$r" --crawl-interval off "${mirror_args[@]}" "${extra[@]}" >/dev/null; mounts+=("$m")
+      t0=$(now); cat "$m/debian/$k/BUNDLE_UNAME" >/dev/null; t=$(echo "$(now) - $t0" | bc)
+      "$kp" umount "$m" >/dev/null
+      if [ "$side" = tier ]; then tier+=("$t"); else built+=("$t"); fi
+    done
+  done
+  mt=$(median "${tier[@]}"); mb=$(median "${built[@]}")
+  printf 'from the tier %.2fs, built from packages %.2fs: ratio %s (goal <= 0.5)\n' "$mt" "$mb" "$(ratio "$mt" "$mb")"
+fi
+
+if want publish; then
+  echo
+  echo "== publish every Debian bundle (${#all_debian[@]}) vs kpackfs bundle in a loop =="
+  t0=$(now)
+  for k in "${all_debian[@]}"; do
+    "$kp" bundle "debian/$k" --cache-dir "$work/loop-cache" "${mirror_args[@]}" -o "$work/loop.tgz" >/dev/null 2>&1 || true
+  done
+  tloop=$(echo "$(now) - $t0" | bc)
+  t0=$(now)
+  # Exit 1 when some bundle failed (the archive's 404s fail the loop too).
+  { "$kp" publish debian/ --to s3://fleet/publish --cache-dir "$work/publish-cache" "${mirror_args[@]}" --layout both \
+    2>/dev/null || true; } | tail -1
+  tpub=$(echo "$(now) - $t0" | bc)
+  printf 'loop %.1fs, publish %.1fs: ratio %s (goal <= 0.6)\n' "$tloop" "$tpub" "$(ratio "$tpub" "$tloop")"
+fi

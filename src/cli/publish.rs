@@ -1,0 +1,148 @@
+//! `kpackfs publish [SELECTOR…] --to URL`: build every selected bundle the
+//! destination lacks and upload it (src/publish.rs). Selectors: NAME,
+//! TYPE/NAME, TYPE/ (a whole type), or a regular expression over TYPE/NAME;
+//! none: every bundle served. Exit 1 when any bundle failed (each named
+//! with its cause in the summary).
+
+use super::{FetchArgs, ViewArgs};
+use crate::config::Config;
+use crate::lookup::resolve::resolve;
+use crate::lookup::view::served_slots;
+use crate::manifest::index::Index;
+use crate::publish::{self, Job, Layout, Outcome};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+#[derive(Args)]
+pub struct PublishArgs {
+    /// Bundles: NAME, TYPE/NAME, TYPE/ (every bundle of a type), or a regular expression over TYPE/NAME. None: all.
+    #[arg(value_name = "SELECTOR")]
+    selectors: Vec<String>,
+    /// Where: s3://bucket/prefix, gs://…, az://…, file:///path, or a directory.
+    #[arg(long, value_name = "URL|DIR")]
+    to: String,
+    /// Bundles in flight at once (their downloads overlap the CPU-bound builds).
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// The id layout (what --remote reads), collector's bundle-<name>.tgz, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    layout: Layout,
+    /// Largest uncompressed size of one bundle's contents (default 2G).
+    #[arg(long, value_name = "SIZE")]
+    max_bundle_size: Option<String>,
+    #[command(flatten)]
+    view: ViewArgs,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// The served slots the selectors pick, each once, in (type, name) order.
+pub fn select(index: &Index, selectors: &[String]) -> Result<Vec<u32>> {
+    let served = served_slots(index);
+    if selectors.is_empty() {
+        return Ok(served);
+    }
+    let label = |s: u32| format!("{}/{}", index.kind(s).unwrap_or_default(), index.name(s).unwrap_or_default());
+    let mut picked = std::collections::BTreeSet::new();
+    for sel in selectors {
+        let before = picked.len();
+        if let Some(kind) = sel.strip_suffix('/') {
+            picked.extend(served.iter().copied().filter(|s| index.kind(*s) == Some(kind)));
+        } else if let Ok(slot) = resolve(index, sel) {
+            picked.insert(slot);
+        } else {
+            let re = regex::Regex::new(sel)
+                .with_context(|| format!("selector {sel:?} is no bundle and no regular expression"))?;
+            picked.extend(served.iter().copied().filter(|s| re.is_match(&label(*s))));
+        }
+        if picked.len() == before && !served.iter().any(|s| picked.contains(s) && sel.ends_with('/')) {
+            bail!("selector {sel:?} matches no bundle");
+        }
+    }
+    Ok(served.into_iter().filter(|s| picked.contains(s)).collect())
+}
+
+fn destination(to: &str) -> Result<String> {
+    if to.contains("://") {
+        return Ok(to.to_string());
+    }
+    let dir = std::path::Path::new(to);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {to}"))?;
+    let abs = dir.canonicalize().with_context(|| format!("resolving {to}"))?;
+    Ok(url::Url::from_directory_path(&abs).map_err(|()| anyhow::anyhow!("{to}: not a path"))?.to_string())
+}
+
+pub fn run(args: PublishArgs, config: &Config) -> Result<ExitCode> {
+    let mut pairs = args.fetch.pairs();
+    if let Some(v) = &args.max_bundle_size {
+        pairs.push(("max_bundle_size", v.clone()));
+    }
+    let settings = super::settings(config, &pairs)?;
+    let view = args.view.open(config, &pairs)?;
+    let slots = select(&view.index, &args.selectors)?;
+    let jobs: Vec<Job> = slots
+        .iter()
+        .filter_map(|s| {
+            let (id, spec, _) = view.index.entry(*s)?;
+            let name = spec.name.clone()?;
+            Some(Job { id, label: format!("{}/{name}", spec.kind), name, spec: Arc::new(spec) })
+        })
+        .collect();
+    let url = destination(&args.to)?;
+    let remote = Arc::new(crate::remote::Remote::open(&url, crate::remote::options_from(&settings.fetch, false))?);
+    let limits = crate::package::Limits { max_total_bytes: settings.max_bundle_size, ..Default::default() };
+    let store = crate::fetch::PackageStore::open(&settings.cache_dir.join("packages"))?;
+    let fetcher = crate::fetch::Fetcher::http(settings.fetch.clone(), store)?;
+    let total = jobs.len();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} bundles, {per_sec}, ETA {eta} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let shown = Arc::new(Mutex::new(bar.clone()));
+    let done: publish::OnDone = Arc::new(move |job, outcome| {
+        let bar = shown.lock().unwrap_or_else(|e| e.into_inner());
+        match (bar.as_ref(), outcome) {
+            (Some(b), _) => {
+                b.set_message(job.label.clone());
+                b.inc(1);
+            }
+            (None, Outcome::Failed(e)) => log::error!("publish {}: {e}", job.label),
+            (None, o) => log::info!("publish {}: {o:?}", job.label),
+        }
+    });
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let results =
+        runtime.block_on(publish::publish_all(jobs, remote.clone(), fetcher, args.layout, limits, args.parallel, done));
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let count = |f: fn(&Outcome) -> bool| results.iter().filter(|(_, o)| f(o)).count();
+    let published = count(|o| matches!(o, Outcome::Published(_)));
+    let present = count(|o| matches!(o, Outcome::Present));
+    let failed: Vec<&(Job, Outcome)> = results.iter().filter(|(_, o)| matches!(o, Outcome::Failed(_))).collect();
+    let mut summary = format!(
+        "published {published}, already there {present}, failed {} of {total} bundles to {} in {:.1}s\n",
+        failed.len(),
+        remote.url(),
+        started.elapsed().as_secs_f64()
+    );
+    for (job, outcome) in &failed {
+        if let Outcome::Failed(cause) = outcome {
+            summary.push_str(&format!("  failed {}: {cause}\n", job.label));
+        }
+    }
+    super::print(&summary)?;
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
