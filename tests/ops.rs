@@ -322,5 +322,17 @@ fn metrics_in_the_mount_and_over_http_count_the_same_builds() {
     }
     assert_eq!(status["builds"], 2);
     assert_eq!(status["failures"], 1);
+    // The log tells the same story: one INFO line per build with its bytes
+    // and phases, the failure once, naming the bundle.
+    let log = m.log();
+    let built: Vec<&str> = log.lines().filter(|l| l.contains("built bundle ")).collect();
+    assert_eq!(built.len(), 2, "{log}");
+    assert!(
+        built.iter().all(|l| l.contains("INFO") && l.contains("downloaded)") && l.contains("(fetch ")),
+        "{built:?}"
+    );
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains(&format!("bundle suse/{}", suse.name))).collect();
+    assert_eq!(failed.len(), 1, "the failure once: {log}");
+    assert!(failed[0].contains("ERROR"), "{failed:?}");
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
 }

@@ -74,7 +74,8 @@ impl Cache {
             );
             return Ok(Obtained { value: pack, new_bytes: Some(bytes) });
         }
-        let (pack, bytes) = match self.build_pack(id, spec).await {
+        let downloaded_before = self.stats.downloaded_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let (pack, bytes, phases) = match self.build_pack(id, spec).await {
             Ok(built) => built,
             Err(e) => {
                 // Waiting hosts build it themselves rather than wait out the claim.
@@ -85,11 +86,17 @@ impl Cache {
             }
         };
         super::bump(&self.stats.builds);
+        // Approximate under concurrent builds: the counter is shared.
+        let downloaded =
+            self.stats.downloaded_bytes.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(downloaded_before);
         log::info!(
-            "built bundle {label} from {} package(s): {} in {:.2}s",
+            "built bundle {label} from {} package(s) ({} downloaded): {} in {:.2}s (fetch {:.2}s, extract {:.2}s)",
             spec.packages.len(),
+            crate::util::human_bytes(downloaded),
             crate::util::human_bytes(bytes),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            phases.0.as_secs_f64(),
+            phases.1.as_secs_f64()
         );
         self.write_back_later(id, Arc::new(spec.clone()), label);
         Ok(Obtained { value: pack, new_bytes: Some(bytes) })
@@ -220,7 +227,12 @@ impl Cache {
     }
 
     /// Download the entry's packages (concurrently) and build its pack.
-    async fn build_pack(self: &Arc<Self>, id: BundleId, spec: &BundleSpec) -> Result<(Arc<Pack>, u64)> {
+    /// Also returns how long the fetch and extract phases took.
+    async fn build_pack(
+        self: &Arc<Self>,
+        id: BundleId,
+        spec: &BundleSpec,
+    ) -> Result<(Arc<Pack>, u64, (std::time::Duration, std::time::Duration))> {
         // A type without a layout fails before anything is downloaded.
         crate::layout::Family::of(&spec.kind)?;
         self.set_phase(id, Phase::Fetching);
@@ -245,14 +257,16 @@ impl Cache {
             }
         }
         pinned.extend(self.register_packages(&shas));
-        self.stats.timings.observe("fetch", fetch_started.elapsed());
+        let fetch_took = fetch_started.elapsed();
+        self.stats.timings.observe("fetch", fetch_took);
         self.set_phase(id, Phase::Extracting);
         let (cache, spec) = (self.clone(), spec.clone());
         let extract_started = std::time::Instant::now();
         let result = on_cpu(move |threads| cache.extract_and_pack(id, &spec, files, threads)).await;
-        self.stats.timings.observe("extract", extract_started.elapsed());
+        let extract_took = extract_started.elapsed();
+        self.stats.timings.observe("extract", extract_took);
         self.pin_packages(&pinned, false);
-        result
+        result.map(|(pack, bytes)| (pack, bytes, (fetch_took, extract_took)))
     }
 
     fn extract_and_pack(
