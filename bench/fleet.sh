@@ -21,6 +21,11 @@
 #   TIER=s3|file   the fleet's tier: moto's S3 on loopback (a Python process
 #                  on the same 2 cores as the hosts), or a shared directory
 #                  (file://, as an NFS share would be)
+#   MIRROR_RATE=BYTES   the loopback mirror sends each response at this rate
+#                  (bench/rate_mirror.py), standing in for a real mirror's
+#                  bandwidth; default: python's http.server at loopback speed
+#   PREP=DIR       where the packages fetched from the archive are kept
+#                  between runs (default target/bench-prep)
 set -euo pipefail
 shopt -s inherit_errexit
 rounds=${1:-5}
@@ -61,11 +66,15 @@ import json, sys
 print("\n".join(r["name"] for r in json.load(open(sys.argv[1])) if r["type"] == "debian"))' "$work/manifest.json")
 prefetch=("${kernels[@]}"); want publish && prefetch=("${all_debian[@]}")
 echo "fetching the packages of ${#prefetch[@]} bundles once…"
+prep=${PREP:-$repo/target/bench-prep}
+mkdir -p "$prep/done"
 for k in "${prefetch[@]}"; do
-  "$kp" bundle "$k" --cache-dir "$work/prep" -o /dev/null >/dev/null 2>&1 || echo "  $k: not available ($(tail -1 "$work/prep/kpackfs.log" 2>/dev/null | cut -c1-80))" >&2
+  [ -e "$prep/done/$k" ] && continue
+  if "$kp" bundle "$k" --cache-dir "$prep" -o /dev/null >/dev/null 2>&1; then touch "$prep/done/$k"
+  else echo "  $k: not available" >&2; fi
 done
 # The mirror: every package at its canonical path.
-python3 - "$work/manifest.json" "$work/prep/packages/sha256" "$work/mirror" <<'EOF'
+python3 - "$work/manifest.json" "$prep/packages/sha256" "$work/mirror" <<'EOF'
 import json, os, shutil, sys
 rows, store, out = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
 for r in rows:
@@ -76,10 +85,18 @@ for r in rows:
         dest = os.path.join(out, p["url"].split("://", 1)[1].split("/", 1)[1])
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if not os.path.exists(dest):
-            os.link(src, dest)
+            try:
+                os.link(src, dest)
+            except OSError:  # another filesystem
+                shutil.copyfile(src, dest)
 EOF
 port=$((20000 + RANDOM % 20000))
-(cd "$work/mirror" && exec python3 -m http.server "$port" --bind 127.0.0.1 2>"$work/mirror.log" >/dev/null) & pids+=($!)
+if [ -n "${MIRROR_RATE:-}" ]; then
+  (cd "$work/mirror" && exec python3 "$repo/bench/rate_mirror.py" "$port" "$MIRROR_RATE" 2>"$work/mirror.log" >/dev/null) & pids+=($!)
+  echo "mirror: $MIRROR_RATE bytes/s per response"
+else
+  (cd "$work/mirror" && exec python3 -m http.server "$port" --bind 127.0.0.1 2>"$work/mirror.log" >/dev/null) & pids+=($!)
+fi
 s3port=$((port + 1))
 "$moto_bin" -H 127.0.0.1 -p "$s3port" >/dev/null 2>&1 & pids+=($!)
 sleep 2

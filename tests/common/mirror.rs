@@ -249,12 +249,18 @@ impl Mounted {
         Mounted { mnt, cache, pid, mount_stderr, _dir: dir }
     }
 
-    /// Short timeouts and backoff for tests, unless `extra` sets them.
+    /// Short timeouts and backoff for tests, unless `extra` sets them; no
+    /// free-space floor (5% of the host's disk would make results depend on
+    /// how full the CI machine is; the floor has its own test on a small disk).
     fn defaults(extra: &[String]) -> Vec<String> {
         let mut out = Vec::new();
-        for (flag, value) in
-            [("--retry-backoff", "300ms"), ("--stall-timeout", "2s"), ("--retries", "1"), ("--crawl-interval", "off")]
-        {
+        for (flag, value) in [
+            ("--retry-backoff", "300ms"),
+            ("--stall-timeout", "2s"),
+            ("--retries", "1"),
+            ("--crawl-interval", "off"),
+            ("--min-free", "0"),
+        ] {
             if !extra.iter().any(|a| a == flag) {
                 out.extend([flag.to_string(), value.to_string()]);
             }
