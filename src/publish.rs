@@ -12,7 +12,7 @@ use crate::ids::BundleId;
 use crate::manifest::BundleSpec;
 use crate::package::Limits;
 use crate::remote::{Put, Remote};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,11 +64,9 @@ async fn tgz_of(
     dir: &Path,
     limits: Limits,
 ) -> Result<(PathBuf, String)> {
-    if remote.has_id(&job.id).await.unwrap_or(false) {
-        if let Some(f) = remote.fetch(&job.id, dir, limits.max_total_bytes).await? {
-            crate::remote::verify_bundle(&f.path, &job.id, limits)?;
-            return Ok((f.path, f.sha256));
-        }
+    // The tier's copy when it has one (the digest lookup is the probe).
+    if let Some((f, _)) = remote.fetch_verified(&job.id, dir, limits).await? {
+        return Ok((f.path, f.sha256));
     }
     let packages = assemble::download(fetcher, &job.spec).await?;
     let (spec, id, dir) = (job.spec.clone(), job.id, dir.to_path_buf());
@@ -78,9 +76,7 @@ async fn tgz_of(
         let laid_out = assemble::assemble(assemble::Job::of(&spec, &hex, packages, limits, lease.threads()))?;
         let path = dir.join(format!("{hex}.tgz"));
         let mut out = crate::files::AtomicFile::create_in(&path, &dir)?;
-        let hashing = crate::tgz::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, out.file()));
-        let (writer, sha, _) = crate::tgz::write(&laid_out.tree, hashing, lease.threads())?.finish();
-        writer.into_inner().map_err(|e| e.into_error()).context("flushing the .tgz")?;
+        let (sha, _) = crate::tgz::write_hashed(&laid_out.tree, out.file(), lease.threads())?;
         out.commit()?;
         Ok((path, sha))
     })

@@ -171,21 +171,7 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
 
     // An edit of --manifest adds its bundles.
     let mut edited = Manifest::default();
-    edited.insert(kpackfs::manifest::BundleSpec {
-        kind: "ubuntu".into(),
-        name: None,
-        uname: None,
-        signed_by: None,
-        packages: ["linux-headers-9.8.0-3-generic_9.8.0-3.3_amd64.deb", "linux-headers-9.8.0-3_9.8.0-3.3_all.deb"]
-            .iter()
-            .map(|f| kpackfs::manifest::Package {
-                also: Vec::new(),
-                url: format!("http://archive.example.test/ubuntu/pool/main/l/linux/{f}"),
-                sha256: None,
-                size: None,
-            })
-            .collect(),
-    });
+    edited.insert(ubuntu_spec(3));
     edited.save(&manifest).unwrap();
     let added = m.path("ubuntu/9.8.0-3-generic");
     let edited_at = Instant::now();
@@ -207,21 +193,7 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
 
     // SIGHUP reloads at once, even an edit the poll cannot see: the same
     // length and mtime as the malformed file it replaces.
-    let third = kpackfs::manifest::BundleSpec {
-        kind: "ubuntu".into(),
-        name: None,
-        uname: None,
-        signed_by: None,
-        packages: ["linux-headers-9.8.0-4-generic_9.8.0-4.4_amd64.deb", "linux-headers-9.8.0-4_9.8.0-4.4_all.deb"]
-            .iter()
-            .map(|f| kpackfs::manifest::Package {
-                also: Vec::new(),
-                url: format!("http://archive.example.test/ubuntu/pool/main/l/linux/{f}"),
-                sha256: None,
-                size: None,
-            })
-            .collect(),
-    };
+    let third = ubuntu_spec(4);
     edited.insert(third);
     let valid = edited.to_yaml().unwrap();
     let malformed = format!("{{ this is: [not a manifest\n{}", "#".repeat(valid.len() - 27));
@@ -240,4 +212,27 @@ fn hand_crawls_manifest_edits_and_sighup_reload_while_mounted() {
     assert!(m.log().contains("SIGHUP: reloading the manifest"), "{}", m.log());
     assert!(m.alive(), "SIGHUP does not stop the daemon");
     assert!(added.exists() && crawled.exists());
+}
+
+/// An Ubuntu entry `9.8.0-<abi>-generic` (its packages are never fetched).
+fn ubuntu_spec(abi: u32) -> kpackfs::manifest::BundleSpec {
+    let files = [
+        format!("linux-headers-9.8.0-{abi}-generic_9.8.0-{abi}.{abi}_amd64.deb"),
+        format!("linux-headers-9.8.0-{abi}_9.8.0-{abi}.{abi}_all.deb"),
+    ];
+    kpackfs::manifest::BundleSpec {
+        kind: "ubuntu".into(),
+        name: None,
+        uname: None,
+        signed_by: None,
+        packages: files
+            .iter()
+            .map(|f| kpackfs::manifest::Package {
+                also: Vec::new(),
+                url: format!("http://archive.example.test/ubuntu/pool/main/l/linux/{f}"),
+                sha256: None,
+                size: None,
+            })
+            .collect(),
+    }
 }

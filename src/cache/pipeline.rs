@@ -35,6 +35,18 @@ async fn on_cpus<T: Send + 'static>(want: usize, work: impl FnOnce(usize) -> Res
     .map_err(|e| anyhow!("build task failed: {e}"))?
 }
 
+/// A cache job's outcome as a future: `start` hands the job its waiter.
+async fn awaited<T: Send + Sync + 'static>(
+    what: &str,
+    start: impl FnOnce(super::inflight::Waiter<T>),
+) -> Result<Arc<T>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    start(Box::new(move |outcome| {
+        let _ = tx.send(outcome);
+    }));
+    rx.await.map_err(|_| anyhow!("the {what} job ended without an answer"))?.map_err(|cause| anyhow!("{cause}"))
+}
+
 impl Cache {
     pub(super) async fn obtain_pack(
         self: &Arc<Self>,
@@ -213,17 +225,8 @@ impl Cache {
 
     /// The .tgz, through the .tgz job (awaiting it as a future).
     async fn tgz_for(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str) -> Result<Arc<Tgz>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let spec = spec.clone();
-        self.with_tgz(
-            id,
-            Box::new(move || Some(spec)),
-            label,
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        );
-        rx.await.map_err(|_| anyhow!("the .tgz job ended without an answer"))?.map_err(|cause| anyhow!("{cause}"))
+        awaited(".tgz", |waiter| self.with_tgz(id, Box::new(move || Some(spec)), label, waiter)).await
     }
 
     /// Download the entry's packages (concurrently) and build its pack.
@@ -329,17 +332,8 @@ impl Cache {
 
     /// The pack, through the pack job (awaiting it as a future).
     async fn pack_for(self: &Arc<Self>, id: BundleId, spec: &Arc<BundleSpec>, label: &str) -> Result<Arc<Pack>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let spec = spec.clone();
-        self.with_pack(
-            id,
-            Box::new(move || Some(spec)),
-            label,
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        );
-        rx.await.map_err(|_| anyhow!("the pack job ended without an answer"))?.map_err(|cause| anyhow!("{cause}"))
+        awaited("pack", |waiter| self.with_pack(id, Box::new(move || Some(spec)), label, waiter)).await
     }
 
     fn write_tgz(&self, id: BundleId, pack: &Pack, threads: usize) -> Result<Arc<Tgz>> {

@@ -17,7 +17,6 @@ use crate::manifest::{bundle_id, simplify};
 use crate::package::Limits;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -126,16 +125,12 @@ fn from_manifest(
     if let Some(remote) = &remote {
         // The tier first: a verified bundle from it is what a build would make.
         let scratch = crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-remote.")?;
-        match runtime.block_on(remote.fetch(&id, scratch.path(), limits.max_total_bytes)) {
-            Ok(Some(fetched)) => match crate::remote::verify_bundle(&fetched.path, &id, limits) {
-                Ok(tree) => {
-                    let meta =
-                        crate::layout::Meta::from_tree(&tree).context("the fetched bundle has no BUNDLE_* files")?;
-                    log::info!("bundle {id}: from the remote tier {}", remote.url());
-                    return Ok((crate::layout::LaidOut { tree, meta }, None));
-                }
-                Err(e) => log::warn!("bundle {id}: remote tier {}: {e:#}; building it from packages", remote.url()),
-            },
+        match runtime.block_on(remote.fetch_verified(&id, scratch.path(), limits)) {
+            Ok(Some((_, tree))) => {
+                let meta = crate::layout::Meta::from_tree(&tree).context("the fetched bundle has no BUNDLE_* files")?;
+                log::info!("bundle {id}: from the remote tier {}", remote.url());
+                return Ok((crate::layout::LaidOut { tree, meta }, None));
+            }
             Ok(None) => {}
             Err(e) => log::warn!("bundle {id}: remote tier {}: {e:#}; building it from packages", remote.url()),
         }
@@ -151,12 +146,7 @@ fn from_manifest(
 
 /// Write the .tgz; returns its sha256 and size.
 fn write_output(tree: &crate::layout::BundleTree, output: &Output, threads: usize) -> Result<(String, u64)> {
-    fn stream(tree: &crate::layout::BundleTree, out: impl Write, threads: usize) -> Result<(String, u64)> {
-        let hashing = crate::tgz::HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
-        let (writer, sha, size) = crate::tgz::write(tree, hashing, threads)?.finish();
-        writer.into_inner().map_err(|e| e.into_error()).context("flushing the output")?;
-        Ok((sha, size))
-    }
+    use crate::tgz::write_hashed as stream;
     match output {
         Output::File(path) => {
             let mut out = AtomicFile::create(path)?;

@@ -91,6 +91,29 @@ pub struct FetchArgs {
     pub remote_read_only: bool,
 }
 
+/// What a mount or server serves from: the manifest and the cache's budget.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ServedArgs {
+    /// Manifest to serve (default: the shipped manifest, merged with the latest crawl result).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<String>,
+    /// kernel-packer package lists (*.txt) for a manifest of simplified names.
+    #[arg(long, value_name = "DIR")]
+    pub lists_dir: Option<String>,
+    /// Byte budget of the cache (default 10G).
+    #[arg(long, value_name = "SIZE")]
+    pub cache_size: Option<String>,
+}
+
+impl ServedArgs {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        [("manifest", &self.manifest), ("lists_dir", &self.lists_dir), ("cache_size", &self.cache_size)]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+            .collect()
+    }
+}
+
 impl FetchArgs {
     /// Flags as `(key, value)` settings.
     fn pairs(&self) -> Vec<(&'static str, String)> {

@@ -13,15 +13,8 @@ use std::time::Duration;
 pub struct MountArgs {
     /// Where to mount.
     mountpoint: PathBuf,
-    /// Manifest to serve (default: the shipped manifest, merged with the latest crawl result).
-    #[arg(long, value_name = "FILE")]
-    manifest: Option<String>,
-    /// kernel-packer package lists (*.txt) for a manifest of simplified names.
-    #[arg(long, value_name = "DIR")]
-    lists_dir: Option<String>,
-    /// Byte budget of the cache (default 10G).
-    #[arg(long, value_name = "SIZE")]
-    cache_size: Option<String>,
+    #[command(flatten)]
+    served: super::ServedArgs,
     /// Stay attached (logs to stderr) instead of returning once mounted.
     #[arg(long)]
     foreground: bool,
@@ -74,9 +67,6 @@ impl MountArgs {
             }
         }
         let single = [
-            ("manifest", &self.manifest),
-            ("lists_dir", &self.lists_dir),
-            ("cache_size", &self.cache_size),
             ("threads", &self.threads),
             ("retry_backoff", &self.retry_backoff),
             ("max_bundle_size", &self.max_bundle_size),
@@ -87,6 +77,7 @@ impl MountArgs {
             ("metrics", &self.metrics),
         ];
         out.extend(single.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))));
+        out.extend(self.served.pairs());
         out.extend(self.fetch.pairs());
         Ok(out)
     }

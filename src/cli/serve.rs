@@ -18,26 +18,15 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the listen queue.
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
-    /// Manifest to serve (default: the shipped manifest, merged with the latest crawl result).
-    #[arg(long, value_name = "FILE")]
-    manifest: Option<String>,
-    /// kernel-packer package lists (*.txt) for a manifest of simplified names.
-    #[arg(long, value_name = "DIR")]
-    lists_dir: Option<String>,
-    /// Byte budget of the cache (default 10G).
-    #[arg(long, value_name = "SIZE")]
-    cache_size: Option<String>,
+    #[command(flatten)]
+    served: super::ServedArgs,
     #[command(flatten)]
     fetch: FetchArgs,
 }
 
 pub fn run(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     let mut pairs = args.fetch.pairs();
-    for (k, v) in [("manifest", &args.manifest), ("lists_dir", &args.lists_dir), ("cache_size", &args.cache_size)] {
-        if let Some(v) = v {
-            pairs.push((k, v.clone()));
-        }
-    }
+    pairs.extend(args.served.pairs());
     let settings = super::settings(config, &pairs)?;
     let backend = Backend::open(&settings)?;
     let service = crate::serve::Service::new(backend.cache.clone(), backend.namespace);

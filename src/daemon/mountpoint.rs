@@ -115,14 +115,15 @@ pub fn raise_readahead(mountpoint: &Path) {
 }
 
 /// Say what to do when /dev/fuse cannot be used, before anything else
-/// fails with a bare "Permission denied".
+/// fails with a bare "Permission denied" (checked before detaching).
 pub fn check_fuse_access() -> Result<()> {
-    check_device_access(Path::new("/dev/fuse"))
+    open_fuse_device(Path::new("/dev/fuse")).map(drop)
 }
 
-fn check_device_access(device: &Path) -> Result<()> {
-    match std::fs::OpenOptions::new().read(true).write(true).open(device) {
-        Ok(_) => Ok(()),
+fn open_fuse_device(device: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(device) {
+        Ok(f) => Ok(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "{} does not exist: load the fuse module (modprobe fuse), or in a container pass --device /dev/fuse",
             device.display()
@@ -143,13 +144,8 @@ fn check_device_access(device: &Path) -> Result<()> {
 /// noatime, permissions checked by the kernel; `allow_other` for root.
 pub fn mount_fuse(mountpoint: &Path, allow_other: bool) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let fuse = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/fuse")
-        .map_err(|e| anyhow!("opening /dev/fuse: {e}"))?;
+    use std::os::unix::fs::MetadataExt;
+    let fuse = open_fuse_device(Path::new("/dev/fuse"))?;
     let mode = std::fs::metadata(mountpoint).map_err(|e| anyhow!("{}: {e}", mountpoint.display()))?.mode();
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -159,11 +155,12 @@ pub fn mount_fuse(mountpoint: &Path, allow_other: bool) -> Result<std::os::fd::O
         mode & libc::S_IFMT,
         if allow_other { ",allow_other" } else { "" }
     );
-    let (source, fstype, target, data) =
-        (c_path(Path::new("kpackfs"))?, c_path(Path::new("fuse.kpackfs"))?, c_path(mountpoint)?, CString::new(data)?);
+    let (target, data) = (c_path(mountpoint)?, CString::new(data)?);
     let flags = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID | libc::MS_NOATIME;
     // SAFETY: valid C strings; the data string outlives the call.
-    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(c"kpackfs".as_ptr(), target.as_ptr(), c"fuse.kpackfs".as_ptr(), flags, data.as_ptr().cast())
+    };
     if rc != 0 {
         let err = errno();
         if err.raw_os_error() == Some(libc::EPERM) {
@@ -180,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_missing_device_says_what_to_do() {
-        let err = check_device_access(Path::new("/nonexistent/fuse")).unwrap_err().to_string();
+        let err = open_fuse_device(Path::new("/nonexistent/fuse")).unwrap_err().to_string();
         assert!(err.contains("modprobe fuse") && err.contains("--device /dev/fuse"), "{err}");
     }
 }

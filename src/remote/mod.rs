@@ -201,6 +201,19 @@ impl Remote {
             .map_err(|_| anyhow!("fetching bundle {id} took over {:?}", self.opts.deadline))?
     }
 
+    /// [`Remote::fetch`], then [`verify_bundle`]: the file and its tree, or
+    /// None when the tier lacks the bundle.
+    pub async fn fetch_verified(
+        &self,
+        id: &BundleId,
+        dir: &Path,
+        limits: crate::package::Limits,
+    ) -> Result<Option<(Fetched, crate::layout::BundleTree)>> {
+        let Some(fetched) = self.fetch(id, dir, limits.max_total_bytes).await? else { return Ok(None) };
+        let tree = verify_bundle(&fetched.path, id, limits)?;
+        Ok(Some((fetched, tree)))
+    }
+
     /// Fetch bundle `id`; when the tier lacks it, claim it for this host,
     /// or wait for the host that claimed it (at most until its claim is
     /// [`CLAIM_TTL`] old) and fetch what it writes.

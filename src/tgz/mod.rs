@@ -138,6 +138,14 @@ pub fn write<W: Write>(tree: &BundleTree, out: W, threads: usize) -> Result<W> {
     gz.finish().context("finishing the gzip stream")
 }
 
+/// Write the bundle's .tgz into `out` (buffered): its sha256 and size.
+pub fn write_hashed(tree: &BundleTree, out: impl Write, threads: usize) -> Result<(String, u64)> {
+    let hashing = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, out));
+    let (writer, sha, size) = write(tree, hashing, threads)?.finish();
+    writer.into_inner().map_err(|e| e.into_error()).context("flushing the .tgz")?;
+    Ok((sha, size))
+}
+
 /// A `Write` that also hashes and counts what passes through.
 pub struct HashingWriter<W: Write> {
     inner: W,
