@@ -64,6 +64,7 @@ fn manifest_and_mirror(deb: &RealDebian, dir: &Path, corrupt_sha: bool) -> (std:
                 url: RealDebian::canonical_url(p),
                 also: Vec::new(),
                 sha256: Some(sha),
+                sha512: None,
                 size: Some(p.size),
             }
         })

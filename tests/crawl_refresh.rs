@@ -231,6 +231,7 @@ fn ubuntu_spec(abi: u32) -> kpackfs::manifest::BundleSpec {
                 also: Vec::new(),
                 url: format!("http://archive.example.test/ubuntu/pool/main/l/linux/{f}"),
                 sha256: None,
+                sha512: None,
                 size: None,
             })
             .collect(),

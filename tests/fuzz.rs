@@ -203,8 +203,7 @@ fn fuzz_rpm_headers() {
 #[test]
 fn fuzz_apt_packages() {
     fuzz("packages", Vec::new(), |input| {
-        let text = String::from_utf8_lossy(input);
-        let stanzas = kpackfs::crawl::apt::parse_packages(&text, |n| n.starts_with("linux-"));
+        let stanzas = kpackfs::crawl::apt::parse_packages_from(input, |n| n.starts_with("linux-")).unwrap_or_default();
         let _ = kpackfs::crawl::apt::group_by_depends(&stanzas, |n| n.contains("amd64"));
     });
 }
@@ -215,7 +214,7 @@ fn fuzz_apt_release() {
     let src = kpackfs::crawl::sources::load(None).unwrap().remove(0);
     fuzz("release", Vec::new(), |input| {
         let text = String::from_utf8_lossy(input);
-        let _ = kpackfs::crawl::apt::release_sha256(&text);
+        let _ = kpackfs::crawl::apt::release_checksums(&text);
         let _ = kpackfs::crawl::freshness::check_release(&src, &dir.path().join("state"), &text, 1_800_000_000);
     });
 }

@@ -76,6 +76,7 @@ fn setup(packages: Vec<PathBuf>) -> Setup {
             also: Vec::new(),
             url,
             sha256: Some(common::sha256_file(&pkg)),
+            sha512: None,
             size: Some(std::fs::metadata(&pkg).unwrap().len()),
         };
         let id = manifest.insert(BundleSpec {

@@ -4,10 +4,10 @@
 //! architecture (see [`flavour_roots`]): a flavour's headers with its
 //! -common and kbuild (Debian), or with linux-<src>-headers-<abi> (Ubuntu).
 
-use super::debversion;
 use super::http::IndexFetcher;
 use super::sources::Source;
 use super::Found;
+use crate::manifest::debversion;
 use crate::manifest::Package;
 use crate::trust::gpg;
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,56 +22,125 @@ pub struct Stanza {
     pub filename: String,
     pub size: Option<u64>,
     pub sha256: Option<String>,
+    #[serde(default)]
+    pub sha512: Option<String>,
     pub depends: String,
+    /// The base URL its `filename` is under (the suite's host); set when
+    /// read, not kept in the memo.
+    #[serde(skip)]
+    pub base: String,
 }
 
-/// SHA256 entries of a Release file: path → (sha256, size).
-pub fn release_sha256(release: &str) -> HashMap<String, (String, u64)> {
-    let mut out = HashMap::new();
-    let mut in_sha256 = false;
-    for line in release.lines() {
-        if !line.starts_with(' ') {
-            in_sha256 = line.trim_end() == "SHA256:";
-            continue;
-        }
-        if in_sha256 {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let [sha, size, path] = f.as_slice() {
-                if let Ok(size) = size.parse() {
-                    out.insert(path.to_string(), (sha.to_string(), size));
-                }
-            }
+/// A file's checksum as a signed index gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    Sha256(String),
+    Sha512(String),
+}
+
+impl Checksum {
+    pub fn hex(&self) -> &str {
+        match self {
+            Checksum::Sha256(h) | Checksum::Sha512(h) => h,
         }
     }
-    out
 }
 
-/// Parse a Packages file, keeping stanzas whose name passes `keep`.
-pub fn parse_packages(text: &str, keep: impl Fn(&str) -> bool) -> Vec<Stanza> {
-    let mut out = Vec::new();
-    for block in text.split("\n\n") {
-        let mut s = Stanza::default();
-        for line in block.lines() {
-            if line.starts_with(' ') || line.starts_with('\t') {
-                continue; // continuation lines: only Description uses them
-            }
-            let Some((key, value)) = line.split_once(':') else { continue };
-            let value = value.trim();
-            match key {
-                "Package" => s.name = value.to_string(),
-                "Version" => s.version = value.to_string(),
-                "Filename" => s.filename = value.to_string(),
-                "Size" => s.size = value.parse().ok(),
-                "SHA256" => s.sha256 = Some(value.to_string()),
-                "Depends" => s.depends = value.to_string(),
+/// Checksummed entries of a Release file: path → (checksum, size). The
+/// SHA256 section when there is one, else SHA512 (Ubuntu from 26.10 on
+/// publishes only SHA512); MD5Sum and SHA1 are never trusted.
+pub fn release_checksums(release: &str) -> HashMap<String, (Checksum, u64)> {
+    let mut sha256 = HashMap::new();
+    let mut sha512 = HashMap::new();
+    let mut section = "";
+    for line in release.lines() {
+        if !line.starts_with(' ') {
+            section = match line.trim_end() {
+                "SHA256:" => "sha256",
+                "SHA512:" => "sha512",
+                _ => "",
+            };
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [sum, size, path] = f.as_slice() {
+            let Ok(size) = size.parse() else { continue };
+            match section {
+                "sha256" => drop(sha256.insert(path.to_string(), (Checksum::Sha256(sum.to_string()), size))),
+                "sha512" => drop(sha512.insert(path.to_string(), (Checksum::Sha512(sum.to_string()), size))),
                 _ => {}
             }
         }
-        if !s.name.is_empty() && !s.filename.is_empty() && keep(&s.name) {
-            out.push(s);
+    }
+    if sha256.is_empty() {
+        sha512
+    } else {
+        sha256
+    }
+}
+
+/// The longest line accepted in a Packages file (a real one is under 64 KiB).
+const MAX_LINE_BYTES: usize = 1 << 20;
+/// The most stanzas kept from one Packages file (a real one keeps a few
+/// thousand `linux-*` stanzas).
+const MAX_KEPT_STANZAS: usize = 1_000_000;
+
+/// Parse a Packages file, keeping stanzas whose name passes `keep`.
+pub fn parse_packages(text: &str, keep: impl Fn(&str) -> bool) -> Vec<Stanza> {
+    parse_packages_from(text.as_bytes(), keep).unwrap_or_default()
+}
+
+/// Parse a Packages file as a stream, keeping stanzas whose name passes
+/// `keep`: memory is what is kept, never the whole (decompressed) file.
+/// Lines and the number kept are bounded; a file over a bound is refused.
+pub fn parse_packages_from(input: impl std::io::BufRead, keep: impl Fn(&str) -> bool) -> Result<Vec<Stanza>> {
+    let mut input = input;
+    let mut out = Vec::new();
+    let mut s = Stanza::default();
+    let mut line = Vec::new();
+    let finish = |s: &mut Stanza, out: &mut Vec<Stanza>| -> Result<()> {
+        let done = std::mem::take(s);
+        if !done.name.is_empty() && !done.filename.is_empty() && keep(&done.name) {
+            if out.len() >= MAX_KEPT_STANZAS {
+                bail!("more than {MAX_KEPT_STANZAS} matching stanzas: refused");
+            }
+            out.push(done);
+        }
+        Ok(())
+    };
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_until(&mut (&mut input).take(MAX_LINE_BYTES as u64 + 1), b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if line.len() > MAX_LINE_BYTES {
+            bail!("a line longer than {MAX_LINE_BYTES} bytes: refused");
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            finish(&mut s, &mut out)?;
+            continue;
+        }
+        if text.starts_with(' ') || text.starts_with('\t') {
+            continue; // continuation lines: only Description uses them
+        }
+        let Some((key, value)) = text.split_once(':') else { continue };
+        let value = value.trim();
+        match key {
+            "Package" => s.name = value.to_string(),
+            "Version" => s.version = value.to_string(),
+            "Filename" => s.filename = value.to_string(),
+            "Size" => s.size = value.parse().ok(),
+            "SHA256" => s.sha256 = Some(value.to_string()),
+            "SHA512" => s.sha512 = Some(value.to_string()),
+            "Depends" => s.depends = value.to_string(),
+            _ => {}
         }
     }
-    out
+    finish(&mut s, &mut out)?;
+    Ok(out)
 }
 
 /// (name, exact version if `(= v)`) for each dependency, first alternative of each.
@@ -89,10 +158,15 @@ fn depends(field: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// What a crawl keeps of a Packages file: the stanzas bundles are made of
+/// (Ubuntu's `linux-*` packages are ten times more: images, modules, tools).
+fn is_headers_package(name: &str) -> bool {
+    name.starts_with("linux-headers-") || is_bundle_dependency(name)
+}
+
 /// A dependency that belongs in the bundle: other headers packages and kbuild.
 fn is_bundle_dependency(name: &str) -> bool {
-    name.starts_with("linux-kbuild-")
-        || (name.starts_with("linux-") && name.contains("-headers-") && !name.ends_with("-headers-generic"))
+    name.starts_with("linux-kbuild-") || (name.starts_with("linux-") && name.contains("-headers-"))
 }
 
 /// The real flavour headers packages of one architecture's index, found
@@ -174,7 +248,7 @@ pub fn group_by_depends(stanzas: &[Stanza], is_root: impl Fn(&str) -> bool) -> V
 /// The verified Release text of one suite, checked for freshness before
 /// anything of it is kept.
 async fn release_text(src: &Source, fetch: &IndexFetcher, suite: &str) -> Result<String> {
-    let base = format!("{}/dists/{suite}", src.url.trim_end_matches('/'));
+    let base = format!("{}/dists/{suite}", src.base_for(suite));
     let mut kept = Vec::new();
     let text = match fetch.get(&format!("{base}/InRelease")).await? {
         Some(signed) => {
@@ -210,7 +284,7 @@ async fn release_text(src: &Source, fetch: &IndexFetcher, suite: &str) -> Result
         }
     };
     let text = String::from_utf8(text).map_err(|_| anyhow!("{suite}: Release is not UTF-8"))?;
-    let slot = format!("apt {} {suite}", src.url);
+    let slot = format!("apt {} {suite}", src.base_for(suite));
     super::freshness::check_release(src, &fetch.state_path(&slot), &text, crate::util::now_secs() as i64)
         .with_context(|| format!("{suite}/Release"))?;
     for f in &kept {
@@ -219,17 +293,22 @@ async fn release_text(src: &Source, fetch: &IndexFetcher, suite: &str) -> Result
     Ok(text)
 }
 
-fn decompress(path: &str, data: &[u8]) -> Result<String> {
-    let mut out = String::new();
-    let mut reader: Box<dyn Read + '_> = if path.ends_with(".xz") {
+/// The most bytes a Packages file may decompress to (Ubuntu's largest,
+/// universe, is about 80 MB).
+const MAX_PACKAGES_BYTES: u64 = 4 << 30;
+
+/// The `linux-*` stanzas of a (compressed) Packages file, parsed as it is
+/// decompressed.
+fn parse_index(path: &str, data: &[u8]) -> Result<Vec<Stanza>> {
+    let reader: Box<dyn Read + '_> = if path.ends_with(".xz") {
         Box::new(liblzma::read::XzDecoder::new_multi_decoder(data))
     } else if path.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(data))
     } else {
         Box::new(data)
     };
-    reader.read_to_string(&mut out).with_context(|| format!("decompressing {path}"))?;
-    Ok(out)
+    let bounded = std::io::BufReader::with_capacity(1 << 16, reader.take(MAX_PACKAGES_BYTES));
+    parse_packages_from(bounded, is_headers_package).with_context(|| format!("reading {path}"))
 }
 
 /// Crawl every suite, component and architecture of an apt source. Roots
@@ -243,46 +322,46 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         let release = release_text(src, fetch, suite).await?;
         // An unchanged signed Release means unchanged Packages: reuse what
         // they gave last time instead of fetching and parsing them again.
-        let memo_slot = format!("apt-v2 {} {} {:?} {:?}", src.url, suite, src.components, src.architectures);
+        let base = src.base_for(suite).to_string();
+        let memo_slot = format!("apt-v4 {base} {suite} {:?} {:?}", src.components, src.architectures);
         let memo_key = crate::util::sha256_hex(release.as_bytes());
         if let Some(cached) = fetch
             .memo_get(&memo_slot, &memo_key)
             .and_then(|b| serde_json::from_slice::<BTreeMap<String, Vec<Stanza>>>(&b).ok())
         {
             for (arch, stanzas) in cached {
-                by_arch.entry(arch).or_default().extend(stanzas);
+                by_arch
+                    .entry(arch)
+                    .or_default()
+                    .extend(stanzas.into_iter().map(|s| Stanza { base: base.clone(), ..s }));
             }
             continue;
         }
         let mut suite_stanzas: BTreeMap<String, Vec<Stanza>> = BTreeMap::new();
-        let checksums = release_sha256(&release);
+        let checksums = release_checksums(&release);
         for component in &src.components {
             for arch in &src.architectures {
                 let stem = format!("{component}/binary-{arch}/Packages");
-                let Some((path, (sha, size))) =
+                let Some((path, (sum, size))) =
                     [".xz", ".gz", ""].iter().find_map(|ext| checksums.get_key_value(&format!("{stem}{ext}")))
                 else {
-                    bail!("{suite}: Release lists no {stem}");
+                    bail!("{suite}: Release lists no {stem} with a SHA256 or SHA512");
                 };
                 progress(format!("{suite}: {path}"));
-                let url = format!("{}/dists/{suite}/{path}", src.url.trim_end_matches('/'));
-                let data = fetch.get_verified(&url, sha, Some(*size)).await.with_context(|| suite.to_string())?;
+                let url = format!("{}/dists/{suite}/{path}", src.base_for(suite));
+                let data = fetch.get_verified(&url, sum, Some(*size)).await.with_context(|| suite.to_string())?;
                 let path = path.clone();
-                let parsed = tokio::task::spawn_blocking(move || -> Result<Vec<Stanza>> {
-                    let text = decompress(&path, &data)?;
-                    Ok(parse_packages(&text, |name| name.starts_with("linux-")))
-                })
-                .await
-                .map_err(|e| anyhow!("parsing task failed: {e}"))??;
+                let parsed = tokio::task::spawn_blocking(move || parse_index(&path, &data))
+                    .await
+                    .map_err(|e| anyhow!("parsing task failed: {e}"))??;
                 suite_stanzas.entry(arch.clone()).or_default().extend(parsed);
             }
         }
         fetch.memo_put(&memo_slot, &memo_key, &serde_json::to_vec(&suite_stanzas)?)?;
         for (arch, stanzas) in suite_stanzas {
-            by_arch.entry(arch).or_default().extend(stanzas);
+            by_arch.entry(arch).or_default().extend(stanzas.into_iter().map(|s| Stanza { base: base.clone(), ..s }));
         }
     }
-    let base = src.url.trim_end_matches('/');
     let mut bundles = Vec::new();
     for stanzas in by_arch.values() {
         let roots = flavour_roots(stanzas);
@@ -293,8 +372,9 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
                 group
                     .into_iter()
                     .map(|s| Package {
-                        url: format!("{base}/{}", s.filename),
+                        url: format!("{}/{}", s.base, s.filename),
                         also: Vec::new(),
+                        sha512: if s.sha256.is_none() { s.sha512 } else { None },
                         sha256: s.sha256,
                         size: s.size,
                     })
@@ -440,10 +520,29 @@ Filename: pool/um.deb
     }
 
     #[test]
-    fn release_checksums() {
-        let release = "Origin: Debian\nMD5Sum:\n 0123 10 main/binary-amd64/Packages.xz\nSHA256:\n abcd 8790396 main/binary-amd64/Packages.xz\n";
-        let sums = release_sha256(release);
-        assert_eq!(sums["main/binary-amd64/Packages.xz"], ("abcd".to_string(), 8790396));
+    fn release_checksums_prefer_sha256_and_fall_back_to_sha512() {
+        let release = "Origin: Debian\nMD5Sum:\n 0123 10 main/binary-amd64/Packages.xz\nSHA256:\n abcd 8790396 main/binary-amd64/Packages.xz\nSHA512:\n ef01 8790396 main/binary-amd64/Packages.xz\n";
+        let sums = release_checksums(release);
+        assert_eq!(sums["main/binary-amd64/Packages.xz"], (Checksum::Sha256("abcd".to_string()), 8790396));
         assert_eq!(sums.len(), 1);
+        let only512 = "Origin: Ubuntu\nSHA512:\n ef01 10 main/binary-amd64/Packages.xz\n";
+        let sums = release_checksums(only512);
+        assert_eq!(sums["main/binary-amd64/Packages.xz"], (Checksum::Sha512("ef01".to_string()), 10));
+        assert!(
+            release_checksums("Origin: x\nMD5Sum:\n 0123 10 main/binary-amd64/Packages.xz\n").is_empty(),
+            "md5 is never trusted"
+        );
+    }
+
+    #[test]
+    fn packages_stream_keeps_sha512_and_refuses_overlong_lines() {
+        let text = "Package: linux-headers-7.3.0-9-generic\nVersion: 7.3.0-9.9\nFilename: pool/x.deb\nSHA512: abc\n\nPackage: other\nFilename: pool/o.deb\n";
+        let kept = parse_packages_from(text.as_bytes(), |n| n.starts_with("linux-")).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].sha512.as_deref(), Some("abc"));
+        assert!(kept[0].sha256.is_none());
+        let long = format!("Package: linux-x\nDescription: {}\n", "a".repeat(MAX_LINE_BYTES + 10));
+        let err = parse_packages_from(long.as_bytes(), |_| true).unwrap_err();
+        assert!(format!("{err}").contains("longer than"), "{err}");
     }
 }

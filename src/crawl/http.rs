@@ -18,6 +18,7 @@
 //!
 //! So an unchanged re-crawl costs one small request per index root.
 
+use super::apt::Checksum;
 use crate::fetch::{error_chain, FetchConfig, FetchError, MirrorMap};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -268,14 +269,23 @@ impl IndexFetcher {
     }
 
     /// A file named by checksum in a signed index: from the cache when its
-    /// sha256 is known, else downloaded (at most its signed size) and checked.
-    pub async fn get_verified(&self, url: &str, sha256: &str, size: Option<u64>) -> Result<Vec<u8>> {
-        let path = self.dir.join("by-hash").join(sha256.to_ascii_lowercase());
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("{url}: the signed index gives an invalid sha256 {sha256:?}");
+    /// checksum is known, else downloaded (at most its signed size) and checked.
+    pub async fn get_verified(&self, url: &str, sum: &Checksum, size: Option<u64>) -> Result<Vec<u8>> {
+        let (what, digits) = match sum {
+            Checksum::Sha256(_) => ("sha256", 64),
+            Checksum::Sha512(_) => ("sha512", 128),
+        };
+        let expected = sum.hex().to_ascii_lowercase();
+        if expected.len() != digits || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("{url}: the signed index gives an invalid {what} {:?}", crate::manifest::rules::shown(&expected));
         }
+        let digest = |data: &[u8]| match sum {
+            Checksum::Sha256(_) => hex::encode(sha2::Sha256::digest(data)),
+            Checksum::Sha512(_) => hex::encode(sha2::Sha512::digest(data)),
+        };
+        let path = self.dir.join("by-hash").join(&expected);
         if let Ok(data) = std::fs::read(&path) {
-            if crate::util::sha256_hex(&data).eq_ignore_ascii_case(sha256) {
+            if digest(&data) == expected {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(data);
             }
@@ -294,9 +304,9 @@ impl IndexFetcher {
                 bail!("{url}: size mismatch with the signed index (expected {size}, got {})", data.len());
             }
         }
-        let actual = hex::encode(sha2::Sha256::digest(&data));
-        if !actual.eq_ignore_ascii_case(sha256) {
-            bail!("{url}: sha256 mismatch with the signed index (expected {sha256}, got {actual})");
+        let actual = digest(&data);
+        if actual != expected {
+            bail!("{url}: {what} mismatch with the signed index (expected {expected}, got {actual})");
         }
         crate::util::write_atomic(&path, &data)?;
         Ok(data)

@@ -12,7 +12,6 @@
 //! See docs/crawl.md.
 
 pub mod apt;
-mod debversion;
 pub mod freshness;
 pub mod http;
 pub mod report;

@@ -24,6 +24,27 @@
 //! `mirrorlist:` (yum) names a file whose first URL replaces `url`/`repos`
 //! (Amazon Linux).
 //!
+//! apt archives that spread one release over hosts (Ubuntu) need one entry
+//! per release: `security_url:` serves the suites ending in `-security`,
+//! and `ports_url:` the architectures other than amd64 and i386 (Ubuntu's
+//! ports archive). An entry with ports architectures is split when loaded
+//! into `<name>` (amd64, i386) and `<name>-ports` (the others, every suite
+//! from `ports_url`), so an unreachable ports host never hides the amd64
+//! kernels:
+//! ```yaml
+//! - name: ubuntu-noble
+//!   type: ubuntu
+//!   kind: apt
+//!   url: http://archive.ubuntu.com/ubuntu
+//!   security_url: http://security.ubuntu.com/ubuntu
+//!   ports_url: http://ports.ubuntu.com/ubuntu-ports
+//!   suites: [noble, noble-updates, noble-security]
+//!   components: [main, restricted, universe]
+//!   architectures: [amd64, arm64]
+//!   grouping: depends
+//!   keyring: keys/ubuntu-archive-keyring.gpg
+//! ```
+//!
 //! Trust: `keyring` is an absolute host path, or a path relative to the
 //! sources file, or the name of a key shipped in the binary (`keys/<file>`,
 //! [`crate::trust::keys`]). apt sources need a signed Release; yum sources
@@ -67,6 +88,14 @@ pub struct Source {
     pub layout: String,
     pub kind: Kind,
     pub url: String,
+    /// apt: the base URL of the suites ending in `-security` (Ubuntu's
+    /// security host); `url` when absent.
+    #[serde(default)]
+    pub security_url: Option<String>,
+    /// apt: the base URL of every suite for architectures other than amd64
+    /// and i386 (Ubuntu's ports archive); see the module documentation.
+    #[serde(default)]
+    pub ports_url: Option<String>,
     #[serde(default)]
     pub suites: Vec<String>,
     #[serde(default)]
@@ -112,6 +141,9 @@ pub struct Source {
 fn yes() -> bool {
     true
 }
+
+/// The architectures Ubuntu's main archive serves; the others are on ports.
+const MAIN_ARCHIVE_ARCHES: &[&str] = &["amd64", "i386"];
 
 impl Source {
     pub fn patterns(&self) -> Result<Vec<Regex>> {
@@ -159,13 +191,51 @@ impl Source {
         self.name == selector || self.layout == selector
     }
 
+    /// The base URL serving `suite` (apt).
+    pub fn base_for(&self, suite: &str) -> &str {
+        match &self.security_url {
+            Some(url) if suite.ends_with("-security") => url.trim_end_matches('/'),
+            _ => self.url.trim_end_matches('/'),
+        }
+    }
+
+    /// An entry with both archive and ports architectures, as the two
+    /// sources it is crawled as (see the module documentation).
+    fn split_ports(self) -> Vec<Source> {
+        let Some(ports) = self.ports_url.clone() else { return vec![self] };
+        let (main, other): (Vec<String>, Vec<String>) =
+            self.architectures.iter().cloned().partition(|a| MAIN_ARCHIVE_ARCHES.contains(&a.as_str()));
+        let mut out = Vec::new();
+        if !other.is_empty() {
+            let mut p = self.clone();
+            p.name = format!("{}-ports", self.name);
+            p.url = ports;
+            p.security_url = None;
+            p.ports_url = None;
+            p.architectures = other;
+            out.push(p);
+        }
+        if !main.is_empty() {
+            let mut m = self;
+            m.ports_url = None;
+            m.architectures = main;
+            out.insert(0, m);
+        }
+        out
+    }
+
     fn validate(&self) -> Result<()> {
         let n = &self.name;
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             bail!("source name {n:?} must be letters, digits, '.', '_' or '-'");
         }
-        if !self.url.contains("://") {
-            bail!("source {n}: url {:?} is not a URL", self.url);
+        for url in std::iter::once(&self.url).chain(&self.security_url).chain(&self.ports_url) {
+            if !url.contains("://") {
+                bail!("source {n}: url {url:?} is not a URL");
+            }
+        }
+        if self.kind == Kind::Yum && (self.security_url.is_some() || self.ports_url.is_some()) {
+            bail!("source {n}: security_url and ports_url are apt settings");
         }
         crate::layout::Family::of(&self.layout).with_context(|| format!("source {n}"))?;
         match self.kind {
@@ -203,11 +273,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Source>> {
 /// Parse and validate a sources file's text; relative keyrings are looked
 /// for in `dir` (the file's directory) first.
 pub fn parse_at(text: &str, origin: &str, dir: Option<&Path>) -> Result<Vec<Source>> {
-    let mut sources: Vec<Source> =
-        serde_saphyr::from_str(text).map_err(|e| anyhow!("malformed sources {origin}: {e}"))?;
+    let written: Vec<Source> = serde_saphyr::from_str(text).map_err(|e| anyhow!("malformed sources {origin}: {e}"))?;
+    for s in &written {
+        s.validate().with_context(|| format!("in {origin}"))?;
+    }
+    let mut sources: Vec<Source> = written.into_iter().flat_map(Source::split_ports).collect();
     let mut names = std::collections::HashSet::new();
     for s in &mut sources {
-        s.validate().with_context(|| format!("in {origin}"))?;
         if let Some(value) = &s.keyring {
             s.key = Some(Keyring::resolve(value, dir).with_context(|| format!("in {origin}: source {}", s.name))?);
         }
@@ -226,6 +298,19 @@ pub fn load(path: Option<&Path>) -> Result<Vec<Source>> {
             parse_at(&text, &p.display().to_string(), p.parent())
         }
         None => parse(SHIPPED_SOURCES, "the shipped sources.yml"),
+    }
+}
+
+/// The canonical archive bases a host's apt mirror can stand in for, as
+/// the shipped sources name them (so no host name is written twice).
+pub fn canonical_bases() -> crate::fetch::mirror::Canonical {
+    let shipped = parse(SHIPPED_SOURCES, "the shipped sources.yml").unwrap_or_default();
+    let ubuntu = shipped.iter().find(|s| s.layout == "ubuntu" && s.kind == Kind::Apt);
+    let ports = shipped.iter().find(|s| s.layout == "ubuntu" && s.name.ends_with("-ports"));
+    crate::fetch::mirror::Canonical {
+        ubuntu_archive: ubuntu.map(|s| s.url.clone()),
+        ubuntu_security: ubuntu.and_then(|s| s.security_url.clone()),
+        ubuntu_ports: ports.map(|s| s.url.clone()),
     }
 }
 

@@ -227,7 +227,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
             bail!("{base}: primary checksum type {ctype} is not supported (sha256 only)");
         }
         progress(format!("{base}: {href}"));
-        let data = fetch.get_verified(&format!("{base}/{href}"), &csum, size).await?;
+        let data = fetch.get_verified(&format!("{base}/{href}"), &super::apt::Checksum::Sha256(csum), size).await?;
         let keep_patterns = patterns.clone();
         let packages = tokio::task::spawn_blocking(move || -> Result<Vec<RpmPackage>> {
             parse_primary(decompress(&data)?, |name| keep_patterns.iter().any(|p| p.is_match(name)))
@@ -241,6 +241,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         url: format!("{}/{}", p.base.as_deref().unwrap_or(base).trim_end_matches('/'), p.href.trim_start_matches('/')),
         also: Vec::new(),
         sha256: p.sha256.clone(),
+        sha512: None,
         size: p.size,
     };
     let bundles = match src.grouping {

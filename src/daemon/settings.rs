@@ -67,8 +67,10 @@ pub struct Settings {
     pub sources: Option<PathBuf>,
     pub manifest: Option<PathBuf>,
     pub lists_dir: Option<PathBuf>,
-    /// Use the host's apt Debian mirror for Debian URLs.
+    /// Use the host's apt Debian and Ubuntu mirrors for those archives' URLs.
     pub apt_mirrors: bool,
+    /// Where apt's configuration is read (sources.list, sources.list.d).
+    pub apt_dir: PathBuf,
     pub fetch: FetchConfig,
     /// The shared bundle tier (s3://, gs://, az://, file://, http(s)://).
     pub remote: Option<String>,
@@ -92,7 +94,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("manifest", "the manifest to serve instead of the shipped one"),
     ("lists_dir", "kernel-packer package lists for a manifest of simplified names"),
     ("mirror", "CANONICAL=LOCAL: fetch URLs under CANONICAL from LOCAL (repeatable)"),
-    ("apt_mirrors", "use the host's apt Debian mirror for Debian URLs (true/false)"),
+    ("apt_mirrors", "use the host's apt Debian and Ubuntu mirrors for those archives' URLs (true/false)"),
+    ("apt_dir", "where the host's apt configuration is read for its mirrors (default /etc/apt)"),
     ("remote", "the shared bundle tier: s3://bucket/prefix, gs://…, az://…, file:///path or read-only http(s)://…"),
     ("remote_read_only", "read the remote tier but never write to it (true/false)"),
     ("metrics", "serve Prometheus metrics over HTTP at ADDR:PORT/metrics (e.g. 127.0.0.1:9101), or off"),
@@ -126,6 +129,7 @@ impl Settings {
             manifest: None,
             lists_dir: None,
             apt_mirrors: true,
+            apt_dir: PathBuf::from("/etc/apt"),
             fetch: FetchConfig::default(),
             remote: None,
             remote_read_only: false,
@@ -162,6 +166,7 @@ impl Settings {
             "lists_dir" => self.lists_dir = Some(PathBuf::from(v)),
             "mirror" => self.fetch.mirrors.add_rule(v).map_err(|e| anyhow!("{key}: {e:#}"))?,
             "apt_mirrors" => self.apt_mirrors = parse_bool(v).map_err(|e| anyhow!("{key}: {e:#}"))?,
+            "apt_dir" => self.apt_dir = PathBuf::from(v),
             "remote" => {
                 url::Url::parse(v).map_err(|e| anyhow!("{key}: {v:?} is not a URL: {e}"))?;
                 self.remote = Some(v.to_string())
@@ -201,7 +206,8 @@ impl Settings {
     /// Add the host's apt mirrors (unless turned off), under explicit rules.
     pub fn finish(&mut self) {
         if self.apt_mirrors {
-            self.fetch.mirrors.add_defaults(&MirrorMap::from_apt(std::path::Path::new("/etc/apt")));
+            let canonical = crate::crawl::sources::canonical_bases();
+            self.fetch.mirrors.add_defaults(&MirrorMap::from_apt(&self.apt_dir, &canonical));
         }
     }
 

@@ -43,6 +43,10 @@ pub enum FetchError {
         expected: String,
         got: String,
     },
+    Sha512Mismatch {
+        expected: String,
+        got: String,
+    },
     /// The cache budget has no room for the download.
     NoRoom {
         needed: u64,
@@ -95,6 +99,9 @@ impl fmt::Display for FetchError {
             }
             FetchError::Sha256Mismatch { expected, got } => {
                 write!(f, "sha256 mismatch: expected {expected}, got {got}")
+            }
+            FetchError::Sha512Mismatch { expected, got } => {
+                write!(f, "sha512 mismatch: expected {expected}, got {got}")
             }
             FetchError::NoRoom { needed } => {
                 write!(f, "the cache budget has no room for {} more", crate::util::human_bytes(*needed))

@@ -2,8 +2,9 @@
 //! canonical prefix is rewritten to a mirror's.
 //!
 //! Rules come from `--mirror CANONICAL=LOCAL`, from configuration, and by
-//! default from the host's apt sources: a Debian mirror there serves the
-//! canonical Debian archive URLs.
+//! default from the host's apt sources: a Debian or Ubuntu mirror there
+//! serves the canonical archive URLs of that distribution (cloud images
+//! point apt at their provider's mirror).
 
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -11,6 +12,22 @@ use std::path::Path;
 /// The canonical Debian archive bases (sources.yml uses these).
 pub const DEBIAN_ARCHIVE: &str = "http://ftp.debian.org/debian";
 pub const DEBIAN_SECURITY: &str = "http://security.debian.org/debian-security";
+
+/// The canonical bases a host's apt mirror can stand in for, by role
+/// (the caller takes them from the shipped sources).
+#[derive(Debug, Clone, Default)]
+pub struct Canonical {
+    pub ubuntu_archive: Option<String>,
+    pub ubuntu_security: Option<String>,
+    pub ubuntu_ports: Option<String>,
+}
+
+/// One `deb` entry of apt's configuration: its URI and suites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptEntry {
+    pub uri: String,
+    pub suites: Vec<String>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MirrorMap {
@@ -71,21 +88,39 @@ impl MirrorMap {
         url.to_string()
     }
 
-    /// Debian mirrors named by apt's configuration under `etc_apt`
-    /// (`sources.list`, `sources.list.d/*.list` and `*.sources`).
-    pub fn from_apt(etc_apt: &Path) -> MirrorMap {
+    /// Debian and Ubuntu mirrors named by apt's configuration under
+    /// `etc_apt` (`sources.list`, `sources.list.d/*.list` and `*.sources`):
+    /// a URI ending in `/debian`, `/debian-security`, `/ubuntu` or
+    /// `/ubuntu-ports` stands for that archive; an Ubuntu URI serves the
+    /// security pocket when its suites are `*-security` ones (a cloud
+    /// mirror often serves both). The first entry for a role wins; one that
+    /// is the canonical URL itself adds nothing.
+    pub fn from_apt(etc_apt: &Path, canonical: &Canonical) -> MirrorMap {
         let mut map = MirrorMap::default();
-        for uri in apt_source_uris(etc_apt) {
-            let uri = trim_slash(&uri);
-            let canonical = if uri.ends_with("/debian-security") {
-                DEBIAN_SECURITY
+        for entry in apt_sources(etc_apt) {
+            let uri = trim_slash(&entry.uri);
+            let security = entry.suites.iter().any(|s| s.ends_with("-security"));
+            let plain = entry.suites.is_empty() || entry.suites.iter().any(|s| !s.ends_with("-security"));
+            let mut roles: Vec<&str> = Vec::new();
+            if uri.ends_with("/debian-security") {
+                roles.push(DEBIAN_SECURITY);
             } else if uri.ends_with("/debian") {
-                DEBIAN_ARCHIVE
-            } else {
-                continue;
-            };
-            if uri != canonical && !map.rules.iter().any(|(c, _)| c == canonical) {
-                map.add(canonical, &uri);
+                roles.push(DEBIAN_ARCHIVE);
+            } else if uri.ends_with("/ubuntu-ports") {
+                roles.extend(canonical.ubuntu_ports.as_deref());
+            } else if uri.ends_with("/ubuntu") {
+                if plain {
+                    roles.extend(canonical.ubuntu_archive.as_deref());
+                }
+                if security {
+                    roles.extend(canonical.ubuntu_security.as_deref());
+                }
+            }
+            for role in roles {
+                let role = trim_slash(role);
+                if uri != role && !map.rules.iter().any(|(c, _)| *c == role) {
+                    map.add(&role, &uri);
+                }
             }
         }
         map
@@ -94,6 +129,11 @@ impl MirrorMap {
 
 /// Every `deb` source URI in apt's configuration.
 pub fn apt_source_uris(etc_apt: &Path) -> Vec<String> {
+    apt_sources(etc_apt).into_iter().map(|e| e.uri).collect()
+}
+
+/// Every `deb` entry (URI and suites) in apt's configuration, in apt's order.
+pub fn apt_sources(etc_apt: &Path) -> Vec<AptEntry> {
     let mut uris = Vec::new();
     let mut files = vec![etc_apt.join("sources.list")];
     if let Ok(dir) = std::fs::read_dir(etc_apt.join("sources.list.d")) {
@@ -113,7 +153,7 @@ pub fn apt_source_uris(etc_apt: &Path) -> Vec<String> {
     uris
 }
 
-fn one_line_uris(text: &str) -> Vec<String> {
+fn one_line_uris(text: &str) -> Vec<AptEntry> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -132,18 +172,22 @@ fn one_line_uris(text: &str) -> Vec<String> {
             }
         }
         if let Some(uri) = rest.first() {
-            out.push(uri.to_string());
+            out.push(AptEntry {
+                uri: uri.to_string(),
+                suites: rest.get(1).map(|s| s.to_string()).into_iter().collect(),
+            });
         }
     }
     out
 }
 
-fn deb822_uris(text: &str) -> Vec<String> {
+fn deb822_uris(text: &str) -> Vec<AptEntry> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let mut types_deb = false;
         let mut enabled = true;
         let mut uris = Vec::new();
+        let mut suites = Vec::new();
         for line in stanza.lines() {
             if line.starts_with('#') {
                 continue;
@@ -152,13 +196,14 @@ fn deb822_uris(text: &str) -> Vec<String> {
                 match key.trim().to_ascii_lowercase().as_str() {
                     "types" => types_deb = value.split_whitespace().any(|t| t == "deb"),
                     "uris" => uris = value.split_whitespace().map(str::to_string).collect(),
+                    "suites" => suites = value.split_whitespace().map(str::to_string).collect(),
                     "enabled" => enabled = !value.trim().eq_ignore_ascii_case("no"),
                     _ => {}
                 }
             }
         }
         if types_deb && enabled {
-            out.extend(uris);
+            out.extend(uris.into_iter().map(|uri| AptEntry { uri, suites: suites.clone() }));
         }
     }
     out
@@ -190,12 +235,46 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("sources.list"), "deb [arch=amd64] http://other.test/ubuntu jammy main\n")
             .unwrap();
-        let m = MirrorMap::from_apt(dir.path());
+        let m = MirrorMap::from_apt(dir.path(), &Canonical::default());
         assert_eq!(m.rewrite("http://ftp.debian.org/debian/pool/x.deb"), "http://mirror.test/debian/pool/x.deb");
         assert_eq!(
             m.rewrite("http://security.debian.org/debian-security/dists/x"),
             "http://mirror.test/debian-security/dists/x"
         );
         assert_eq!(m.rules().len(), 2);
+    }
+
+    #[test]
+    fn reads_an_ubuntu_hosts_mirrors_by_role() {
+        let canonical = Canonical {
+            ubuntu_archive: Some("http://archive.example/ubuntu".into()),
+            ubuntu_security: Some("http://security.example/ubuntu".into()),
+            ubuntu_ports: Some("http://ports.example/ubuntu-ports".into()),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sources.list.d")).unwrap();
+        // A cloud image: one mirror for the release and -updates, the
+        // canonical security host for -security, ports on another mirror.
+        std::fs::write(
+            dir.path().join("sources.list.d/ubuntu.sources"),
+            "Types: deb\nURIs: http://cloud.mirror.test/ubuntu/\nSuites: noble noble-updates\nComponents: main\n\n\
+             Types: deb\nURIs: http://security.example/ubuntu/\nSuites: noble-security\nComponents: main\n\n\
+             Types: deb\nURIs: http://ports.mirror.test/ubuntu-ports\nSuites: noble noble-security\n",
+        )
+        .unwrap();
+        let m = MirrorMap::from_apt(dir.path(), &canonical);
+        assert_eq!(m.rewrite("http://archive.example/ubuntu/pool/a.deb"), "http://cloud.mirror.test/ubuntu/pool/a.deb");
+        assert_eq!(m.rewrite("http://security.example/ubuntu/pool/a.deb"), "http://security.example/ubuntu/pool/a.deb");
+        assert_eq!(
+            m.rewrite("http://ports.example/ubuntu-ports/dists/x"),
+            "http://ports.mirror.test/ubuntu-ports/dists/x"
+        );
+        // A mirror that serves -security too stands for the security host.
+        std::fs::write(dir.path().join("sources.list"), "deb http://az.mirror.test/ubuntu noble-security main\n")
+            .unwrap();
+        std::fs::remove_file(dir.path().join("sources.list.d/ubuntu.sources")).unwrap();
+        let m = MirrorMap::from_apt(dir.path(), &canonical);
+        assert_eq!(m.rewrite("http://security.example/ubuntu/pool/a.deb"), "http://az.mirror.test/ubuntu/pool/a.deb");
+        assert_eq!(m.rewrite("http://archive.example/ubuntu/pool/a.deb"), "http://archive.example/ubuntu/pool/a.deb");
     }
 }

@@ -8,11 +8,11 @@
 //! - retries with the one [`RetryPolicy`], trying each location of the
 //!   package (its URL, then its alternatives) in order;
 //! - resuming a cut transfer with `Range` and `If-Range` (the validator of
-//!   the first response), only for packages with a sha256: a package
+//!   the first response), only for packages with a digest: a package
 //!   without one is admitted only whole from one response;
 //! - a size cap whether or not the server sends Content-Length, and the
 //!   cache's budget for bytes in progress ([`SpaceGuard`]);
-//! - verification (size, sha256) before a package is visible in the store.
+//! - verification (size, sha256 or sha512) before a package is visible in the store.
 
 pub mod error;
 pub mod mirror;
@@ -165,7 +165,7 @@ impl Fetcher {
             Ok(()) => self.admit(pkg, &partial).await,
             Err(e) => Err(e),
         };
-        if result.is_err() && pkg.sha256.is_none() {
+        if result.is_err() && !pkg.has_digest() {
             // Never resumed (see `transfer`): a leftover would only take room.
             let _ = std::fs::remove_file(&partial);
         }
@@ -188,9 +188,9 @@ impl Fetcher {
     ) -> Result<(), FetchError> {
         let cfg = &self.cfg;
         let validator_path = PackageStore::validator_path(partial);
-        // Without a sha256 nothing could tell a mix of two versions apart:
+        // Without a digest nothing could tell a mix of two versions apart:
         // such a package is only taken whole from one response.
-        let resumable = pkg.sha256.is_some();
+        let resumable = pkg.has_digest();
         let mut have = if resumable { std::fs::metadata(partial).map_or(0, |m| m.len()) } else { 0 };
         if let Some(size) = pkg.size {
             if resumable && have == size {

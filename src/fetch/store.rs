@@ -4,6 +4,8 @@
 //! - `sha256/<hex>`: verified packages, named by their sha256;
 //! - `by-url/<sha256 of url>`: the hex sha256 of a URL's package, for
 //!   manifests without checksums;
+//! - `by-sha512/<sha512>`: the hex sha256 of a package the manifest pins
+//!   by sha512 only;
 //! - `partial/<key>`: downloads in progress (`sha-<hex>` for packages with a
 //!   known sha256, resumable; `url-<hash>` for the others), and beside each
 //!   resumable one `<key>.validator`, the first response's ETag or
@@ -30,8 +32,15 @@ fn url_key(url: &str) -> String {
 
 /// Hex sha256 and length of a file.
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let (sha256, _, len) = hash_file_with(path, false)?;
+    Ok((sha256, len))
+}
+
+/// Hex sha256, hex sha512 when asked for, and length of a file, in one pass.
+pub fn hash_file_with(path: &Path, sha512: bool) -> Result<(String, Option<String>, u64)> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
+    let mut hasher512 = sha512.then(sha2::Sha512::new);
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
@@ -40,24 +49,36 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
             break;
         }
         hasher.update(&buf[..n]);
+        if let Some(h) = &mut hasher512 {
+            h.update(&buf[..n]);
+        }
         len += n as u64;
     }
-    Ok((hex::encode(hasher.finalize()), len))
+    Ok((hex::encode(hasher.finalize()), hasher512.map(|h| hex::encode(h.finalize())), len))
 }
 
 impl PackageStore {
     pub fn open(dir: &Path) -> Result<Self> {
-        for sub in ["sha256", "by-url", "partial"] {
+        for sub in ["sha256", "by-url", "by-sha512", "partial"] {
             crate::files::create_private_dir_all(&dir.join(sub))?;
         }
         Ok(PackageStore { dir: dir.to_path_buf(), locks: Arc::default() })
     }
 
-    /// The store key of a package: its sha256 when known, else its URL.
+    /// The store key of a package: its digest when known, else its URL.
     fn key(pkg: &Package) -> String {
-        match &pkg.sha256 {
-            Some(sha) => format!("sha-{}", sha.to_ascii_lowercase()),
-            None => format!("url-{}", url_key(&pkg.url)),
+        match (&pkg.sha256, &pkg.sha512) {
+            (Some(sha), _) => format!("sha-{}", sha.to_ascii_lowercase()),
+            (None, Some(sha)) => format!("sha512-{}", sha.to_ascii_lowercase()),
+            (None, None) => format!("url-{}", url_key(&pkg.url)),
+        }
+    }
+
+    /// Where the sha256 of a package known by another key is recorded.
+    fn record_path(&self, pkg: &Package) -> PathBuf {
+        match &pkg.sha512 {
+            Some(sha) if pkg.sha256.is_none() => self.dir.join("by-sha512").join(sha.to_ascii_lowercase()),
+            _ => self.dir.join("by-url").join(url_key(&pkg.url)),
         }
     }
 
@@ -80,12 +101,12 @@ impl PackageStore {
     }
 
     /// The sha256 the store knows for a package: the manifest's, or the one
-    /// recorded when its URL was first downloaded.
+    /// recorded when it was first downloaded (by its sha512, or its URL).
     pub fn known_sha(&self, pkg: &Package) -> Option<String> {
         if let Some(sha) = &pkg.sha256 {
             return Some(sha.to_ascii_lowercase());
         }
-        let recorded = std::fs::read_to_string(self.dir.join("by-url").join(url_key(&pkg.url))).ok()?;
+        let recorded = std::fs::read_to_string(self.record_path(pkg)).ok()?;
         let sha = recorded.trim().to_string();
         (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
     }
@@ -97,8 +118,10 @@ impl PackageStore {
         if !path.exists() {
             return Ok(None);
         }
-        let (actual, len) = hash_file(&path)?;
-        if actual != sha || pkg.size.is_some_and(|s| s != len) {
+        let (actual, actual512, len) = hash_file_with(&path, pkg.sha512.is_some())?;
+        let sha512_differs =
+            pkg.sha512.as_ref().is_some_and(|want| actual512.as_ref().is_none_or(|a| !a.eq_ignore_ascii_case(want)));
+        if actual != sha || sha512_differs || pkg.size.is_some_and(|s| s != len) {
             log::warn!(
                 "package store: {} is damaged (sha256 {actual}, {len} bytes); fetching it again",
                 path.display()
@@ -120,7 +143,8 @@ impl PackageStore {
             let _ = std::fs::remove_file(Self::validator_path(partial));
             Err(e)
         };
-        let (actual, len) = hash_file(partial).map_err(|e| FetchError::Io(format!("{e:#}")))?;
+        let (actual, actual512, len) =
+            hash_file_with(partial, pkg.sha512.is_some()).map_err(|e| FetchError::Io(format!("{e:#}")))?;
         if let Some(size) = pkg.size {
             if len != size {
                 return refuse(FetchError::SizeMismatch { expected: size, got: len });
@@ -131,11 +155,16 @@ impl PackageStore {
                 return refuse(FetchError::Sha256Mismatch { expected: expected.clone(), got: actual });
             }
         }
+        if let (Some(expected), Some(got)) = (&pkg.sha512, &actual512) {
+            if !expected.eq_ignore_ascii_case(got) {
+                return refuse(FetchError::Sha512Mismatch { expected: expected.clone(), got: got.clone() });
+            }
+        }
         let dest = self.path_for_sha(&actual);
         std::fs::rename(partial, &dest).map_err(|e| FetchError::io("moving the download into the store", e))?;
         let _ = std::fs::remove_file(Self::validator_path(partial));
         if pkg.sha256.is_none() {
-            crate::util::write_atomic(&self.dir.join("by-url").join(url_key(&pkg.url)), actual.as_bytes())
+            crate::util::write_atomic(&self.record_path(pkg), actual.as_bytes())
                 .map_err(|e| FetchError::Io(format!("{e:#}")))?;
         }
         Ok(dest)

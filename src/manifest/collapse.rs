@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// What identifies "the same packages".
 fn identity(spec: &BundleSpec) -> Option<(String, Option<String>, Vec<String>)> {
-    let mut shas: Vec<String> = spec.packages.iter().map(|p| p.sha256.clone()).collect::<Option<_>>()?;
+    let mut shas: Vec<String> = spec.packages.iter().map(|p| p.digest_key()).collect::<Option<_>>()?;
     shas.sort();
     let len = shas.len();
     shas.dedup();
@@ -38,7 +38,9 @@ pub fn collapse(manifest: &mut Manifest, existing: &BTreeSet<String>) -> Vec<(St
             manifest.unnamed.remove(&other_id);
             let Some(keeper) = manifest.entries.get_mut(&keeper_id) else { continue };
             for p in other.packages {
-                let Some(into) = keeper.packages.iter_mut().find(|k| k.sha256 == p.sha256) else { continue };
+                let Some(into) = keeper.packages.iter_mut().find(|k| k.digest_key() == p.digest_key()) else {
+                    continue;
+                };
                 for url in std::iter::once(p.url).chain(p.also) {
                     if into.url != url && !into.also.contains(&url) {
                         into.also.push(url);
@@ -55,7 +57,8 @@ pub fn collapse(manifest: &mut Manifest, existing: &BTreeSet<String>) -> Vec<(St
 /// gave it, for packages that are still the same files.
 pub fn keep_locations(old: &BundleSpec, new: &mut BundleSpec) {
     for p in &mut new.packages {
-        let Some(before) = old.packages.iter().find(|o| o.url == p.url && o.sha256.is_some() && o.sha256 == p.sha256)
+        let Some(before) =
+            old.packages.iter().find(|o| o.url == p.url && o.has_digest() && o.digest_key() == p.digest_key())
         else {
             continue;
         };

@@ -8,6 +8,7 @@
 //! See docs/manifest.md for the format.
 
 mod collapse;
+pub mod debversion;
 pub mod index;
 mod naming;
 pub mod rules;
@@ -35,13 +36,32 @@ pub struct Package {
     pub also: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// SHA-512, where the archive publishes no SHA-256 (Ubuntu from 26.10
+    /// on lists only SHA512 in its Release and Packages files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
 }
 
 impl Package {
     pub fn new(url: impl Into<String>) -> Self {
-        Package { url: url.into(), also: Vec::new(), sha256: None, size: None }
+        Package { url: url.into(), also: Vec::new(), sha256: None, sha512: None, size: None }
+    }
+
+    /// Whether the manifest pins the package's content (a sha256 or a sha512).
+    pub fn has_digest(&self) -> bool {
+        self.sha256.is_some() || self.sha512.is_some()
+    }
+
+    /// The digest that identifies the package's content, as `sha256:<hex>`
+    /// or `sha512:<hex>` (lowercase; sha256 preferred when both are known).
+    pub fn digest_key(&self) -> Option<String> {
+        match (&self.sha256, &self.sha512) {
+            (Some(s), _) => Some(format!("sha256:{}", s.to_ascii_lowercase())),
+            (None, Some(s)) => Some(format!("sha512:{}", s.to_ascii_lowercase())),
+            (None, None) => None,
+        }
     }
 
     /// Every location, the primary first.
@@ -443,9 +463,15 @@ fn validate_entry(id: &str, entry: &BundleSpec) -> Result<()> {
         if p.url.is_empty() {
             bail!("malformed manifest: entry {id} has a package with an empty url");
         }
-        if let Some(sha) = &p.sha256 {
-            if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-                bail!("malformed manifest: entry {id}: package {} has an invalid sha256 {sha:?}", p.url);
+        for (what, digest, digits) in [("sha256", &p.sha256, 64), ("sha512", &p.sha512, 128)] {
+            if let Some(sha) = digest {
+                if sha.len() != digits || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                    bail!(
+                        "malformed manifest: entry {id}: package {} has an invalid {what} {:?}",
+                        p.url,
+                        rules::shown(sha)
+                    );
+                }
             }
         }
     }

@@ -3,8 +3,10 @@
 //! The rules follow what kernel-packer's repackaging produced from package
 //! contents, so that the names collector looks up (`bundle-<name>.tgz`) agree:
 //! - Debian family (debian, garden): `linux-headers-<uname>_…` that is not `-common`.
-//! - Ubuntu: `linux-headers-<ver>-<abi>-<flavour>_<version>_…`; a `~16.04` or
-//!   `~20.04` backport version adds that suffix to the name (not to the uname).
+//! - Ubuntu: `linux-headers-<ver>-<abi>-<flavour>_<version>_…`; a backport
+//!   version (`…~20.04.1`) adds `~<series>` to the name (not to the uname),
+//!   as kernel-packer did for 16.04 and 20.04; an architecture other than
+//!   amd64 adds `-<arch>` before it (Ubuntu's releases do not carry it).
 //! - RPM family: the NEVRA of the -devel package. SUSE drops the last release
 //!   component and appends the flavour: `kernel-default-devel-5.14.21-150400.24.84.1`
 //!   is `5.14.21-150400.24.84-default`.
@@ -72,37 +74,36 @@ fn debian(files: &[&str]) -> Result<Names, String> {
 fn ubuntu(files: &[&str]) -> Result<Names, String> {
     static RE: OnceLock<Regex> = OnceLock::new();
     // The flavour package: linux-headers-<x.y.z>-<abi>-<flavour>_<version>_<arch>.deb
-    let re = regex(&RE, r"linux-headers-([0-9]+\.[0-9]+\.[0-9]+-[0-9]+-[a-z][a-z0-9-]*)_([^_]+)_[a-z0-9]+\.deb$");
-    let found: Vec<(String, String)> =
-        files.iter().filter_map(|f| re.captures(f).map(|c| (c[1].to_string(), c[2].to_string()))).collect();
-    let (uname, version) = match found.as_slice() {
+    let re = regex(&RE, r"linux-headers-([0-9]+\.[0-9]+\.[0-9]+-[0-9]+-[a-z][a-z0-9-]*)_([^_]+)_([a-z0-9]+)\.deb$");
+    let found: Vec<(String, String, String)> = files
+        .iter()
+        .filter_map(|f| re.captures(f).map(|c| (c[1].to_string(), c[2].to_string(), c[3].to_string())))
+        .collect();
+    let (uname, version, arch) = match found.as_slice() {
         [one] => one.clone(),
         [] => return Err("ubuntu: no linux-headers-<release>-<flavour> package among the packages".into()),
         many => {
             return Err(format!(
                 "ubuntu: more than one flavour of headers: {}",
-                many.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter().map(|(u, _, _)| u.as_str()).collect::<Vec<_>>().join(", ")
             ))
         }
     };
-    Ok(Names { name: format!("{uname}{}", ubuntu_backport_suffix(&version)), uname })
+    let arch = if matches!(arch.as_str(), "amd64" | "all") { String::new() } else { format!("-{arch}") };
+    Ok(Names { name: format!("{uname}{arch}{}", ubuntu_backport_suffix(&version)), uname })
 }
 
 /// kernel-packer appends `~16.04` / `~20.04` for backported kernels, the two
-/// series collector's bootstrap looks up under a suffixed name.
-fn ubuntu_backport_suffix(version: &str) -> &'static str {
-    // In a simplified name `~` has become `-`.
-    for (series, suffix) in [("16.04", "~16.04"), ("20.04", "~20.04")] {
-        for sep in ['~', '-'] {
-            if let Some(pos) = version.find(&format!("{sep}{series}")) {
-                let rest = &version[pos + 1 + series.len()..];
-                if rest.is_empty() || rest.starts_with('.') {
-                    return suffix;
-                }
-            }
-        }
-    }
-    ""
+/// series collector's bootstrap looks up under a suffixed name. Every other
+/// series gets its suffix too: without it a backport (`6.8.0-40-generic`
+/// built for 22.04, `6.8.0-40.40~22.04.3`) and the release it comes from
+/// (24.04's `6.8.0-40.40`) would share a name, and one would be hidden.
+fn ubuntu_backport_suffix(version: &str) -> String {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    // `~22.04.1`, or `-22.04.1` in a simplified name (`~` became `-`),
+    // right after the ABI number and upload number (`6.8.0-40.40`).
+    let re = regex(&RE, r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]+\.[0-9]+(\.[0-9]+)?[~-]([0-9]{2}\.[0-9]{2})([.+~].*)?$");
+    re.captures(version).map_or(String::new(), |c| format!("~{}", &c[2]))
 }
 
 /// name-version-release.arch from an RPM file name.
@@ -248,9 +249,31 @@ mod tests {
             ],
         );
         assert_eq!(n.0, "5.15.0-1049-aws~20.04");
-        // 18.04 backports keep the plain name, as kernel-packer did.
+        // Other series get theirs too, so a backport and its original differ.
         let n = names("ubuntu", &["linux-headers-5.4.0-42-generic_5.4.0-42.46~18.04.1_amd64.deb"]);
-        assert_eq!(n.0, "5.4.0-42-generic");
+        assert_eq!(n.0, "5.4.0-42-generic~18.04");
+        let n = names("ubuntu", &["linux-headers-6.8.0-40-generic_6.8.0-40.40~22.04.3_amd64.deb"]);
+        assert_eq!(n, ("6.8.0-40-generic~22.04".into(), "6.8.0-40-generic".into()));
+        // kernel-packer's simplified names (`~` became `-`).
+        let n = names("ubuntu", &["http---x-linux-headers-5.8.0-1036-gcp_5.8.0-1036.38-20.04.1_amd64.deb"]);
+        assert_eq!(n.0, "5.8.0-1036-gcp~20.04");
+        // Not a backport: a rebuild suffix, a three-part version.
+        assert_eq!(
+            names("ubuntu", &["linux-headers-5.4.0-1085-azure-cvm_5.4.0-1085.90+cvm2_amd64.deb"]).0,
+            "5.4.0-1085-azure-cvm"
+        );
+        assert_eq!(
+            names("ubuntu", &["linux-headers-6.8.1-1015-realtime_6.8.1-1015.16_amd64.deb"]).0,
+            "6.8.1-1015-realtime"
+        );
+        // Other architectures carry theirs in the name, not in the release.
+        let n = names(
+            "ubuntu",
+            &["linux-headers-6.8.0-40-generic-64k_6.8.0-40.40_arm64.deb", "linux-headers-6.8.0-40_6.8.0-40.40_all.deb"],
+        );
+        assert_eq!(n, ("6.8.0-40-generic-64k-arm64".into(), "6.8.0-40-generic-64k".into()));
+        let n = names("ubuntu", &["linux-headers-6.8.0-40-generic_6.8.0-40.40~22.04.3_arm64.deb"]);
+        assert_eq!(n.0, "6.8.0-40-generic-arm64~22.04");
     }
 
     #[test]

@@ -118,18 +118,28 @@ fn run_gpgv(
     }
     let status = String::from_utf8_lossy(&out.stdout);
     let has = |tag: &str| status.lines().any(|l| l.starts_with(&format!("[GNUPG:] {tag} ")));
-    let refused_expiry = expired == ExpiredKey::Refuse && has("EXPKEYSIG");
-    if out.status.success() && has("VALIDSIG") && !has("REVKEYSIG") && !refused_expiry {
+    // apt's rule: one good signature by a key of the keyring is enough;
+    // others by keys we lack (ERRSIG/NO_PUBKEY, which make gpgv exit 2:
+    // xenial's Release is also signed by the retired 2004 DSA key) are
+    // ignored; any bad or revoked signature refuses the whole.
+    let good = has("GOODSIG") || (expired == ExpiredKey::Accept && has("EXPKEYSIG"));
+    let refused_expiry = expired == ExpiredKey::Refuse && has("EXPKEYSIG") && !has("GOODSIG");
+    let only_unknown_keys = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("[GNUPG:] "))
+        .all(|l| !["BADSIG", "REVKEYSIG", "FAILURE", "BADARMOR", "NODATA"].iter().any(|t| l.starts_with(t)));
+    let exited_ok = out.status.success() || (out.status.code() == Some(2) && only_unknown_keys);
+    if exited_ok && good && has("VALIDSIG") && !has("REVKEYSIG") && !has("BADSIG") && !refused_expiry {
         return Ok(());
     }
-    let why = if has("REVKEYSIG") {
+    let why = if has("BADSIG") {
+        "bad signature (the signed data was changed)".to_string()
+    } else if has("REVKEYSIG") {
         "signed by a revoked key".to_string()
     } else if refused_expiry {
         "signed by an expired key".to_string()
     } else if status.contains("NO_PUBKEY") {
         "signed by a key that is not in the keyring".to_string()
-    } else if status.contains("BADSIG") {
-        "bad signature (the signed data was changed)".to_string()
     } else if status.contains("NODATA") {
         "no signature found".to_string()
     } else {

@@ -138,6 +138,7 @@ impl Fixture {
                     url: canonical(path),
                     also: Vec::new(),
                     sha256: Some(sha256),
+                    sha512: None,
                     size: Some(size),
                 });
             }

@@ -208,7 +208,8 @@ pub fn dpkg_deb_depends(
     depends: &str,
     nodes: &[(&str, Node<'_>)],
 ) -> PathBuf {
-    let staging = work.join(format!("stage-{name}-{version}"));
+    let staging = work.join(format!("stage-{name}-{version}-{arch}"));
+    let _ = std::fs::remove_dir_all(&staging);
     write_tree(&staging, nodes);
     std::fs::create_dir_all(staging.join("DEBIAN")).unwrap();
     let depends = if depends.is_empty() { String::new() } else { format!("Depends: {depends}\n") };
@@ -375,35 +376,76 @@ pub fn synthetic_debian_arch(work: &Path, abi: &str, arch: &str, compressions: [
 
 /// Ubuntu-shaped pair: linux-headers-<abi>-generic linking into linux-headers-<abi>.
 pub fn synthetic_ubuntu(work: &Path, compression: &str) -> Synthetic {
-    let abi = "9.9.0-101";
-    let uname = format!("{abi}-generic");
+    synthetic_ubuntu_flavour(work, &UbuntuKernel::default(), compression)
+}
+
+/// What an Ubuntu kernel is named after: the ABI (`6.8.0-40`), the
+/// flavour, the version (a backport carries `~XX.YY.N`), the architecture,
+/// and the headers package its flavour depends on (`linux-headers-<abi>`,
+/// or `linux-<source>-headers-<abi>` for flavours of another source).
+#[derive(Debug, Clone)]
+pub struct UbuntuKernel {
+    pub abi: String,
+    pub flavour: String,
+    pub version: String,
+    pub arch: String,
+    pub common: String,
+}
+
+impl Default for UbuntuKernel {
+    fn default() -> Self {
+        UbuntuKernel::new("9.9.0-101", "generic", "9.9.0-101.111~20.04.1", "amd64", "linux-headers-9.9.0-101")
+    }
+}
+
+impl UbuntuKernel {
+    pub fn new(abi: &str, flavour: &str, version: &str, arch: &str, common: &str) -> UbuntuKernel {
+        UbuntuKernel {
+            abi: abi.into(),
+            flavour: flavour.into(),
+            version: version.into(),
+            arch: arch.into(),
+            common: common.into(),
+        }
+    }
+
+    pub fn uname(&self) -> String {
+        format!("{}-{}", self.abi, self.flavour)
+    }
+}
+
+/// An Ubuntu kernel's two packages, shaped as Ubuntu ships them: the
+/// flavour's `usr/src/linux-headers-<uname>` linking into the common
+/// package's directory (named after the common package).
+pub fn synthetic_ubuntu_flavour(work: &Path, k: &UbuntuKernel, compression: &str) -> Synthetic {
+    let uname = k.uname();
+    let common_dir_name = k.common.clone();
     let f = format!("usr/src/linux-headers-{uname}");
-    let c = format!("usr/src/linux-headers-{abi}");
-    let signature = "CONFIG_VERSION_SIGNATURE=\"Ubuntu 9.9.0-101.111~20.04.1-generic 9.9.9\"\n";
-    let version = "9.9.0-101.111~20.04.1";
+    let c = format!("usr/src/{common_dir_name}");
+    let signature = format!("CONFIG_VERSION_SIGNATURE=\"Ubuntu {}-{} 9.9.9\"\n", k.version, k.flavour);
     let flavour = dpkg_deb_depends(
         work,
         &format!("linux-headers-{uname}"),
-        version,
-        "amd64",
+        &k.version,
+        &k.arch,
         compression,
-        &format!("linux-headers-{abi}, libc6 (>= 2.34)"),
+        &format!("{}, libc6 (>= 2.34)", k.common),
         &[
-            (&format!("{f}/Makefile"), Node::Link(&format!("../linux-headers-{abi}/Makefile"))),
-            (&format!("{f}/arch"), Node::Link(&format!("../linux-headers-{abi}/arch"))),
-            (&format!("{f}/include/linux"), Node::Link(&format!("../../linux-headers-{abi}/include/linux"))),
+            (&format!("{f}/Makefile"), Node::Link(&format!("../{common_dir_name}/Makefile"))),
+            (&format!("{f}/arch"), Node::Link(&format!("../{common_dir_name}/arch"))),
+            (&format!("{f}/include/linux"), Node::Link(&format!("../../{common_dir_name}/include/linux"))),
             (&format!("{f}/include/config/kernel.release"), Node::File(&format!("{uname}\n"))),
-            (&format!("{f}/.config"), Node::File(signature)),
-            (&format!("{f}/scripts/marker"), Node::File("marker=ubuntu\n")),
-            (&format!("{f}/scripts/dtc"), Node::Link(&format!("../../linux-headers-{abi}/scripts/dtc"))),
-            (&format!("{f}/rust"), Node::Link(&format!("../linux-headers-{abi}/rust"))),
+            (&format!("{f}/.config"), Node::File(&signature)),
+            (&format!("{f}/scripts/marker"), Node::File(&format!("marker=ubuntu-{}\n", k.arch))),
+            (&format!("{f}/scripts/dtc"), Node::Link(&format!("../../{common_dir_name}/scripts/dtc"))),
+            (&format!("{f}/rust"), Node::Link(&format!("../{common_dir_name}/rust"))),
             (&format!("{f}/tools"), Node::Link("../nowhere/tools")),
         ],
     );
     let common = dpkg_deb(
         work,
-        &format!("linux-headers-{abi}"),
-        version,
+        &k.common,
+        &k.version,
         "all",
         compression,
         &[
@@ -416,10 +458,12 @@ pub fn synthetic_ubuntu(work: &Path, compression: &str) -> Synthetic {
             (&format!("{c}/rust/Makefile"), Node::File("# rust\n")),
         ],
     );
+    let series = k.version.split('~').nth(1).map(|s| s.split('.').take(2).collect::<Vec<_>>().join("."));
+    let arch = if k.arch == "amd64" { String::new() } else { format!("-{}", k.arch) };
     Synthetic {
         kind: "ubuntu",
         files: vec![flavour, common],
-        name: format!("{uname}~20.04"),
+        name: format!("{uname}{arch}{}", series.map(|s| format!("~{s}")).unwrap_or_default()),
         uname,
         build_dir: ".".into(),
     }

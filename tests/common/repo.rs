@@ -199,6 +199,96 @@ impl AptRepo {
     }
 }
 
+/// An archive laid out as Ubuntu's (suites with pockets, components,
+/// architectures), its indexes made by apt-ftparchive: `add` puts packages
+/// into a suite's component, `publish` writes every Packages(.xz) and a
+/// signed Release per suite.
+pub struct FtpArchive {
+    pub root: PathBuf,
+}
+
+/// Which checksums the indexes carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hashes {
+    /// MD5, SHA1, SHA256 and SHA512 (apt-ftparchive's default).
+    All,
+    /// SHA512 only (Ubuntu from 26.10 on).
+    Sha512Only,
+}
+
+impl FtpArchive {
+    pub fn new(root: &Path) -> FtpArchive {
+        std::fs::create_dir_all(root).unwrap();
+        FtpArchive { root: root.to_path_buf() }
+    }
+
+    /// Put `debs` into `suite`'s `component` (pool/<component>/<suite>/).
+    pub fn add(&self, suite: &str, component: &str, debs: &[PathBuf]) {
+        let dir = self.root.join("pool").join(component).join(suite);
+        std::fs::create_dir_all(&dir).unwrap();
+        for deb in debs {
+            std::fs::copy(deb, dir.join(deb.file_name().unwrap())).unwrap();
+        }
+    }
+
+    fn hash_opts(hashes: Hashes) -> Vec<&'static str> {
+        match hashes {
+            Hashes::All => vec![],
+            Hashes::Sha512Only => vec![
+                "-o",
+                "APT::FTPArchive::MD5=false",
+                "-o",
+                "APT::FTPArchive::SHA1=false",
+                "-o",
+                "APT::FTPArchive::SHA256=false",
+            ],
+        }
+    }
+
+    /// Index and sign `suites` (each with every one of `components`, empty
+    /// ones included, as Ubuntu's are) for `arches`.
+    pub fn publish(&self, key: &TestKey, suites: &[&str], components: &[&str], arches: &[&str], hashes: Hashes) {
+        for suite in suites {
+            let dists = self.root.join("dists").join(suite);
+            for component in components {
+                let pool = self.root.join("pool").join(component).join(suite);
+                std::fs::create_dir_all(&pool).unwrap();
+                for arch in arches {
+                    let bin = dists.join(format!("{component}/binary-{arch}"));
+                    std::fs::create_dir_all(&bin).unwrap();
+                    let packages = run_ok(
+                        Command::new("apt-ftparchive")
+                            .args(Self::hash_opts(hashes))
+                            .args(["--arch", arch, "packages"])
+                            .arg(format!("pool/{component}/{suite}"))
+                            .current_dir(&self.root),
+                    );
+                    std::fs::write(bin.join("Packages"), &packages).unwrap();
+                    let _ = std::fs::remove_file(bin.join("Packages.xz"));
+                    run_ok(Command::new("xz").arg("-k").arg(bin.join("Packages")));
+                }
+            }
+            let release = run_ok(
+                Command::new("apt-ftparchive")
+                    .args(Self::hash_opts(hashes))
+                    .args(["-o", &format!("APT::FTPArchive::Release::Suite={suite}")])
+                    .args(["-o", &format!("APT::FTPArchive::Release::Codename={suite}")])
+                    .args(["-o", &format!("APT::FTPArchive::Release::Architectures={}", arches.join(" "))])
+                    .args(["-o", &format!("APT::FTPArchive::Release::Components={}", components.join(" "))])
+                    .arg("release")
+                    .arg(format!("dists/{suite}"))
+                    .current_dir(&self.root),
+            );
+            std::fs::write(dists.join("Release"), release).unwrap();
+            for f in ["InRelease", "Release.gpg"] {
+                let _ = std::fs::remove_file(dists.join(f));
+            }
+            key.clearsign(&dists.join("Release"), &dists.join("InRelease"));
+            key.detach_sign(&dists.join("Release"), &dists.join("Release.gpg"), false);
+        }
+    }
+}
+
 /// A yum repository made by createrepo_c, repomd.xml signed with `key`.
 pub fn yum_repo(dir: &Path, rpms: &[PathBuf], key: Option<&TestKey>) {
     std::fs::create_dir_all(dir.join("Packages")).unwrap();

@@ -16,6 +16,25 @@ pub struct IndexBuilder {
     type_ids: HashMap<String, u16>,
     /// Slots inherited from an earlier index: their numbers are fixed.
     fixed: usize,
+    /// Each slot's package version (not written: only the served choice
+    /// among same-named entries reads it).
+    versions: Vec<Option<String>>,
+}
+
+/// The version that orders same-named entries: the newest Debian version
+/// among the entry's .deb file names (`linux-headers-…_<version>_<arch>.deb`).
+/// An archive that rebuilds a kernel under the same release (Ubuntu's
+/// `5.4.0-1085.90+cvm1` then `+cvm2`) serves the rebuild, as apt would.
+fn version_of(spec: &BundleSpec) -> Option<String> {
+    spec.packages
+        .iter()
+        .filter_map(|p| {
+            let stem = p.file_name().strip_suffix(".deb")?;
+            let mut parts = stem.split('_');
+            let (_, version) = (parts.next()?, parts.next()?);
+            Some(version.replace("%3a", ":"))
+        })
+        .max_by(|a, b| super::super::debversion::compare(a, b))
 }
 
 fn str_ref(off: usize, len: usize) -> u64 {
@@ -76,7 +95,7 @@ impl IndexBuilder {
         let kind = self.type_id(&spec.kind)?;
         // A name is enough to be shown; the release may be known only from the contents.
         let named = spec.name.is_some() && unnamed.is_none();
-        let verified = spec.packages.iter().all(|p| p.sha256.is_some());
+        let verified = spec.packages.iter().all(|p| p.has_digest());
         let mut rec = SlotRec {
             id: id.0,
             kind,
@@ -111,18 +130,26 @@ impl IndexBuilder {
                 pr.sha = sha.0;
                 pr.flags |= PKG_SHA;
             }
+            if let Some(sha512) = &p.sha512 {
+                pr.sha512 = self.push_str(&sha512.to_ascii_lowercase())?;
+            }
             if let Some(size) = p.size {
                 pr.size = size;
                 pr.flags |= PKG_SIZE;
             }
             self.pkgs.push(pr);
         }
+        let version = version_of(spec);
         match self.by_id.get(&id.0) {
-            Some(&slot) => self.slots[slot as usize] = rec,
+            Some(&slot) => {
+                self.slots[slot as usize] = rec;
+                self.versions[slot as usize] = version;
+            }
             None => {
                 ensure!(self.slots.len() < u32::MAX as usize - 1, "too many bundles");
                 self.by_id.insert(id.0, self.slots.len() as u32);
                 self.slots.push(rec);
+                self.versions.push(version);
             }
         }
         Ok(())
@@ -137,7 +164,8 @@ impl IndexBuilder {
     pub fn finish_into<W: std::io::Write + std::io::Seek>(mut self, key: [u8; 32], w: &mut W) -> std::io::Result<()> {
         // New slots are numbered by (type name, name): one type's bundles
         // then sit together in the file.
-        let mut fresh: Vec<SlotRec> = self.slots.drain(self.fixed..).collect();
+        let fresh_versions: Vec<Option<String>> = self.versions.drain(self.fixed..).collect();
+        let mut fresh: Vec<(SlotRec, Option<String>)> = self.slots.drain(self.fixed..).zip(fresh_versions).collect();
         {
             let types = &self.types;
             let strings = &self.strings;
@@ -145,7 +173,7 @@ impl IndexBuilder {
                 let (off, len) = ((r >> 24) as usize, (r & 0xff_ffff) as usize);
                 &strings[off..off + len]
             };
-            fresh.sort_by(|a, b| {
+            fresh.sort_by(|(a, _), (b, _)| {
                 (a.flags & FLAG_NAMED == 0, &types[a.kind as usize], text(a.name), a.id).cmp(&(
                     b.flags & FLAG_NAMED == 0,
                     &types[b.kind as usize],
@@ -154,7 +182,10 @@ impl IndexBuilder {
                 ))
             });
         }
-        self.slots.extend(fresh);
+        for (slot, version) in fresh {
+            self.slots.push(slot);
+            self.versions.push(version);
+        }
         // Type records by type number: name and range in by_name.
         let mut type_recs: Vec<(u64, u32, u32)> = Vec::new();
         for t in 0..self.types.len() {
@@ -163,7 +194,8 @@ impl IndexBuilder {
             type_recs.push((r, 0, 0));
         }
         // Served: one bundle per (type, name), with valid names; the one
-        // whose packages all carry sha256 wins, then the smaller id.
+        // whose packages all carry a digest wins, then the newer version,
+        // then the smaller id.
         let mut chosen: HashMap<(u16, &str), u32> = HashMap::new();
         let mut named = 0usize;
         for (i, s) in self.slots.iter().enumerate() {
@@ -179,13 +211,23 @@ impl IndexBuilder {
                 continue;
             }
             named += 1;
-            let better = |a: &SlotRec, b: &SlotRec| {
-                (a.flags & FLAG_VERIFIED, std::cmp::Reverse(a.id)) > (b.flags & FLAG_VERIFIED, std::cmp::Reverse(b.id))
+            // Verified first, then the newer version, then the smaller id.
+            let better = |a: usize, b: usize| {
+                let (sa, sb) = (&self.slots[a], &self.slots[b]);
+                let by_version = match (&self.versions[a], &self.versions[b]) {
+                    (Some(va), Some(vb)) => super::super::debversion::compare(va, vb),
+                    _ => std::cmp::Ordering::Equal,
+                };
+                (sa.flags & FLAG_VERIFIED)
+                    .cmp(&(sb.flags & FLAG_VERIFIED))
+                    .then(by_version)
+                    .then(sb.id.cmp(&sa.id))
+                    .is_gt()
             };
             chosen
                 .entry((s.kind, name))
                 .and_modify(|cur| {
-                    if better(s, &self.slots[*cur as usize]) {
+                    if better(i, *cur as usize) {
                         *cur = i as u32;
                     }
                 })
@@ -288,6 +330,7 @@ impl IndexBuilder {
                 o.extend_from_slice(&p.alts_len.to_le_bytes());
                 o.extend_from_slice(&p.alts_start.to_le_bytes());
                 o.extend_from_slice(&p.size.to_le_bytes());
+                o.extend_from_slice(&p.sha512.to_le_bytes());
             }
         })?;
         section(&mut out, Section::Alts, &mut |o| {

@@ -9,10 +9,10 @@
 //! in for the names actually looked up.
 //!
 //! ```text
-//! header (232 bytes)   magic "KPKIDX02", counts, section offsets, key, CRC
+//! header (232 bytes)   magic "KPKIDX03", counts, section offsets, key, CRC
 //! slots                one 80-byte record per bundle id, in slot order (slots
 //!                      only grow: a rebuilt index keeps every earlier slot)
-//! packages             56-byte records; each slot owns a range
+//! packages             64-byte records; each slot owns a range
 //! alternatives         8-byte string references; each package owns a range
 //! types                16-byte records by type number: name, range in by_name
 //! by_name              12-byte named records (slot, name in `names`) of the
@@ -37,10 +37,10 @@ use anyhow::{ensure, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"KPKIDX02";
+const MAGIC: &[u8; 8] = b"KPKIDX03";
 const HEADER_LEN: usize = 232;
 const SLOT_LEN: usize = 80;
-const PKG_LEN: usize = 56;
+const PKG_LEN: usize = 64;
 const TYPE_LEN: usize = 16;
 
 const FLAG_NAMED: u8 = 1;
@@ -98,6 +98,8 @@ struct PkgRec {
     size: u64,
     alts_start: u32,
     alts_len: u16,
+    /// The sha512's hex digits in the string area (0: none).
+    sha512: u64,
 }
 
 mod build;
@@ -201,6 +203,38 @@ mod tests {
         assert_eq!(idx.flat_len(), 2);
         assert_eq!(idx.kind(idx.find_flat("1.0-2-amd64").unwrap()), Some("debian"), "the first type by name");
         assert_eq!(idx.uname_len(), 3);
+    }
+
+    #[test]
+    fn a_rebuild_under_the_same_release_is_served_and_sha512_round_trips() {
+        // The same two directories hold the old and the new build, each way
+        // round: whichever has the smaller id, the newer build is served.
+        for swap in [false, true] {
+            let mut m = Manifest::default();
+            let builds = if swap { ["90+cvm10", "90+cvm2"] } else { ["90+cvm2", "90+cvm10"] };
+            for (dir, build) in ["d1", "d2"].iter().zip(builds) {
+                let mut s = spec(
+                    "ubuntu",
+                    &format!("{dir}/linux-headers-5.4.0-1085-azure-cvm_5.4.0-1085.{build}_amd64.deb"),
+                    true,
+                );
+                if build.ends_with("cvm2") {
+                    s.packages[0].sha256 = None;
+                    s.packages[0].sha512 = Some("cd".repeat(64));
+                }
+                m.insert(s);
+            }
+            let mut b = IndexBuilder::new();
+            add_manifest(&mut b, &m).unwrap();
+            let idx = Index::from_bytes(b.finish([0; 32])).unwrap();
+            let t = (0..idx.type_count() as u16).find(|t| idx.type_name(*t) == Some("ubuntu")).unwrap();
+            let served = idx.find_in_type(t, "5.4.0-1085-azure-cvm").unwrap();
+            let (_, got, _) = idx.entry(served).unwrap();
+            assert!(got.packages[0].url.contains("+cvm10"), "the newest build: {}", got.packages[0].url);
+            let old = (0..2).filter_map(|s| idx.entry(s)).find(|(_, e, _)| e.packages[0].url.contains("cvm2_"));
+            assert_eq!(old.unwrap().1.packages[0].sha512.as_deref(), Some("cd".repeat(64).as_str()));
+            assert_eq!(idx.counts.shadowed, 1);
+        }
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl Index {
             alts_len: u16::from_le_bytes([b[42], b[43]]),
             alts_start: u32::from_le_bytes(b[44..48].try_into().ok()?),
             size: u64::from_le_bytes(b[48..56].try_into().ok()?),
+            sha512: u64::from_le_bytes(b[56..64].try_into().ok()?),
         })
     }
 
@@ -308,6 +309,7 @@ impl Index {
                 url: self.string(p.url)?.to_string(),
                 also,
                 sha256: (p.flags & PKG_SHA != 0).then(|| hex::encode(p.sha)),
+                sha512: if p.sha512 == 0 { None } else { Some(self.string(p.sha512)?.to_string()) },
                 size: (p.flags & PKG_SIZE != 0).then_some(p.size),
             });
         }
