@@ -141,12 +141,17 @@ def stanzas_of(text):
 
 
 def apt_packages(work, label, arch, lines):
-    """Every stanza apt holds for one apt configuration, read by apt-cache."""
+    """Every stanza apt holds for one apt configuration, read by apt-cache,
+    and the Version field of the Release apt verified."""
     d, opts = apt_config(work, label, arch, lines)
     subprocess.run(["apt-get", "-q", "-q", "update"] + opts, check=True, stdout=subprocess.DEVNULL)
     out = subprocess.run(["apt-cache"] + opts + ["dumpavail"], check=True, capture_output=True,
                          text=True).stdout
-    return stanzas_of(out)
+    version = ""
+    for release in glob.glob(os.path.join(d, "lists", "*Release")):
+        m = re.search(r"^Version:\s*(\S+)", open(release, errors="replace").read(), re.M)
+        version = m.group(1) if m else version
+    return stanzas_of(out), version
 
 
 def held_kernels(stanzas, arch, distro):
@@ -230,6 +235,7 @@ def main():
     ap.add_argument("--suites", nargs="*")
     ap.add_argument("--arches", nargs="*")
     ap.add_argument("--work", default="/var/tmp/kpackfs-archive-kernels")
+    ap.add_argument("--held", help="an earlier --json: reuse its reading of the archive instead of asking apt again")
     ap.add_argument("--json", help="write the per-suite result here")
     ap.add_argument("--markdown", help="write the tables here")
     args = ap.parse_args()
@@ -263,33 +269,59 @@ def main():
         arches = args.arches or ["amd64"]
         if args.suites:
             suites, how = args.suites, "the suites named on the command line"
+        elif args.held:
+            suites, how = [], "an earlier reading"
         else:
             suites, how = ubuntu_suites(work, archive, security, arches[0])
         components = "main restricted universe"
-    print(f"suites ({how}): {' '.join(suites)}")
+    if suites:
+        print(f"suites ({how}): {' '.join(suites)}")
 
+    # What apt read: per (suite, arch), name -> (uname, [digests]); or the
+    # same from an earlier run (--held: apt's reading is not repeated).
+    readings = []
+    if args.held:
+        earlier = json.load(open(args.held))
+        how = earlier["suites_from"]
+        for r in earlier["rows"]:
+            readings.append((r["suite"], r["arch"], r.get("version", ""),
+                             {n: (u, r["digests"][n]) for n, u in r["unames"].items()}))
+    else:
+        for suite in suites:
+            uri = security if suite.endswith("-security") else archive
+            for arch in arches:
+                line = f"deb [arch={arch} signed-by={keyring}] {uri} {suite} {components}"
+                stanzas, release_version = apt_packages(work, suite, arch, [line])
+                kernels = {}
+                for uname, builds in sorted(held_kernels(stanzas, arch, distro).items()):
+                    for _, digest, version in builds:
+                        name = kernel_name(distro, uname, version, arch)
+                        kernels.setdefault(name, (uname, []))[1].append(digest)
+                readings.append((suite, arch, release_version, kernels))
     results, missed_any = [], False
-    for suite in suites:
-        uri = security if suite.endswith("-security") else archive
-        for arch in arches:
-            line = f"deb [arch={arch} signed-by={keyring}] {uri} {suite} {components}"
-            held = held_kernels(apt_packages(work, suite, arch, [line]), arch, distro)
-            kernels, found, missed = {}, [], []
-            for uname, builds in sorted(held.items()):
-                for _, digest, version in builds:
-                    name = kernel_name(distro, uname, version, arch)
-                    kernels[name] = uname
-                    (found if is_found(name, digest) else missed).append(name)
-            found, missed = sorted(set(found)), sorted(set(missed) - set(found))
+    for suite, arch, version, held in readings:
+            kernels = {name: uname for name, (uname, _) in held.items()}
+            found = sorted(n for n, (_, digests) in held.items() if any(is_found(n, d) for d in digests))
+            missed = sorted(set(kernels) - set(found))
             missed_any |= bool(missed)
-            results.append({"suite": suite, "arch": arch, "held": len(kernels), "found": len(found),
-                            "missed": missed, "kernels": sorted(kernels),
+            results.append({"suite": suite, "arch": arch, "version": version, "held": len(kernels), "found": len(found),
+                            "missed": missed, "kernels": sorted(kernels), "unames": kernels,
+                            "digests": {n: d for n, (_, d) in held.items()},
                             "flavours": {n: re.sub(r"^\d+\.\d+\.\d+-\d+-", "", u) for n, u in kernels.items()}})
             print(f"{suite:<20} {arch:<6} held {len(kernels):>4}  found {len(found):>4}  missed {len(missed)}"
                   + (f": {' '.join(missed[:20])}{' …' if len(missed) > 20 else ''}" if missed else ""))
     if args.json:
         json.dump({"suites_from": how, "rows": results}, open(args.json, "w"), indent=1)
+    def chronological(r):
+        try:
+            version = float(r.get("version") or 0)
+        except ValueError:
+            version = 0.0
+        pocket = next((i for i, p in enumerate(POCKETS[1:], 1) if r["suite"].endswith(p)), 0)
+        return (version, r["suite"].split("-")[0], pocket)
     if args.markdown:
+        if distro == "ubuntu":
+            results.sort(key=chronological)
         with open(args.markdown, "w") as f:
             f.write(f"Suites read: {how}.\n\n")
             f.write("| suite | arch | held (apt) | found (kpackfs) | missed |\n|---|---|---:|---:|---|\n")

@@ -21,3 +21,24 @@ module_exit(hello_exit);
 EOF
   echo 'obj-m := hello.o' > "$1/Makefile"
 }
+
+# replace_section FILE NAME CONTENT: put CONTENT (a file) between the lines
+# `<!-- NAME:begin -->` and `<!-- NAME:end -->` of FILE (appended when absent),
+# so that each bench script regenerates its own part of a shared document.
+replace_section() {
+  python3 - "$1" "$2" "$3" <<'PYEOF'
+import sys, os
+path, name, content = sys.argv[1:4]
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+text = open(path).read() if os.path.exists(path) else ""
+body = open(content).read().rstrip("\n")
+block = f"{begin}\n{body}\n{end}"
+if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    text = head + block + tail
+else:
+    text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+open(path, "w").write(text)
+PYEOF
+}

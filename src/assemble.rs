@@ -58,7 +58,7 @@ pub fn assemble(job: Job<'_>) -> Result<LaidOut> {
     let budget = Budget::new(job.limits);
     let key = job.signed_by.map(Keyring::from_reference).transpose().context("the entry's signed_by")?;
     let extracted = extract_all(&packages, &budget, key.as_ref(), job.threads)?;
-    layout::lay_out(&Request { kind: job.kind, checksum: job.id, uname: job.uname }, extracted)
+    layout::lay_out(&Request { kind: job.kind, checksum: job.id, uname: job.uname, limits: job.limits }, extracted)
 }
 
 /// Extract every package with up to `threads` threads, each after its
@@ -74,24 +74,27 @@ pub fn extract_all(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut slots: Vec<Option<Result<Extracted>>> = (0..packages.len()).map(|_| None).collect();
     let results = std::sync::Mutex::new(&mut slots);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(p) = packages.get(i) else { return };
-                let checked = match key {
-                    Some(key) => crate::trust::rpm_signature::check(&p.path, key).map(drop).context("gpgcheck"),
-                    None => Ok(()),
-                };
-                let result = checked
-                    .and_then(|()| package::read_package(&p.path, budget))
-                    .with_context(|| format!("package {}", p.display))
-                    .map(|members| Extracted { file_name: p.display.clone(), members });
-                if let Ok(mut slots) = results.lock() {
-                    slots[i] = Some(result);
-                }
-            });
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(p) = packages.get(i) else { return };
+        let checked = match key {
+            Some(key) => crate::trust::rpm_signature::check(&p.path, key).map(drop).context("gpgcheck"),
+            None => Ok(()),
+        };
+        let result = checked
+            .and_then(|()| package::read_package(&p.path, budget))
+            .with_context(|| format!("package {}", p.display))
+            .map(|members| Extracted { file_name: p.display.clone(), members });
+        if let Ok(mut slots) = results.lock() {
+            slots[i] = Some(result);
         }
+    };
+    // The calling thread is one of the `threads` (it holds their lease).
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            let _ = std::thread::Builder::new().name("kpackfs-extract".into()).spawn_scoped(s, work);
+        }
+        work();
     });
     slots.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("extraction thread failed")))).collect()
 }

@@ -6,7 +6,7 @@
 //! run one thread each instead of two each (cores² threads fighting over
 //! cores, which the earlier design allowed), and a lone job still uses every
 //! core. Leases block: take them on a blocking thread, never on an async
-//! worker.
+//! worker, and never while holding one (a nested lease can wait forever).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -75,7 +75,51 @@ impl Drop for CpuLease {
     fn drop(&mut self) {
         self.pool.busy.fetch_sub(self.threads, Ordering::SeqCst);
         *self.pool.free.lock().unwrap_or_else(|e| e.into_inner()) += self.threads;
-        self.pool.freed.notify_all();
+        // One waiter per freed thread (each takes at least one): no herd.
+        for _ in 0..self.threads {
+            self.pool.freed.notify_one();
+        }
+    }
+}
+
+/// Run CPU-bound `work` on a blocking thread under a lease of at most
+/// `want` threads (it gets the number it may use). Everything CPU-bound
+/// the daemon does goes through here: extraction, compression, hashing,
+/// verification, index parsing.
+pub async fn run<T: Send + 'static>(want: usize, work: impl FnOnce(usize) -> T + Send + 'static) -> T {
+    let task = tokio::task::spawn_blocking(move || {
+        let lease = pool().lease(want);
+        let _name = ThreadName::set(c"kpackfs-cpu");
+        work(lease.threads())
+    });
+    match task.await {
+        Ok(value) => value,
+        // A panic in CPU work is a bug: resume it where it is awaited.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A thread's name (what `top -H` and /proc show) while it does leased
+/// work, put back afterwards: the blocking pool's threads serve others too.
+struct ThreadName([u8; 16]);
+
+impl ThreadName {
+    fn set(name: &std::ffi::CStr) -> ThreadName {
+        let mut old = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer given;
+        // PR_SET_NAME reads a NUL-terminated string (truncated to 15 bytes).
+        unsafe {
+            libc::prctl(libc::PR_GET_NAME, old.as_mut_ptr());
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        }
+        ThreadName(old)
+    }
+}
+
+impl Drop for ThreadName {
+    fn drop(&mut self) {
+        // SAFETY: the buffer holds the NUL-terminated name PR_GET_NAME gave.
+        unsafe { libc::prctl(libc::PR_SET_NAME, self.0.as_ptr()) };
     }
 }
 

@@ -325,6 +325,38 @@ impl Pack {
     /// first time since start (it may have been damaged on disk meanwhile).
     pub fn open_verified(path: &Path) -> Result<Pack> {
         let pack = Pack::open(path)?;
+        pack.check_body(path)?;
+        Ok(pack)
+    }
+
+    /// [`Pack::open_verified`], and the pack must be the bundle `id`'s: its
+    /// BUNDLE_CHECKSUM is the id. A pack copied over another bundle's (or
+    /// a name swapped on disk) is refused, never served as that bundle.
+    pub fn open_verified_as(path: &Path, id: &crate::ids::BundleId) -> Result<Pack> {
+        let pack = Pack::open_verified(path)?;
+        let checksum = pack.bundle_checksum();
+        ensure!(
+            checksum.as_deref() == Some(id.hex().as_str()),
+            "pack {} is bundle {:?}, not {id}",
+            path.display(),
+            checksum.unwrap_or_default()
+        );
+        Ok(pack)
+    }
+
+    /// The BUNDLE_CHECKSUM file at the pack's root (what bundle it is).
+    pub fn bundle_checksum(&self) -> Option<String> {
+        let idx = self.lookup(0, b"BUNDLE_CHECKSUM")?;
+        let e = self.entry(idx)?;
+        if e.kind != Kind::File || e.size > 128 {
+            return None;
+        }
+        let bytes = self.read(e, 0, e.size as u32).ok()?;
+        Some(String::from_utf8_lossy(&bytes).trim().to_string())
+    }
+
+    fn check_body(&self, path: &Path) -> Result<()> {
+        let pack = self;
         let mut crc = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut pos = 0u64;
@@ -335,7 +367,7 @@ impl Pack {
             pos += n as u64;
         }
         ensure!(crc.finalize() == pack.body_crc, "pack {} contents checksum mismatch", path.display());
-        Ok(pack)
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

@@ -12,7 +12,7 @@ use crate::ids::BundleId;
 use crate::manifest::BundleSpec;
 use crate::package::Limits;
 use crate::remote::{Put, Remote};
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,18 +70,16 @@ async fn tgz_of(
     }
     let packages = assemble::download(fetcher, &job.spec).await?;
     let (spec, id, dir) = (job.spec.clone(), job.id, dir.to_path_buf());
-    tokio::task::spawn_blocking(move || -> Result<(PathBuf, String)> {
-        let lease = crate::cpu::pool().lease(crate::cpu::cores());
+    crate::cpu::run(crate::cpu::cores(), move |threads| -> Result<(PathBuf, String)> {
         let hex = id.hex();
-        let laid_out = assemble::assemble(assemble::Job::of(&spec, &hex, packages, limits, lease.threads()))?;
+        let laid_out = assemble::assemble(assemble::Job::of(&spec, &hex, packages, limits, threads))?;
         let path = dir.join(format!("{hex}.tgz"));
         let mut out = crate::files::AtomicFile::create_in(&path, &dir)?;
-        let (sha, _) = crate::tgz::write_hashed(&laid_out.tree, out.file(), lease.threads())?;
+        let (sha, _) = crate::tgz::write_hashed(&laid_out.tree, out.file(), threads)?;
         out.commit()?;
         Ok((path, sha))
     })
     .await
-    .map_err(|e| anyhow!("build task failed: {e}"))?
 }
 
 /// Publish one bundle: skip what the destination has, build, write.

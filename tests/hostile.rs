@@ -236,3 +236,142 @@ fn not_a_package_is_a_clear_error() {
     let err = run_err(&mut bundle(work.path(), &pkg, &[]));
     assert!(err.contains("garbage.deb") && err.contains("unknown magic"), "{err}");
 }
+
+/// An Ubuntu-shaped package of under a kilobyte whose flavour directory
+/// links into a tower of directories outside it: level k holds `fan` links
+/// to level k-1, so copying the link makes fan^levels entries.
+fn symlink_bomb(dir: &Path, fan: usize, levels: usize) -> PathBuf {
+    let flavour = "./usr/src/linux-headers-1.0.0-1-generic";
+    let common = "./usr/src/linux-headers-1.0.0-1";
+    let mut entries = vec![
+        file(&format!("{flavour}/Makefile"), b"all:\n"),
+        file(&format!("{common}/l0/f"), b"x"),
+        Raw {
+            name: leak(format!("{flavour}/bomb")),
+            kind: b'2',
+            mode: 0o777,
+            link: leak(format!("../linux-headers-1.0.0-1/l{levels}")),
+            data: vec![],
+        },
+    ];
+    for k in 1..=levels {
+        for j in 0..fan {
+            entries.push(Raw {
+                name: leak(format!("{common}/l{k}/s{j}")),
+                kind: b'2',
+                mode: 0o777,
+                link: leak(format!("../l{}", k - 1)),
+                data: vec![],
+            });
+        }
+    }
+    let path = dir.join("linux-headers-1.0.0-1-generic_1.0_amd64.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::best());
+    gz.write_all(&raw_tar(&entries)).unwrap();
+    gz.finish().unwrap();
+    path
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[test]
+fn a_symlink_copy_bomb_is_refused_within_the_entry_limit_and_bounded_memory() {
+    let work = tempdir();
+    let pkg = symlink_bomb(work.path(), 9, 8); // 9^8 = 43 million entries if copied
+    assert!(std::fs::metadata(&pkg).unwrap().len() < 4096, "a few hundred bytes of links");
+    // 1 GiB of address space: the unbounded layout needed several GB for this.
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--as=1073741824").arg("--");
+    cmd.arg(env!("CARGO_BIN_EXE_kpackfs"));
+    cmd.args(["bundle", "--type", "ubuntu", "-o"]).arg(work.path().join("out.tgz")).arg(&pkg);
+    let started = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a clean refusal, not an abort: {stderr}");
+    assert!(stderr.contains("more than 400000 entries"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "bounded time too: {:?}", started.elapsed());
+    assert!(!work.path().join("out.tgz").exists());
+}
+
+#[test]
+fn the_daemon_refuses_each_hostile_package_with_one_line_and_goes_on_serving() {
+    use common::mirror::{errno_of, Mounted};
+    let work = tempdir();
+    let www = work.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    // Each hostile package in a directory of its own (their file names are alike).
+    let cases: Vec<(&str, &str, PathBuf, &str)> = vec![
+        ("bomb", "ubuntu", symlink_bomb(&mkdir(&www, "bomb"), 9, 8), "more than 400000 entries"),
+        (
+            "traversal",
+            "debian",
+            package(&mkdir(&www, "traversal"), vec![file("./usr/../../evil", b"x")]),
+            "path traversal",
+        ),
+        (
+            "under-link",
+            "debian",
+            package(
+                &mkdir(&www, "under-link"),
+                vec![
+                    Raw { name: "./usr/escaped", kind: b'2', mode: 0o777, link: "../../..", data: vec![] },
+                    file("./usr/escaped/evil", b"x"),
+                ],
+            ),
+            "lies under the symlink",
+        ),
+        (
+            "zeros",
+            "debian",
+            package(&mkdir(&www, "zeros"), vec![file("./usr/zeros", &vec![0u8; 64 << 20])]),
+            "limit per bundle",
+        ),
+    ];
+    let good = package(&mkdir(&www, "good"), vec![]);
+    let server = common::http::Server::start();
+    server.mount("/", &www);
+    let mut yaml = String::new();
+    let mut entry = |kind: &str, name: &str, uname: &str, pkg: &Path| {
+        let rel = pkg.strip_prefix(&www).unwrap().display().to_string();
+        let url = format!("http://hostile.example.test/{rel}");
+        let id = kpackfs::manifest::bundle_id([url.as_str()]);
+        yaml.push_str(&format!(
+            "{id}:\n  type: {kind}\n  name: {name}\n  uname: {uname}\n  packages:\n  - url: {url}\n"
+        ));
+    };
+    for (name, kind, pkg, _) in &cases {
+        let uname = if *kind == "ubuntu" { "1.0.0-1-generic" } else { "1.0.0-1-amd64" };
+        entry(kind, name, uname, pkg);
+    }
+    entry("debian", "good", "1.0.0-1-amd64", &good);
+    let manifest = work.path().join("manifest.yml");
+    std::fs::write(&manifest, yaml).unwrap();
+    let m = Mounted::start(
+        &manifest,
+        None,
+        &[format!("--mirror=http://hostile.example.test={}", server.url("")), "--max-bundle-size".into(), "16M".into()],
+    );
+    for (name, kind, _, cause) in &cases {
+        let read = std::fs::read_to_string(m.path(&format!("{kind}/{name}/BUNDLE_UNAME")));
+        assert_eq!(errno_of(read), Some(libc::EIO), "{name}");
+        assert!(m.alive(), "the daemon survived {name}");
+        let log = m.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("bundle {kind}/{name}:"))).collect();
+        assert_eq!(lines.len(), 1, "one line for {name}: {log}");
+        assert!(lines[0].contains(cause), "{name}: {}", lines[0]);
+    }
+    assert_eq!(common::read(&m.path("debian/good/BUNDLE_UNAME")), "1.0.0-1-amd64", "and serves the others");
+    for p in ["/evil", "/etc/evil"] {
+        assert!(!Path::new(p).exists());
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(m.cache.join("tmp")).unwrap().collect();
+    assert!(leftovers.is_empty(), "nothing partial left in the cache's tmp/: {leftovers:?}");
+}
+
+fn mkdir(base: &Path, name: &str) -> PathBuf {
+    let d = base.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

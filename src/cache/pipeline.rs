@@ -27,12 +27,7 @@ async fn on_cpu<T: Send + 'static>(work: impl FnOnce(usize) -> Result<T> + Send 
 /// As [`on_cpu`], leasing at most `want` threads: single-threaded work
 /// must not hold the other cores.
 async fn on_cpus<T: Send + 'static>(want: usize, work: impl FnOnce(usize) -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(move || {
-        let lease = crate::cpu::pool().lease(want);
-        work(lease.threads())
-    })
-    .await
-    .map_err(|e| anyhow!("build task failed: {e}"))?
+    crate::cpu::run(want, work).await
 }
 
 /// A cache job's outcome as a future: `start` hands the job its waiter.
@@ -59,9 +54,7 @@ impl Cache {
             self.set_phase(id, Phase::Verifying);
             let path = self.pack_path(&id);
             let started = std::time::Instant::now();
-            let opened = tokio::task::spawn_blocking(move || Pack::open_verified(&path))
-                .await
-                .map_err(|e| anyhow!("verification task failed: {e}"))?;
+            let opened = crate::cpu::run(1, move |_| Pack::open_verified_as(&path, &id)).await;
             match opened {
                 Ok(pack) => {
                     log::debug!(
@@ -302,9 +295,7 @@ impl Cache {
         {
             self.set_phase(id, Phase::Verifying);
             let p = path.clone();
-            let checked = tokio::task::spawn_blocking(move || crate::fetch::hash_file(&p))
-                .await
-                .map_err(|e| anyhow!("verification task failed: {e}"))?;
+            let checked = crate::cpu::run(1, move |_| crate::fetch::hash_file(&p)).await;
             match checked {
                 Ok((actual, len)) if actual == sha && len == size => {
                     log::debug!("checked the cached {label}.tgz ({}) by sha256", crate::util::human_bytes(size));

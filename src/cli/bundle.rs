@@ -50,17 +50,24 @@ pub fn run(args: BundleArgs, config: &Config) -> Result<ExitCode> {
     // Decide where the output goes before any work: a bad -o fails at once.
     let output = Output::resolve(&args.output)?;
     let limits = Limits { max_total_bytes: settings.max_bundle_size, ..Limits::default() };
-    let lease = crate::cpu::pool().lease(crate::cpu::cores());
+    // CPU work runs under a lease, taken only once the downloads are done
+    // (looking packages up takes a lease of its own).
+    let cpu = || crate::cpu::pool().lease(crate::cpu::cores());
     let (laid_out, write_back) = match &args.kind {
-        Some(kind) => (from_files(kind, &args.inputs, limits, lease.threads())?, None),
+        Some(kind) => {
+            let lease = cpu();
+            (from_files(kind, &args.inputs, limits, lease.threads())?, None)
+        }
         None => {
             let [name] = args.inputs.as_slice() else {
                 bail!("give one bundle name (or --type TYPE with package files)");
             };
-            from_manifest(name, &args, config, &settings, limits, lease.threads())?
+            from_manifest(name, &args, config, &settings, limits)?
         }
     };
+    let lease = cpu();
     let (sha, size) = write_output(&laid_out.tree, &output, lease.threads())?;
+    drop(lease);
     if let (Some((remote, id, runtime)), Output::File(path)) = (write_back, &output) {
         match runtime.block_on(remote.publish_id(&id, path, &sha)) {
             Ok(put) => log::info!(
@@ -110,7 +117,6 @@ fn from_manifest(
     config: &Config,
     settings: &crate::daemon::settings::Settings,
     limits: Limits,
-    threads: usize,
 ) -> Result<(crate::layout::LaidOut, WriteBack)> {
     // The same view a mount with these settings serves, or --mount's.
     let view = args.view.open(config, &args.fetch.pairs())?;
@@ -139,7 +145,9 @@ fn from_manifest(
     let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
     let packages = runtime.block_on(assemble::download(&fetcher, &spec))?;
     let hex = id.hex();
-    let laid_out = assemble::assemble(assemble::Job::of(&spec, &hex, packages, limits, threads))?;
+    let lease = crate::cpu::pool().lease(crate::cpu::cores());
+    let laid_out = assemble::assemble(assemble::Job::of(&spec, &hex, packages, limits, lease.threads()))?;
+    drop(lease);
     let write_back = remote.filter(|r| !r.is_read_only()).map(|r| (r, id, runtime));
     Ok((laid_out, write_back))
 }

@@ -229,11 +229,10 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         progress(format!("{base}: {href}"));
         let data = fetch.get_verified(&format!("{base}/{href}"), &super::apt::Checksum::Sha256(csum), size).await?;
         let keep_patterns = patterns.clone();
-        let packages = tokio::task::spawn_blocking(move || -> Result<Vec<RpmPackage>> {
+        let packages = crate::cpu::run(1, move |_| -> Result<Vec<RpmPackage>> {
             parse_primary(decompress(&data)?, |name| keep_patterns.iter().any(|p| p.is_match(name)))
         })
-        .await
-        .map_err(|e| anyhow!("parsing task failed: {e}"))??;
+        .await?;
         fetch.memo_put(&memo_slot, &memo_key, &serde_json::to_vec(&packages)?)?;
         found.extend(packages.into_iter().map(|p| (base.clone(), p)));
     }

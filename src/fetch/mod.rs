@@ -137,7 +137,9 @@ impl Fetcher {
     async fn fetch_inner(&self, pkg: &Package) -> Result<PathBuf> {
         let key_lock = self.store.lock_for(pkg);
         let _guard = key_lock.lock().await;
-        if let Some(path) = self.store.lookup(pkg)? {
+        // Looking a package up hashes it (a damaged copy is refetched): CPU work.
+        let (store, wanted) = (self.store.clone(), pkg.clone());
+        if let Some(path) = crate::cpu::run(1, move |_| store.lookup(&wanted)).await? {
             return Ok(path);
         }
         let deadline = Instant::now() + self.cfg.deadline;
@@ -275,9 +277,7 @@ impl Fetcher {
 
     async fn admit(&self, pkg: &Package, partial: &Path) -> Result<PathBuf, FetchError> {
         let (store, pkg, partial) = (self.store.clone(), pkg.clone(), partial.to_path_buf());
-        tokio::task::spawn_blocking(move || store.admit(&pkg, &partial))
-            .await
-            .map_err(|e| FetchError::Io(format!("verification task failed: {e}")))?
+        crate::cpu::run(1, move |_| store.admit(&pkg, &partial)).await
     }
 }
 

@@ -72,9 +72,24 @@ impl Requests {
     }
 }
 
-/// A rendered file under `/.kpackfs/`: rendered at getattr (its size must
-/// be known before a read), served by read. A new rendering gets a new
-/// mtime, which makes the kernel drop its cached pages of the old one.
+/// A rendered file under `/.kpackfs/`: rendered at lookup and at a getattr
+/// by path (its size must be known before a read), served by read. A
+/// reader's own refreshes (getattr from the open file, which the kernel
+/// sends before reading past the size it has) keep its rendering, so one
+/// read sequence never mixes two renderings. A new rendering gets a new
+/// mtime, which makes the kernel drop its cached pages of the old one
+/// (FUSE_AUTO_INVAL_DATA).
+/// How long a reader's refreshes keep the rendering it started with.
+const KEPT_RENDERING: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy)]
+enum Freshness {
+    /// A path walk or a stat by name: render anew.
+    New,
+    /// The reader's own refresh: keep what it is reading.
+    Kept,
+}
+
 #[derive(Clone)]
 struct Rendered {
     bytes: Arc<Vec<u8>>,
@@ -317,6 +332,10 @@ impl FsCore {
                 return done(Err(Errno::ENOTDIR))
             }
         };
+        if let Some(which @ (Ino::Status | Ino::StatusJson | Ino::Metrics)) = found {
+            // A path walk to a status file: what an open is about to read.
+            return done(Ok(Lookup::Found(self.rendered_attr(which, Freshness::New))));
+        }
         // Namespace directories change only on a manifest refresh, which
         // invalidates these negative entries.
         done(Ok(match found.and_then(|ino| self.namespace_attr(ino, &ns)) {
@@ -337,10 +356,8 @@ impl FsCore {
                 });
             }
             Ino::Status | Ino::StatusJson | Ino::Metrics => {
-                let r = self.render(decoded);
-                let mut attr = Attr::new(ino, FileKind::File, r.bytes.len() as u64, 0o444, 1);
-                attr.mtime = r.at;
-                return done(Ok(Timed { attr, ttl: NOW }));
+                let freshness = if from_open_file { Freshness::Kept } else { Freshness::New };
+                return done(Ok(self.rendered_attr(decoded, freshness)));
             }
             Ino::Tgz { slot } => {
                 let Some(id) = self.namespace().id(slot) else { return done(Err(Errno::ENOENT)) };
@@ -362,10 +379,24 @@ impl FsCore {
         done(self.namespace_attr(decoded, &self.namespace()).ok_or(Errno::ENOENT))
     }
 
-    /// Render a `/.kpackfs/` file anew (at most every 100 ms).
-    fn render(&self, which: Ino) -> Rendered {
+    /// A status file's attributes, from a rendering as fresh as asked.
+    fn rendered_attr(&self, which: Ino, freshness: Freshness) -> Timed {
+        let r = self.render(which, freshness);
+        let mut attr = Attr::new(which.encode(), FileKind::File, r.bytes.len() as u64, 0o444, 1);
+        attr.mtime = r.at;
+        Timed { attr, ttl: NOW }
+    }
+
+    /// Render a `/.kpackfs/` file anew (at most every 100 ms), or keep the
+    /// current rendering for a reader that has the file open (for up to
+    /// `KEPT_RENDERING`: a reader that keeps the file open sees updates).
+    fn render(&self, which: Ino, freshness: Freshness) -> Rendered {
         let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = rendered.get(&which).filter(|r| r.made.elapsed() < Duration::from_millis(100)) {
+        let keep_for = match freshness {
+            Freshness::New => Duration::from_millis(100),
+            Freshness::Kept => KEPT_RENDERING,
+        };
+        if let Some(r) = rendered.get(&which).filter(|r| r.made.elapsed() < keep_for) {
             return r.clone();
         }
         let report = Report::collect(self);
@@ -424,7 +455,7 @@ impl FsCore {
             }
             Some(which @ (Ino::Status | Ino::StatusJson | Ino::Metrics)) => {
                 let r = self.rendered.lock().unwrap_or_else(|e| e.into_inner()).get(&which).cloned();
-                let r = r.unwrap_or_else(|| self.render(which));
+                let r = r.unwrap_or_else(|| self.render(which, Freshness::Kept));
                 let start = (offset as usize).min(r.bytes.len());
                 let end = start.saturating_add(size as usize).min(r.bytes.len());
                 done(Ok(Data::Shared(r.bytes, start..end)))

@@ -104,6 +104,8 @@ impl Filesystem for FuseAdapter {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            // A status file's new rendering has a new mtime: drop its old pages.
+            InitFlags::FUSE_AUTO_INVAL_DATA,
         ] {
             if let Err(e) = config.add_capabilities(cap) {
                 log::debug!("kernel lacks {e:?}");

@@ -12,7 +12,11 @@ use crate::staging::StagingTree;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
+pub(super) fn layout<'t>(
+    tree: &'t StagingTree,
+    uname: Option<&str>,
+    limits: crate::package::Limits,
+) -> Result<(Engine<'t>, String, String)> {
     let usr_src = tree.lookup_nofollow("usr/src").context("the packages hold no usr/src")?;
     let candidates = tree
         .subdirs(usr_src, |n| n.starts_with("linux-headers-") && !n.ends_with("-common") && !n.contains("-common-"))
@@ -20,7 +24,7 @@ pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(
         .map(|(n, id)| (n["linux-headers-".len()..].to_string(), id))
         .collect();
     let (uname, _) = pick_one("usr/src/linux-headers-<uname> directory", candidates, uname)?;
-    let mut engine = Engine::new(tree);
+    let mut engine = Engine::new(tree, limits);
     for top in ["usr", "lib"] {
         if let Some(id) = tree.lookup_nofollow(top) {
             engine.mount(id, top, Merge::Replace)?;

@@ -6,7 +6,7 @@
 //! - it dangles, loops, or escapes the extraction root: dropped.
 
 use super::{BundleTree, ItemKind, TreeItem};
-use crate::package::Blob;
+use crate::package::{Blob, Limits};
 use crate::staging::{NodeId, NodeKind, StagingTree};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -60,7 +60,17 @@ pub(crate) struct Engine<'t> {
     mounts: Vec<(NodeId, String)>,
     excluded: Vec<String>,
     nodes: Vec<OutNode>,
+    /// The bounds of what the layout makes (not only of what the archives
+    /// hold: a few hundred bytes of links copied through each other can
+    /// make millions of entries).
+    limits: Limits,
+    /// File bytes placed so far, copies counted.
+    bytes: u64,
 }
+
+/// Path bounds of the bundle tree, as the archive readers apply to input.
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_PATH_DEPTH: usize = 256;
 
 fn split(path: &str) -> Vec<&str> {
     path.split('/').filter(|c| !c.is_empty()).collect()
@@ -89,8 +99,43 @@ pub fn relative_path(from_dir: &str, to: &str) -> String {
 }
 
 impl<'t> Engine<'t> {
-    pub fn new(tree: &'t StagingTree) -> Self {
-        Engine { tree, mounts: Vec::new(), excluded: Vec::new(), nodes: vec![OutNode::Dir(BTreeMap::new())] }
+    pub fn new(tree: &'t StagingTree, limits: Limits) -> Self {
+        Engine {
+            tree,
+            mounts: Vec::new(),
+            excluded: Vec::new(),
+            nodes: vec![OutNode::Dir(BTreeMap::new())],
+            limits,
+            bytes: 0,
+        }
+    }
+
+    /// Add a node, within the bundle's entry and byte limits.
+    fn push_node(&mut self, node: OutNode, path: &str) -> Result<usize> {
+        if self.nodes.len() >= self.limits.max_entries {
+            bail!(
+                "the layout makes more than {} entries (at {}; links copied into each other?)",
+                self.limits.max_entries,
+                crate::manifest::rules::shown(path)
+            );
+        }
+        if path.len() > MAX_PATH_BYTES || path.split('/').count() > MAX_PATH_DEPTH {
+            bail!(
+                "the layout makes a path deeper than {MAX_PATH_DEPTH} levels or longer than {MAX_PATH_BYTES} bytes ({}…)",
+                crate::manifest::rules::shown(&path[..path.len().min(200)])
+            );
+        }
+        if let OutNode::File { blob, .. } = &node {
+            self.bytes += blob.len() as u64;
+            if self.bytes > self.limits.max_total_bytes {
+                bail!(
+                    "the layout makes more than {} bytes of contents (links copied into each other?)",
+                    self.limits.max_total_bytes
+                );
+            }
+        }
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
     }
 
     /// Leave `path` (and everything under it) out of the bundle.
@@ -151,8 +196,7 @@ impl<'t> Engine<'t> {
             cur = match next {
                 Some(id) if matches!(self.nodes[id], OutNode::Dir(_)) => id,
                 _ => {
-                    self.nodes.push(OutNode::Dir(BTreeMap::new()));
-                    let id = self.nodes.len() - 1;
+                    let id = self.push_node(OutNode::Dir(BTreeMap::new()), path)?;
                     let Some(children) = self.children_mut(cur) else {
                         bail!("bundle path {path} crosses a non-directory")
                     };
@@ -178,8 +222,7 @@ impl<'t> Engine<'t> {
                 return Ok(());
             }
         }
-        self.nodes.push(node);
-        let id = self.nodes.len() - 1;
+        let id = self.push_node(node, path)?;
         if let Some(children) = self.children_mut(parent) {
             children.insert(name.to_string(), id);
         }
@@ -304,6 +347,13 @@ impl<'t> Engine<'t> {
         match &target_node.kind {
             NodeKind::File(blob) => {
                 let exec = target_node.mode & 0o111 != 0;
+                self.bytes += blob.len() as u64;
+                if self.bytes > self.limits.max_total_bytes {
+                    bail!(
+                        "the layout makes more than {} bytes of contents (links copied into each other?)",
+                        self.limits.max_total_bytes
+                    );
+                }
                 if let Some(slot) = self.get_mut(path) {
                     *slot = OutNode::File { blob: blob.clone(), exec, mtime: target_node.mtime };
                 }

@@ -85,6 +85,8 @@ pub struct Request<'a> {
     pub checksum: &'a str,
     /// The manifest's uname, used to pick the headers when several are present.
     pub uname: Option<&'a str>,
+    /// Bounds on what the layout makes (entries, bytes, depth).
+    pub limits: crate::package::Limits,
 }
 
 /// The result of a layout: the tree (BUNDLE_* files included) and its meta values.
@@ -105,11 +107,11 @@ pub fn lay_out(req: &Request<'_>, packages: Vec<Extracted>) -> Result<LaidOut> {
         }
     }
     let (engine, uname, build_dir) = match family {
-        Family::Debian => debian::layout(&tree, req.uname)?,
-        Family::Ubuntu => ubuntu::layout(&tree, req.uname)?,
-        Family::RedHat => rpm::layout(&tree, req.uname, false)?,
-        Family::Oracle => rpm::layout(&tree, req.uname, true)?,
-        Family::Suse => suse::layout(&tree, req.uname)?,
+        Family::Debian => debian::layout(&tree, req.uname, req.limits)?,
+        Family::Ubuntu => ubuntu::layout(&tree, req.uname, req.limits)?,
+        Family::RedHat => rpm::layout(&tree, req.uname, false, req.limits)?,
+        Family::Oracle => rpm::layout(&tree, req.uname, true, req.limits)?,
+        Family::Suse => suse::layout(&tree, req.uname, req.limits)?,
     };
     if let Some(expected) = req.uname {
         if expected != uname {
@@ -128,12 +130,12 @@ pub fn lay_out(req: &Request<'_>, packages: Vec<Extracted>) -> Result<LaidOut> {
 /// A tree that is already a bundle (a `.tgz` from the remote tier): staged
 /// as it is, in canonical order, links kept where they resolve inside it.
 /// The input is hostile: the staging tree's checks apply.
-pub fn from_bundle(members: Vec<Member>) -> Result<BundleTree> {
+pub fn from_bundle(members: Vec<Member>, limits: crate::package::Limits) -> Result<BundleTree> {
     let mut tree = StagingTree::new();
     for member in members {
         tree.add(member)?;
     }
-    let mut engine = engine::Engine::new(&tree);
+    let mut engine = engine::Engine::new(&tree, limits);
     engine.mount(crate::staging::ROOT, "", engine::Merge::Replace)?;
     engine.settle_links()?;
     Ok(engine.into_tree())

@@ -12,10 +12,11 @@ pub(super) fn layout<'t>(
     tree: &'t StagingTree,
     uname: Option<&str>,
     oracle: bool,
+    limits: crate::package::Limits,
 ) -> Result<(Engine<'t>, String, String)> {
     let kernels = tree.lookup_nofollow("usr/src/kernels").context("the packages hold no usr/src/kernels")?;
     let (uname, root) = pick_one("usr/src/kernels/<uname> directory", tree.subdirs(kernels, |_| true), uname)?;
-    let mut engine = Engine::new(tree);
+    let mut engine = Engine::new(tree, limits);
     if oracle {
         engine.exclude("scripts/dtc");
     }

@@ -8,7 +8,11 @@ use super::pick_one;
 use crate::staging::{NodeKind, StagingTree};
 use anyhow::{bail, Context, Result};
 
-pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
+pub(super) fn layout<'t>(
+    tree: &'t StagingTree,
+    uname: Option<&str>,
+    limits: crate::package::Limits,
+) -> Result<(Engine<'t>, String, String)> {
     let usr_src = tree.lookup_nofollow("usr/src").context("the packages hold no usr/src")?;
     let objs = tree.subdirs(usr_src, |n| n.starts_with("linux-") && n.ends_with("-obj"));
     let (obj_name, obj) = pick_one("usr/src/linux-<release>-obj directory", objs, None)?;
@@ -37,7 +41,7 @@ pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(
         .lookup_nofollow(&format!("usr/src/{base_name}"))
         .with_context(|| format!("the packages hold no usr/src/{base_name} (kernel-devel)"))?;
 
-    let mut engine = Engine::new(tree);
+    let mut engine = Engine::new(tree, limits);
     engine.mount(flavour_dir, "", Merge::Replace)?;
     engine.remove("Makefile");
     engine.mount(base, "", Merge::KeepNewer)?;

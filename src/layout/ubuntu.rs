@@ -14,7 +14,11 @@ fn is_flavour_release(release: &str) -> bool {
     RE.get_or_init(|| Regex::new(r"^[0-9]+\.[0-9]+\.[0-9]+-[0-9]+-[a-z]").expect("static regex")).is_match(release)
 }
 
-pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(Engine<'t>, String, String)> {
+pub(super) fn layout<'t>(
+    tree: &'t StagingTree,
+    uname: Option<&str>,
+    limits: crate::package::Limits,
+) -> Result<(Engine<'t>, String, String)> {
     let usr_src = tree.lookup_nofollow("usr/src").context("the packages hold no usr/src")?;
     let candidates = tree
         .subdirs(usr_src, |n| n.strip_prefix("linux-headers-").is_some_and(is_flavour_release))
@@ -22,7 +26,7 @@ pub(super) fn layout<'t>(tree: &'t StagingTree, uname: Option<&str>) -> Result<(
         .map(|(n, id)| (n["linux-headers-".len()..].to_string(), id))
         .collect();
     let (uname, root) = pick_one("usr/src/linux-headers-<release>-<flavour> directory", candidates, uname)?;
-    let mut engine = Engine::new(tree);
+    let mut engine = Engine::new(tree, limits);
     engine.exclude("scripts/dtc");
     engine.exclude("rust");
     engine.mount(root, "", Merge::Replace)?;

@@ -360,7 +360,7 @@ impl std::fmt::Debug for Remote {
 pub fn verify_bundle(path: &Path, id: &BundleId, limits: crate::package::Limits) -> Result<crate::layout::BundleTree> {
     let budget = crate::package::Budget::new(limits);
     let members = crate::package::read_package(path, &budget).context("reading the fetched bundle")?;
-    let tree = crate::layout::from_bundle(members).context("the fetched bundle")?;
+    let tree = crate::layout::from_bundle(members, limits).context("the fetched bundle")?;
     let checksum = crate::layout::Meta::from_tree(&tree).map(|m| m.checksum);
     if checksum.as_deref() != Some(id.hex().as_str()) {
         bail!("its BUNDLE_CHECKSUM is {:?}, not the bundle's id", checksum.unwrap_or_default());

@@ -26,14 +26,25 @@ struct Job {
     reply: SyncSender<io::Result<Vec<u8>>>,
 }
 
-/// A `Write` that gzips with `threads` workers. Call [`ParallelGzip::finish`].
+/// A chunk in order: compressed by a worker (its answer to come) or by
+/// the writing thread itself.
+enum Pending {
+    Worker(Receiver<io::Result<Vec<u8>>>),
+    Done(io::Result<Vec<u8>>),
+}
+
+/// A `Write` that gzips on `threads` threads: the writing thread and
+/// `threads - 1` workers, so a CPU lease of N threads runs exactly N (the
+/// writer compresses a chunk itself whenever every worker has one).
+/// Call [`ParallelGzip::finish`].
 pub struct ParallelGzip<W: Write> {
     out: Option<W>,
     buf: Vec<u8>,
     window: Vec<u8>,
     crc: crc32fast::Hasher,
     total: u64,
-    in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
+    level: u32,
+    in_flight: VecDeque<Pending>,
     max_in_flight: usize,
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -68,27 +79,28 @@ impl<W: Write> ParallelGzip<W> {
     pub fn new(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
         out.write_all(&HEADER)?;
         let threads = threads.max(1);
-        let (tx, rx) = mpsc::sync_channel::<Job>(threads * 2);
+        let (tx, rx) = mpsc::sync_channel::<Job>(threads);
         let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..threads)
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                std::thread::spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = job else { return };
-                    let _ = job.reply.send(deflate_chunk(level, &job.data, &job.dict, job.last));
-                })
-            })
-            .collect();
+        let mut workers = Vec::with_capacity(threads - 1);
+        for _ in 1..threads {
+            let rx = Arc::clone(&rx);
+            let worker = std::thread::Builder::new().name("kpackfs-gzip".into()).spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(guard) => guard.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let _ = job.reply.send(deflate_chunk(level, &job.data, &job.dict, job.last));
+            })?;
+            workers.push(worker);
+        }
         Ok(ParallelGzip {
             out: Some(out),
             buf: Vec::with_capacity(CHUNK),
             window: Vec::new(),
             crc: crc32fast::Hasher::new(),
             total: 0,
+            level,
             in_flight: VecDeque::new(),
             max_in_flight: threads * 2,
             jobs: Some(tx),
@@ -103,19 +115,30 @@ impl<W: Write> ParallelGzip<W> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let dict = std::mem::take(&mut self.window);
         self.window = data[data.len().saturating_sub(WINDOW)..].to_vec();
+        if self.jobs.is_none() {
+            return Err(io::Error::other("gzip stream already finished"));
+        }
+        let at_workers = self.in_flight.iter().filter(|p| matches!(p, Pending::Worker(_))).count();
+        if at_workers >= self.workers.len() {
+            // Every worker has a chunk: this thread compresses this one.
+            self.in_flight.push_back(Pending::Done(deflate_chunk(self.level, &data, &dict, last)));
+            return Ok(());
+        }
         let (reply, result) = mpsc::sync_channel(1);
         let job = Job { data, dict, last, reply };
-        match &self.jobs {
-            Some(tx) => tx.send(job).map_err(|_| io::Error::other("gzip workers stopped"))?,
-            None => return Err(io::Error::other("gzip stream already finished")),
+        if let Some(tx) = &self.jobs {
+            tx.send(job).map_err(|_| io::Error::other("gzip workers stopped"))?;
         }
-        self.in_flight.push_back(result);
+        self.in_flight.push_back(Pending::Worker(result));
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
-        let Some(rx) = self.in_flight.pop_front() else { return Ok(()) };
-        let chunk = rx.recv().map_err(|_| io::Error::other("gzip worker died"))??;
+        let Some(pending) = self.in_flight.pop_front() else { return Ok(()) };
+        let chunk = match pending {
+            Pending::Worker(rx) => rx.recv().map_err(|_| io::Error::other("gzip worker died"))??,
+            Pending::Done(result) => result?,
+        };
         self.out.as_mut().ok_or_else(|| io::Error::other("gzip stream already finished"))?.write_all(&chunk)
     }
 

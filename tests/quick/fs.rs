@@ -171,6 +171,42 @@ fn status_names_the_failed_bundle_its_cause_and_the_retry_time() {
     assert!(b["retry_in_secs"].as_u64().unwrap() > 50);
 }
 
+/// A reader's view of a status file stays one rendering: the open (a path
+/// walk) renders, and the refreshes the kernel sends while that reader reads
+/// (getattr from the open file) keep the same bytes even when the state
+/// has changed meanwhile; a new open sees the new state.
+#[test]
+fn a_status_reader_sees_one_rendering_from_open_to_end() {
+    let h = Harness::new(&["9.1.0-1-amd64", "9.1.0-2-amd64"], 100, Options::default());
+    let meta = h.resolve(".kpackfs").unwrap().attr.ino;
+    let opened = match h.lookup(meta, "status.json").unwrap() {
+        kpackfs::fs::Lookup::Found(t) => t.attr,
+        other => panic!("{other:?}"),
+    };
+    let first = h.read(opened.ino, 0, 1 << 20).unwrap();
+    // The state changes (a bundle is built) and the 100 ms render throttle passes.
+    h.read_file("debian/9.1.0-1-amd64/BUNDLE_UNAME").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let refreshed = h.getattr(opened.ino, true).unwrap().attr;
+    assert_eq!(
+        (refreshed.size, refreshed.mtime),
+        (opened.size, opened.mtime),
+        "the reader's refresh keeps its rendering"
+    );
+    let again = h.read(opened.ino, 0, 1 << 20).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(again.len() as u64, opened.size);
+    serde_json::from_slice::<serde_json::Value>(&again).expect("one whole document");
+    // A new open sees the build.
+    let reopened = match h.lookup(meta, "status.json").unwrap() {
+        kpackfs::fs::Lookup::Found(t) => t.attr,
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(reopened.mtime, opened.mtime);
+    let now: serde_json::Value = serde_json::from_slice(&h.read(reopened.ino, 0, 1 << 20).unwrap()).unwrap();
+    assert!(now["bundles"].as_array().unwrap().iter().any(|b| b["state"] == "ready"), "{now}");
+}
+
 #[test]
 fn a_refresh_adds_bundles_and_invalidates_only_what_changed() {
     let h = Harness::new(&["9.1.0-1-amd64"], 100, Options::default());

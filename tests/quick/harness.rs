@@ -1,7 +1,7 @@
 //! The filesystem core and cache in-process, over a directory source with
 //! injectable faults: no FUSE, no root, no network.
 
-use super::synthetic::{manifest, Kernel};
+use super::synthetic::{manifest_ordered, Kernel};
 use kpackfs::cache::{Backoff, Cache, Settings};
 use kpackfs::fetch::{FetchConfig, Fetcher, PackageStore, RetryPolicy};
 use kpackfs::fs::{Caller, CallerProbe, Data, DirItem, Errno, FsCore, Invalidator, Lookup, Timed};
@@ -52,6 +52,11 @@ pub struct Options {
     pub with_sums: bool,
     /// The shared bundle tier, if any.
     pub remote: Option<Arc<kpackfs::remote::Remote>>,
+    /// Bytes in the kbuild package every kernel shares; when set, it is
+    /// listed first in each entry (so it is the oldest package of a build).
+    pub shared_kbuild_bytes: Option<usize>,
+    /// Fill the headers with zeros: packages of a few KB, packs of full size.
+    pub zeros: bool,
 }
 
 impl Default for Options {
@@ -71,6 +76,8 @@ impl Default for Options {
             fetch,
             with_sums: true,
             remote: None,
+            shared_kbuild_bytes: None,
+            zeros: false,
         }
     }
 }
@@ -97,8 +104,10 @@ impl Harness {
     pub fn new(unames: &[&str], filler: usize, opts: Options) -> Harness {
         let dir = tempfile::Builder::new().prefix("kpackfs-quick-").tempdir().unwrap();
         let mirror = dir.path().join("mirror");
-        let kernels: Vec<Kernel> = unames.iter().map(|u| Kernel::write(&mirror, u, filler)).collect();
-        let (manifest, ids) = manifest(&kernels, opts.with_sums);
+        let kbuild = opts.shared_kbuild_bytes;
+        let kernels: Vec<Kernel> =
+            unames.iter().map(|u| Kernel::write_with(&mirror, u, filler, kbuild.unwrap_or(0), opts.zeros)).collect();
+        let (manifest, ids) = manifest_ordered(&kernels, opts.with_sums, kbuild.is_some());
         let source = FaultySource::new(Arc::new(DirSource::new(&mirror)));
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let callers = Arc::new(FakeCallers::default());

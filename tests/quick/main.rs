@@ -9,5 +9,6 @@ mod faults;
 mod fs;
 mod hardening;
 mod harness;
+mod order;
 mod remote;
 mod synthetic;

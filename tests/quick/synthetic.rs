@@ -86,6 +86,13 @@ impl Kernel {
     /// Write the packages of kernel `uname` into `dir`; `filler` bytes of
     /// incompressible data make it as large as needed.
     pub fn write(dir: &Path, uname: &str, filler: usize) -> Kernel {
+        Self::write_with(dir, uname, filler, 0, false)
+    }
+
+    /// [`Kernel::write`] with `kbuild_filler` bytes in the shared kbuild
+    /// package, and the filler zeros when `zeros` (packages of a few KB
+    /// whose packs are large: sizes that count are the bundles').
+    pub fn write_with(dir: &Path, uname: &str, filler: usize, kbuild_filler: usize, zeros: bool) -> Kernel {
         std::fs::create_dir_all(dir).unwrap();
         let root = format!("usr/src/linux-headers-{uname}");
         let makefile = format!("# kernel {uname}\nobj-m ?=\n");
@@ -95,14 +102,21 @@ impl Kernel {
             Member::Dir(&root),
             Member::File(&format!("{root}/Makefile"), makefile.into_bytes()),
             Member::File(&format!("{root}/include/linux/kpack.h"), format!("#define KPACK \"{uname}\"\n").into_bytes()),
-            Member::File(&format!("{root}/filler.bin"), noise(filler, uname.len() as u64 + filler as u64)),
+            Member::File(
+                &format!("{root}/filler.bin"),
+                if zeros { vec![0u8; filler] } else { noise(filler, uname.len() as u64 + filler as u64) },
+            ),
             Member::Link(&format!("{root}/scripts"), "../../lib/linux-kbuild-9/scripts"),
             Member::Link(&format!("lib/modules/{uname}/build"), &format!("/{root}")),
         ]);
-        let kbuild = deb(&[
+        let mut kbuild_members = vec![
             Member::Dir("usr/lib/linux-kbuild-9/scripts"),
             Member::File("usr/lib/linux-kbuild-9/scripts/basic.sh", b"#!/bin/sh\necho kbuild\n".to_vec()),
-        ]);
+        ];
+        if kbuild_filler > 0 {
+            kbuild_members.push(Member::File("usr/lib/linux-kbuild-9/scripts/filler.bin", noise(kbuild_filler, 9)));
+        }
+        let kbuild = deb(&kbuild_members);
         let headers_path = dir.join(format!("linux-headers-{uname}_1_amd64.deb"));
         let kbuild_path = dir.join("linux-kbuild-9_1_amd64.deb");
         std::fs::File::create(&headers_path).unwrap().write_all(&headers).unwrap();
@@ -110,7 +124,9 @@ impl Kernel {
         Kernel { headers: headers_path, kbuild: kbuild_path }
     }
 
-    pub fn spec(&self, with_sums: bool) -> BundleSpec {
+    /// The entry, the kbuild package listed first when `kbuild_first` (the
+    /// order packages are fetched and registered in; the bundle is the same).
+    pub fn spec_ordered(&self, with_sums: bool, kbuild_first: bool) -> BundleSpec {
         let package = |path: &Path| {
             let data = std::fs::read(path).unwrap();
             let mut p = Package::new(format!("{BASE}/{}", path.file_name().unwrap().to_str().unwrap()));
@@ -125,14 +141,22 @@ impl Kernel {
             name: None,
             uname: None,
             signed_by: None,
-            packages: vec![package(&self.headers), package(&self.kbuild)],
+            packages: if kbuild_first {
+                vec![package(&self.kbuild), package(&self.headers)]
+            } else {
+                vec![package(&self.headers), package(&self.kbuild)]
+            },
         }
     }
 }
 
 /// A manifest of `kernels`.
 pub fn manifest(kernels: &[Kernel], with_sums: bool) -> (Manifest, Vec<String>) {
+    manifest_ordered(kernels, with_sums, false)
+}
+
+pub fn manifest_ordered(kernels: &[Kernel], with_sums: bool, kbuild_first: bool) -> (Manifest, Vec<String>) {
     let mut m = Manifest::default();
-    let ids = kernels.iter().map(|k| m.insert(k.spec(with_sums))).collect();
+    let ids = kernels.iter().map(|k| m.insert(k.spec_ordered(with_sums, kbuild_first))).collect();
     (m, ids)
 }
