@@ -209,6 +209,63 @@ fn yum_repositories_from_createrepo_with_signed_repomd() {
     assert_eq!(read(&p.lists.join("test-suse.txt")).lines().count(), 2);
 }
 
+/// A yum repository whose repomd.xml signature does not hold (another
+/// key's, or repomd.xml changed after signing, or none at all) is refused;
+/// the crawl that checks it is the one that accepted the good signature.
+#[test]
+fn a_yum_index_whose_signature_fails_is_refused() {
+    let work = tempdir();
+    let key = TestKey::new(work.path(), "yum");
+    let other = TestKey::new(work.path(), "other");
+    let rhel = pkgs::synthetic_rhel(work.path(), "redhat", "w19.zstdio");
+    let repo = work.path().join("www/centos/AppStream");
+    yum_repo(&repo, &rhel.files, Some(&key));
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let sources = sources_file(
+        work.path(),
+        &[yum_source(
+            "test-centos",
+            "redhat",
+            &url_of("/centos"),
+            "AppStream",
+            "['^kernel-devel$']",
+            "single",
+            &key.keyring,
+        )],
+    );
+    let repomd = repo.join("repodata/repomd.xml");
+    let asc = repo.join("repodata/repomd.xml.asc");
+    let good = std::fs::read(&repomd).unwrap();
+    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+        ("signed by a key that is not in the keyring", Box::new(|| other.detach_sign(&repomd, &asc, true))),
+        (
+            "bad signature",
+            Box::new(|| {
+                key.detach_sign(&repomd, &asc, true);
+                let changed = String::from_utf8_lossy(&good).replacen("<revision>", "<revision>1", 1);
+                std::fs::write(&repomd, changed).unwrap();
+            }),
+        ),
+        ("repomd.xml.asc", Box::new(|| std::fs::remove_file(&asc).unwrap())),
+    ];
+    for (i, (why, break_it)) in cases.iter().enumerate() {
+        std::fs::write(&repomd, &good).unwrap();
+        break_it();
+        let p = paths(&work.path().join(format!("case{i}")));
+        let out = crawl(&sources, &p, &server, CANONICAL, &[]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(4), "{why}: {stdout}");
+        assert!(stdout.contains("test-centos") && stdout.contains(why), "{why}: {stdout}");
+        assert!(!p.lists.join("test-centos.txt").exists(), "{why}: nothing listed");
+    }
+    std::fs::write(&repomd, &good).unwrap();
+    key.detach_sign(&repomd, &asc, true);
+    let p = paths(&work.path().join("good"));
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
+    assert_eq!(read(&p.lists.join("test-centos.txt")).lines().count(), 1, "the good signature is accepted");
+}
+
 /// A signed apt repository crawled once (so that a list exists), for the
 /// tampering cases.
 struct Crawled {
@@ -265,13 +322,68 @@ fn packages_whose_hash_does_not_match_release_are_refused() {
     let c = crawled_once();
     c.add_kernel();
     c.repo.publish(Some(&c.key));
-    // Replace Packages.xz after signing: Release no longer describes it.
+    // Change Packages.xz after signing, keeping its size: only the sha256
+    // comparison can tell (a longer file would fail the size check first).
     let xz = c.repo.packages_xz();
     let mut data = std::fs::read(&xz).unwrap();
-    data.extend_from_slice(b"tampered");
+    let at = data.len() / 2;
+    data[at] ^= 0x55;
     std::fs::write(&xz, data).unwrap();
     let err = c.crawl_fails();
-    assert!(err.contains("test-debian") && err.contains("mismatch with the signed index"), "{err}");
+    assert!(err.contains("test-debian") && err.contains("sha256 mismatch with the signed index"), "{err}");
+}
+
+/// The signed text of an InRelease changed after signing (a kernel added
+/// to it, say): gpgv's BADSIG, refused.
+#[test]
+fn an_inrelease_whose_signed_text_was_changed_is_refused() {
+    let c = crawled_once();
+    c.add_kernel();
+    c.repo.publish(Some(&c.key));
+    let path = c.repo.in_release();
+    let text = read(&path).replacen("Origin: kpackfs-test", "Origin: kpackfs-evil", 1);
+    std::fs::write(&path, text).unwrap();
+    let err = c.crawl_fails();
+    assert!(err.contains("bad signature (the signed data was changed)"), "{err}");
+}
+
+/// Without InRelease, Release with its detached Release.gpg: accepted when
+/// the signature is good, refused when Release was changed after signing.
+#[test]
+fn release_and_release_gpg_are_read_when_there_is_no_inrelease() {
+    let c = crawled_once();
+    c.add_kernel();
+    c.repo.publish(Some(&c.key));
+    std::fs::remove_file(c.repo.in_release()).unwrap();
+    let release = c.repo.in_release().with_file_name("Release");
+    let good = read(&release);
+    std::fs::write(&release, good.replacen("Origin: kpackfs-test", "Origin: kpackfs-evil", 1)).unwrap();
+    let err = c.crawl_fails();
+    assert!(err.contains("stable/Release") && err.contains("bad signature"), "{err}");
+    std::fs::write(&release, good).unwrap();
+    run_ok(&mut crawl(&c.sources, &c.p, &c.server, CANONICAL, &[]));
+    assert_eq!(read(&c.p.lists.join("test-debian.txt")).lines().count(), 6, "both kernels, through Release.gpg");
+    assert!(c.server.count("Release.gpg") >= 1);
+}
+
+/// A key revoked by its owner (the revocation imported into the keyring
+/// the source names): what it signed is refused, as apt does.
+#[test]
+fn a_release_signed_by_a_revoked_key_is_refused() {
+    let c = crawled_once();
+    c.add_kernel();
+    c.repo.publish(Some(&c.key));
+    let revoked = c.key.revoked_keyring(c.work.path());
+    let sources = sources_file(
+        c.work.path(),
+        &[apt_source("test-debian", "debian", &url_of("/debian"), "stable", "-amd64$", Some(&revoked))],
+    );
+    let fresh = Paths { lists: c.p.lists.clone(), manifest: c.p.manifest.clone(), cache: c.work.path().join("fresh") };
+    let out = crawl(&sources, &fresh, &c.server, CANONICAL, &[]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("signed by a revoked key"), "{stdout}");
+    assert_eq!(read(&c.p.lists.join("test-debian.txt")), c.list_before, "the list is kept");
 }
 
 #[test]
@@ -504,8 +616,9 @@ fn item2_planted_scratch_directories_are_never_used() {
 }
 
 /// Issue 8 item 8: a signed Release that expired, that is dated in the
-/// future, or that is older than the last one accepted (a replay or a
-/// rollback) is refused, and the source keeps its previous list.
+/// future, that is older than the last one accepted (a replay or a
+/// rollback), or that has no Date after a dated one, is refused, and the
+/// source keeps its previous list.
 #[test]
 fn item8_a_replayed_or_expired_release_is_refused() {
     let SignedRepo { work, key, fx: _, repo, server } = SignedRepo::new(["xz", "gzip", "xz"]);
@@ -531,6 +644,7 @@ fn item8_a_replayed_or_expired_release_is_refused() {
         (dated(now - 7200, Some(now + 86400)), "older than"),
         (dated(now, Some(now - 3600)), "expired"),
         (dated(now + 86400, None), "in the future"),
+        (String::new(), "has no Date"),
     ] {
         repo.publish_with(Some(&key), &fields);
         let err = run_err(&mut crawl(&sources, &p, &server, CANONICAL, &[]));

@@ -27,7 +27,13 @@ fn fault_case(fault: Fault, expected_cause: &str) {
     let packs: Vec<_> = std::fs::read_dir(m.cache.join("bundles")).unwrap().collect();
     assert!(packs.is_empty(), "no pack after a failure");
     let sha = common::sha256_file(&common_file);
-    assert!(!m.cache.join("packages/sha256").join(&sha).exists(), "the faulty package is not stored");
+    let stored = common::stored_packages(&m.cache);
+    assert!(!stored.contains(&sha), "the faulty package is not stored");
+    let flavour = ub.files.iter().find(|(f, _)| f.to_str().unwrap().contains("-generic_")).unwrap();
+    assert!(
+        stored.iter().all(|s| *s == common::sha256_file(&flavour.0)),
+        "nothing but the package that verified: {stored:?}"
+    );
     // One log line naming the bundle and the cause.
     let log = m.log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("bundle {label}:"))).collect();

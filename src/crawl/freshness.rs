@@ -41,6 +41,14 @@ pub fn check_release(src: &Source, state: &Path, text: &str, now: i64) -> Result
         Some(d) => Some(crate::util::parse_rfc2822(d).ok_or_else(|| anyhow::anyhow!("unreadable Date {d:?}"))?),
         None => None,
     };
+    if date.is_none() {
+        if let Some(last) = remembered(state) {
+            bail!(
+                "has no Date, while the one accepted before was dated {}: refused (a replayed index stripped of its date?)",
+                when(last)
+            );
+        }
+    }
     if let Some(date) = date {
         if date > now + skew {
             bail!(

@@ -1,5 +1,5 @@
 //! A loopback HTTP/1.1 mirror for tests: serves directories, counts
-//! requests per path, honours Range, ETag and If-Modified-Since (or sends no
+//! requests per path, honours Range, If-Range, ETag and If-Modified-Since (or sends no
 //! validators, like some mirrors), and injects
 //! faults (status codes, a body cut short, a stall, wrong bytes).
 
@@ -23,6 +23,10 @@ pub enum Fault {
     Corrupt,
     /// Send the body at this many bytes per second (in 10 ms slices).
     Throttle(usize),
+    /// Once: send this many bytes and close, then replace the file with the
+    /// given one if any (a new version published between a cut and its
+    /// resume).
+    CutOnce(usize, Option<PathBuf>),
 }
 
 #[derive(Default)]
@@ -186,7 +190,7 @@ fn respond(
     let (file, fault, no_validators) = {
         let mut s = state.lock().unwrap();
         *s.counts.entry(path.to_string()).or_default() += 1;
-        s.log.push(format!("{method} {path} range={:?}", headers.get("range")));
+        s.log.push(format!("{method} {path} range={:?} if-range={:?}", headers.get("range"), headers.get("if-range")));
         let fault = s.faults.iter().find(|(k, _)| path.contains(k.as_str())).map(|(_, f)| f.clone());
         let file = s.mounts.iter().find_map(|(prefix, dir)| {
             let rest = path.strip_prefix(prefix.as_str())?;
@@ -229,7 +233,10 @@ fn respond(
     let total = body.len();
     let mut status = "200 OK".to_string();
     let mut extra = String::new();
-    if let Some(range) = headers.get("range").and_then(|r| r.strip_prefix("bytes=")) {
+    // If-Range: the range only if the validator is the file's current one.
+    let if_range_holds = headers.get("if-range").is_none_or(|v| !no_validators && (*v == etag || *v == last_modified));
+    let range = headers.get("range").filter(|_| if_range_holds);
+    if let Some(range) = range.and_then(|r| r.strip_prefix("bytes=")) {
         let (start, end) = range.split_once('-').unwrap_or((range, ""));
         let start: usize = start.parse().unwrap_or(0);
         let end: usize = end.parse::<usize>().map_or(total, |e| (e + 1).min(total));
@@ -248,10 +255,23 @@ fn respond(
         extra.push_str(&format!("ETag: {etag}\r\nLast-Modified: {last_modified}\r\n"));
     }
     write!(out, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n{extra}\r\n", body.len())?;
+    state.lock().unwrap().log.push(format!("  -> {status}"));
     if method == "HEAD" {
         return Ok(true);
     }
     match fault {
+        Some(Fault::CutOnce(n, replacement)) => {
+            out.write_all(&body[..n.min(body.len())])?;
+            out.flush()?;
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            state.lock().unwrap().faults.retain(|(_, f)| !matches!(f, Fault::CutOnce(..)));
+            if let Some(replacement) = replacement {
+                // A new version, with a new mtime (and so a new ETag).
+                std::thread::sleep(Duration::from_millis(5));
+                std::fs::copy(&replacement, &file)?;
+            }
+            Ok(false)
+        }
         Some(Fault::CutAfter(n)) => {
             out.write_all(&body[..n.min(body.len())])?;
             out.flush()?;

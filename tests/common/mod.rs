@@ -53,6 +53,22 @@ pub fn sha256_file(path: &Path) -> String {
     out.split_whitespace().next().unwrap_or_default().to_string()
 }
 
+/// The packages the store under `cache` holds, by sha256: each file's
+/// content must hash to its name (a cut or corrupted download stored under
+/// any name fails here).
+pub fn stored_packages(cache: &Path) -> Vec<String> {
+    let dir = cache.join("packages/sha256");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(sha256_file(&path), name, "{} holds bytes other than its name says", path.display());
+        out.push(name);
+    }
+    out.sort();
+    out
+}
+
 /// Extract a .tgz with GNU tar into a new directory.
 pub fn gnu_tar_extract(tgz: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();

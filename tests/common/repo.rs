@@ -98,6 +98,35 @@ impl TestKey {
         Some(uid.split('<').nth(1)?.trim_end_matches('>').to_string())
     }
 
+    /// A keyring of this key with its revocation imported (the certificate
+    /// gpg made when the key was generated): what the key signed since
+    /// counts as signed by a revoked key.
+    pub fn revoked_keyring(&self, dir: &Path) -> PathBuf {
+        let revs = self.home.join("openpgp-revocs.d");
+        let cert = std::fs::read_dir(&revs).unwrap().next().expect("a revocation certificate").unwrap().path();
+        // gpg guards the certificate with a leading ':' on its armor line.
+        let text = std::fs::read_to_string(&cert)
+            .unwrap()
+            .replace(":-----BEGIN PGP PUBLIC KEY BLOCK", "-----BEGIN PGP PUBLIC KEY BLOCK");
+        let home = dir.join("gnupg-revoked");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let gpg = |args: &[&str]| {
+            let mut c = Command::new("gpg");
+            c.arg("--homedir").arg(&home).args(["--batch", "--yes"]).args(args);
+            c
+        };
+        run_ok(gpg(&["--import"]).arg(&self.keyring));
+        let rev = dir.join("revocation.asc");
+        std::fs::write(&rev, text).unwrap();
+        run_ok(gpg(&["--import"]).arg(&rev));
+        let out = gpg(&["--export"]).output().unwrap();
+        let keyring = dir.join("revoked.gpg");
+        std::fs::write(&keyring, out.stdout).unwrap();
+        let _ = Command::new("gpgconf").arg("--homedir").arg(&home).args(["--kill", "all"]).output();
+        keyring
+    }
+
     pub fn detach_sign(&self, input: &Path, output: &Path, armor: bool) {
         let mut c = self.gpg();
         if armor {

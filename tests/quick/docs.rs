@@ -22,45 +22,69 @@ fn citations(text: &str) -> Vec<String> {
     out
 }
 
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
+/// Whether `text` has `fn name(` marked `#[test]` or `#[tokio::test]` (doc comments and other
+/// attributes may stand between them).
+fn has_test(text: &str, name: &str) -> bool {
+    let lines: Vec<&str> = text.lines().collect();
+    let signature = format!("fn {name}(");
+    lines.iter().enumerate().any(|(i, line)| {
+        let line = line.trim_start();
+        if !(line.starts_with(&signature) || line.strip_prefix("async ").is_some_and(|l| l.starts_with(&signature))) {
+            return false;
         }
-    }
-    out
+        lines[..i]
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .take_while(|l| l.starts_with("#[") || l.starts_with("///") || l.starts_with("//"))
+            .any(|l| l == "#[test]" || l.starts_with("#[tokio::test"))
+    })
 }
 
-fn defines(files: &[PathBuf], name: &str) -> bool {
-    let needle = format!("fn {name}(");
-    files.iter().any(|f| std::fs::read_to_string(f).unwrap_or_default().contains(&needle))
+/// The text of a module's inline `mod tests` block, found by its file.
+fn inline_tests(module: &[&str]) -> Option<String> {
+    let base = repo().join("src").join(module.join("/"));
+    let file = [base.with_extension("rs"), base.join("mod.rs")].into_iter().find(|p| p.is_file())?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let at = text.find("mod tests {")?;
+    Some(text[at..].to_string())
+}
+
+/// Whether a citation names a real test at the place it says:
+/// `lib::<module path>::tests::<name>` (the module's inline tests),
+/// `quick::<module>::<name>` (tests/quick/<module>.rs), `<target>::<name>`
+/// (tests/<target>.rs) or `<target>::*` (the file).
+fn resolves(item: &str) -> bool {
+    let parts: Vec<&str> = item.split("::").collect();
+    let file_has = |path: PathBuf, name: &str| std::fs::read_to_string(path).is_ok_and(|t| has_test(&t, name));
+    match parts.as_slice() {
+        ["lib", module @ .., "tests", name] if !module.is_empty() => {
+            inline_tests(module).is_some_and(|t| has_test(&t, name))
+        }
+        ["quick", module, name] => file_has(repo().join(format!("tests/quick/{module}.rs")), name),
+        [target, "*"] => repo().join(format!("tests/{target}.rs")).exists(),
+        [target, name] => file_has(repo().join(format!("tests/{target}.rs")), name),
+        _ => false,
+    }
 }
 
 fn missing_citations(doc: &str) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(repo().join(doc)).unwrap();
     let cited = citations(&text);
-    let mut missing = Vec::new();
-    for item in &cited {
-        let parts: Vec<&str> = item.split("::").collect();
-        let ok = match parts.as_slice() {
-            ["lib", .., name] => defines(&rust_files(&repo().join("src")), name),
-            ["quick", module, name] => defines(&[repo().join(format!("tests/quick/{module}.rs"))], name),
-            [target, "*"] => repo().join(format!("tests/{target}.rs")).exists(),
-            [target, name] => defines(&[repo().join(format!("tests/{target}.rs"))], name),
-            _ => false,
-        };
-        if !ok {
-            missing.push(item.clone());
-        }
-    }
+    let missing = cited.iter().filter(|item| !resolves(item)).cloned().collect();
     (cited.len(), missing)
+}
+
+/// The checker itself: a name that is a test elsewhere, a helper without
+/// `#[test]`, and a test in another module than cited are all refused.
+#[test]
+fn a_citation_resolves_only_to_a_test_at_the_place_it_names() {
+    assert!(resolves("quick::docs::a_citation_resolves_only_to_a_test_at_the_place_it_names"));
+    assert!(!resolves("quick::docs::missing_citations"), "a helper is not a test");
+    assert!(!resolves("quick::cache::a_citation_resolves_only_to_a_test_at_the_place_it_names"), "another module");
+    assert!(resolves("lib::manifest::naming::tests::ubuntu_flavours_and_backports"));
+    assert!(!resolves("lib::manifest::index::tests::ubuntu_flavours_and_backports"), "another module's test");
+    assert!(!resolves("lib::manifest::naming::derive_names"), "not a test");
 }
 
 #[test]

@@ -24,11 +24,13 @@ fn fails_then_recovers(fault: Fault, opts: Options, expect_in_cause: &str) {
     assert!(h.files_in("bundles").is_empty(), "{:?}", h.files_in("bundles"));
     assert!(h.files_in("tmp").is_empty(), "{:?}", h.files_in("tmp"));
     let headers_sha = kpackfs::util::sha256_hex(&std::fs::read(&h.kernels[0].headers).unwrap());
-    assert!(!h.files_in("packages/sha256").contains(&headers_sha));
+    let kbuild_sha = kpackfs::util::sha256_hex(&std::fs::read(&h.kernels[0].kbuild).unwrap());
+    let stored = h.stored_packages();
+    assert!(stored.iter().all(|s| *s == kbuild_sha), "{fault:?}: only the package that verified: {stored:?}");
     h.source.clear();
     std::thread::sleep(h.opts.backoff + Duration::from_millis(50));
     assert!(h.resolve(BUNDLE).is_ok(), "{fault:?}: recovers");
-    assert!(h.files_in("packages/sha256").contains(&headers_sha));
+    assert!(h.stored_packages().contains(&headers_sha));
 }
 
 #[test]

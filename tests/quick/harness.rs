@@ -266,6 +266,21 @@ impl Harness {
         names
     }
 
+    /// The packages stored, by sha256, each checked to hash to its name (a
+    /// cut or corrupted download kept under any name fails here).
+    pub fn stored_packages(&self) -> Vec<String> {
+        let names = self.files_in("packages/sha256");
+        for name in &names {
+            let data = std::fs::read(self.cache_dir().join("packages/sha256").join(name)).unwrap();
+            assert_eq!(
+                &kpackfs::util::sha256_hex(&data),
+                name,
+                "a stored package holds other bytes than its name says"
+            );
+        }
+        names
+    }
+
     pub fn bundle_id(&self, i: usize) -> kpackfs::ids::BundleId {
         kpackfs::ids::BundleId::parse(&self.ids[i]).unwrap()
     }
