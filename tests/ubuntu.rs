@@ -163,8 +163,16 @@ fn one_release_over_archive_security_and_ports_hosts_gives_every_flavour() {
         let made = run_ok(std::process::Command::new("make").arg("-s").arg("-C").arg(&root).arg("modules"));
         assert!(made.contains(&format!("release={}", k.uname)) && made.contains("nested=ok"), "{made}");
     }
+    // One release, two architectures: `which` and /by-uname/ take this machine's.
     let by_uname = std::fs::read_link(mnt.path("by-uname/9.8.0-12-generic")).unwrap();
     assert!(by_uname.to_string_lossy().ends_with("ubuntu/9.8.0-12-generic"), "{by_uname:?}");
+    let which = run_ok(kpackfs().args(["which", "9.8.0-12-generic", "--dir", "--mount"]).arg(&mnt.mnt));
+    assert!(which.trim_end().ends_with("ubuntu/9.8.0-12-generic"), "{which}");
+    // A backport and its original by the running kernel's version string.
+    let which = run_ok(
+        kpackfs().args(["which", "9.9.0-101-generic", "#111~20.04.1-Ubuntu SMP", "--dir", "--mount"]).arg(&mnt.mnt),
+    );
+    assert!(which.trim_end().ends_with("ubuntu/9.9.0-101-generic~20.04"), "{which}");
 }
 
 #[test]

@@ -294,17 +294,26 @@ impl Namespace {
     /// the type whose name sorts first (docs/semantics.md). Computed on the
     /// first listing of `/by-uname/`.
     fn uname_slots(&self) -> &[u32] {
+        // One link per release: the bundle `uname_child` picks (this
+        // machine's architecture first), so listing and lookup agree.
         self.by_uname.get_or_init(|| {
             let mut out: Vec<u32> = Vec::new();
+            let mut group: Vec<u32> = Vec::new();
             let mut last: Option<&str> = None;
+            let close = |group: &mut Vec<u32>, out: &mut Vec<u32>| {
+                let chosen = crate::manifest::arch::prefer_this_machine(&self.index, std::mem::take(group));
+                out.extend(chosen.first());
+            };
             for i in 0..self.index.uname_len() {
                 let Some(slot) = self.index.uname_at(i) else { continue };
-                let uname = self.index.uname(slot);
-                if uname.is_some() && uname != last {
-                    out.push(slot);
-                    last = uname;
+                let Some(uname) = self.index.uname(slot) else { continue };
+                if last.is_some_and(|l| l != uname) {
+                    close(&mut group, &mut out);
                 }
+                group.push(slot);
+                last = Some(uname);
             }
+            close(&mut group, &mut out);
             out
         })
     }
@@ -321,7 +330,7 @@ impl Namespace {
 
     /// The bundle `/by-uname/<uname>` points to.
     pub fn uname_child(&self, uname: &str) -> Option<u32> {
-        self.index.find_uname(uname).first().copied()
+        crate::manifest::arch::prefer_this_machine(&self.index, self.index.find_uname(uname)).first().copied()
     }
 
     /// The link target of `/by-uname/<uname>`: `../<type>/<name>`.

@@ -4,7 +4,7 @@
 //! running host, a release, Falco's release and version, a package file,
 //! collector's bundle name ([`which`]).
 
-pub mod arch;
+pub use crate::manifest::arch;
 pub mod link;
 pub mod resolve;
 pub mod suggest;

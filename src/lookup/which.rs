@@ -92,6 +92,23 @@ pub fn running_release(root: &Path) -> Option<String> {
     Some(text.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// Whether an Ubuntu kernel is a backport, as far as a version says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backport {
+    Unknown,
+    None,
+    /// The release series it was built for (`22.04`).
+    Of(String),
+}
+
+/// The backport series of an Ubuntu version (`6.8.0-40.40~22.04.3`: `22.04`).
+fn backport_series(version: &str) -> Option<String> {
+    let after = version.split_once('~')?.1;
+    let series: Vec<&str> = after.split(['.', '-']).take(2).collect();
+    (series.len() == 2 && series.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
+        .then(|| series.join("."))
+}
+
 /// What a version argument pins down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Version {
@@ -99,8 +116,11 @@ pub enum Version {
     /// Debian or given as is).
     Package(String),
     /// Ubuntu's upload number (`101` of `5.15.0-91.101`): Falco's
-    /// kernelversion, or `#101-Ubuntu` in `uname -v`.
-    Upload(String),
+    /// kernelversion, or `#101-Ubuntu` in `uname -v`; and whether the
+    /// kernel is a backport, when known: `uname -v` says (`#40~22.04.3-Ubuntu`
+    /// is 22.04's backport, `#40-Ubuntu` is no backport), Falco's number
+    /// does not.
+    Upload(String, Backport),
     /// Falco's kernelversion for distributions where it is only a build
     /// counter (Debian's `#1`): no constraint.
     Counter(String),
@@ -120,14 +140,15 @@ impl Version {
         if let Some(first) = t.strip_prefix('#').and_then(|r| r.split_whitespace().next()) {
             let digits: String = first.chars().take_while(char::is_ascii_digit).collect();
             if first.contains("-Ubuntu") && !digits.is_empty() {
-                return Version::Upload(digits);
+                let backport = backport_series(first).map_or(Backport::None, Backport::Of);
+                return Version::Upload(digits, backport);
             }
             if !digits.is_empty() {
                 return Version::Counter(digits);
             }
         }
         if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
-            return Version::Upload(t.to_string());
+            return Version::Upload(t.to_string(), Backport::Unknown);
         }
         Version::Package(t.to_string())
     }
@@ -139,11 +160,16 @@ impl Version {
             Version::Counter(_) => true,
             Version::Package(v) => version.as_deref() == Some(v.as_str()),
             // Ubuntu's upload number; elsewhere Falco's kernelversion is a counter.
-            Version::Upload(n) if kind == "ubuntu" => version.as_deref().is_some_and(|v| {
+            Version::Upload(n, backport) if kind == "ubuntu" => version.as_deref().is_some_and(|v| {
                 let base = v.split('~').next().unwrap_or(v);
-                base.rsplit_once('.').is_some_and(|(_, upload)| upload == n)
+                let same_series = match backport {
+                    Backport::Unknown => true,
+                    Backport::None => backport_series(v).is_none(),
+                    Backport::Of(s) => backport_series(v).as_deref() == Some(s.as_str()),
+                };
+                same_series && base.rsplit_once('.').is_some_and(|(_, upload)| upload == n)
             }),
-            Version::Upload(_) => true,
+            Version::Upload(..) => true,
         }
     }
 }
@@ -321,13 +347,13 @@ pub fn find(index: &Index, kernel: &Kernel, distro: Option<(&str, &[&str])>) -> 
                         })
                         .collect();
                     let shown = match version {
-                        Version::Package(v) | Version::Upload(v) | Version::Counter(v) => v.clone(),
+                        Version::Package(v) | Version::Upload(v, _) | Version::Counter(v) => v.clone(),
                     };
                     return Err(WhichError::NoSuchVersion { release: release.clone(), version: shown, found });
                 }
                 found = matching;
             }
-            pick(index, release, found, distro)
+            pick(index, release, super::arch::prefer_this_machine(index, found), distro)
         }
     }
 }
@@ -412,14 +438,28 @@ mod tests {
             Version::parse("#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2025-10-05)"),
             Version::Package("6.1.192-2".into())
         );
-        assert_eq!(Version::parse("#101~20.04.1-Ubuntu SMP Fri Jan 1"), Version::Upload("101".into()));
+        assert_eq!(
+            Version::parse("#101~20.04.1-Ubuntu SMP Fri Jan 1"),
+            Version::Upload("101".into(), Backport::Of("20.04".into()))
+        );
+        assert_eq!(Version::parse("#40-Ubuntu SMP PREEMPT_DYNAMIC"), Version::Upload("40".into(), Backport::None));
         assert_eq!(Version::parse("#1 SMP PREEMPT_DYNAMIC"), Version::Counter("1".into()));
-        assert_eq!(Version::parse("101"), Version::Upload("101".into()));
+        assert_eq!(Version::parse("101"), Version::Upload("101".into(), Backport::Unknown));
         assert_eq!(Version::parse("6.1.192-2"), Version::Package("6.1.192-2".into()));
-        let v = Version::Upload("54".into());
+        let v = Version::Upload("54".into(), Backport::Unknown);
         assert!(v.matches_file("ubuntu", "linux-headers-5.15.0-1049-aws_5.15.0-1049.54~20.04.1_amd64.deb"));
         assert!(!v.matches_file("ubuntu", "linux-headers-5.15.0-1049-aws_5.15.0-1049.55_amd64.deb"));
-        assert!(Version::Upload("1".into()).matches_file("debian", "linux-headers-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
+        assert!(Version::Upload("1".into(), Backport::Unknown)
+            .matches_file("debian", "linux-headers-6.1.0-56-amd64_6.1.192-2_amd64.deb"));
+        // A jammy HWE kernel and noble's build of the same release differ by `uname -v`.
+        let (hwe, noble) = (
+            "linux-headers-6.8.0-40-generic_6.8.0-40.40~22.04.3_amd64.deb",
+            "linux-headers-6.8.0-40-generic_6.8.0-40.40_amd64.deb",
+        );
+        let on_jammy = Version::parse("#40~22.04.3-Ubuntu SMP PREEMPT_DYNAMIC");
+        let on_noble = Version::parse("#40-Ubuntu SMP PREEMPT_DYNAMIC");
+        assert!(on_jammy.matches_file("ubuntu", hwe) && !on_jammy.matches_file("ubuntu", noble));
+        assert!(on_noble.matches_file("ubuntu", noble) && !on_noble.matches_file("ubuntu", hwe));
         assert_eq!(
             package_version("kernel-devel-5.14.0-427.13.1.el9_4.x86_64.rpm").as_deref(),
             Some("5.14.0-427.13.1.el9_4")

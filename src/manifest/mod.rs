@@ -7,6 +7,7 @@
 //!
 //! See docs/manifest.md for the format.
 
+pub mod arch;
 mod collapse;
 pub mod debversion;
 pub mod index;

@@ -2,7 +2,7 @@
 //! reports (`uname -m`), so `x86_64` and `aarch64`; Debian's names are
 //! accepted as aliases.
 
-use crate::manifest::BundleSpec;
+use super::BundleSpec;
 
 /// `uname -m` for a package architecture (Debian's or RPM's).
 pub fn canonical(arch: &str) -> &str {
@@ -32,6 +32,31 @@ fn of_file(file: &str) -> Option<&str> {
 /// The bundle's architecture: the first package that names one.
 pub fn of(spec: &BundleSpec) -> Option<&str> {
     spec.packages.iter().find_map(|p| of_file(p.file_name())).map(canonical)
+}
+
+/// This machine's architecture, as `uname -m` says it.
+pub fn this_machine() -> &'static str {
+    canonical(std::env::consts::ARCH)
+}
+
+/// Of several bundles for one release (Ubuntu's releases do not carry the
+/// architecture), those of this machine's architecture, or all of them
+/// when none is.
+pub fn prefer_this_machine(index: &super::index::Index, found: Vec<u32>) -> Vec<u32> {
+    if found.len() < 2 {
+        return found;
+    }
+    let here = this_machine();
+    let ours: Vec<u32> = found
+        .iter()
+        .copied()
+        .filter(|s| index.entry(*s).is_some_and(|(_, spec, _)| of(&spec).is_none_or(|a| a == here)))
+        .collect();
+    if ours.is_empty() {
+        found
+    } else {
+        ours
+    }
 }
 
 #[cfg(test)]
