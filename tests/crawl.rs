@@ -237,7 +237,8 @@ fn a_yum_index_whose_signature_fails_is_refused() {
     let repomd = repo.join("repodata/repomd.xml");
     let asc = repo.join("repodata/repomd.xml.asc");
     let good = std::fs::read(&repomd).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Breakage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Breakage)> = vec![
         ("signed by a key that is not in the keyring", Box::new(|| other.detach_sign(&repomd, &asc, true))),
         (
             "bad signature",
