@@ -1,6 +1,6 @@
 //! Docs that cannot rot: every test docs/*.md cites must exist.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
