@@ -174,8 +174,12 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Refuse a directory owned by another user or writable by group or others.
+/// Refuse a directory owned by another user or writable by group or
+/// others, or one that another user could swap: every directory above it
+/// must belong to root or to us, and be writable by no one else unless it
+/// is sticky (as /tmp: others cannot rename what is ours in it).
 pub fn check_owned_dir(dir: &Path) -> Result<()> {
+    check_ancestors(dir)?;
     let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory", dir.display());
@@ -195,6 +199,35 @@ pub fn check_owned_dir(dir: &Path) -> Result<()> {
             meta.mode() & 0o7777,
             dir.display()
         );
+    }
+    Ok(())
+}
+
+fn check_ancestors(dir: &Path) -> Result<()> {
+    let absolute = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let me = euid();
+    let mut at = absolute.parent();
+    while let Some(ancestor) = at {
+        // Through links, as path resolution goes: what is checked is what is used.
+        let meta = std::fs::metadata(ancestor).with_context(|| format!("reading {}", ancestor.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 && meta.uid() != me {
+            bail!(
+                "{} lies under {}, which belongs to uid {}: another user could move it; refusing to trust it",
+                dir.display(),
+                ancestor.display(),
+                meta.uid()
+            );
+        }
+        if meta.mode() & 0o022 != 0 && !sticky {
+            bail!(
+                "{} lies under {}, which other users can write (mode {:o}): they could swap it; refusing to trust it",
+                dir.display(),
+                ancestor.display(),
+                meta.mode() & 0o7777
+            );
+        }
+        at = ancestor.parent();
     }
     Ok(())
 }
@@ -260,8 +293,10 @@ pub enum Output {
 
 impl Output {
     /// Decide how to write `path`. A symlink is followed to a regular file
-    /// (the file is replaced, the link stays) or a special file (streamed);
-    /// a dangling link is refused.
+    /// (the file is replaced, the link stays) or a special file (streamed),
+    /// only when it is ours (or root's): a link another user planted (in
+    /// /tmp, say) is refused, whatever fs.protected_symlinks says; a
+    /// dangling link is refused.
     pub fn resolve(path: &Path) -> Result<Output> {
         if path.as_os_str() == "-" {
             return Ok(Output::Stdout);
@@ -278,6 +313,13 @@ impl Output {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let meta = if link.file_type().is_symlink() {
+            if link.uid() != euid() && link.uid() != 0 {
+                bail!(
+                    "{} is a symlink that belongs to uid {}, not to the user running kpackfs: refusing to write through it",
+                    path.display(),
+                    link.uid()
+                );
+            }
             std::fs::metadata(path).with_context(|| format!("{} is a symlink to nothing", path.display()))?
         } else {
             link

@@ -2,6 +2,27 @@
 
 pub use crate::files::write_atomic;
 
+/// Text from input (an archive's entry names, a server's answer) made safe
+/// to print on one line: control characters (newlines, terminal escapes)
+/// are escaped, so that nothing can forge another status or log line or
+/// drive the reader's terminal. Everything else is kept.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
+                if c.is_control() {
+                    Box::new(c.escape_default())
+                } else {
+                    Box::new(std::iter::once(c))
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Bytes as a short human string (binary units).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

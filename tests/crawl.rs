@@ -209,6 +209,27 @@ fn yum_repositories_from_createrepo_with_signed_repomd() {
     assert_eq!(read(&p.lists.join("test-suse.txt")).lines().count(), 2);
 }
 
+/// An index dripped at a few bytes a second (1 B/s once ran past 250 s)
+/// fails on the minimum rate after its grace period, as packages do.
+#[test]
+fn a_dripping_index_fails_on_the_minimum_rate() {
+    let SignedRepo { work, key, fx: _, repo: _, server } = SignedRepo::new(["xz", "gzip", "xz"]);
+    let sources = sources_file(
+        work.path(),
+        &[apt_source("test-debian", "debian", &url_of("/debian"), "stable", "-amd64$", Some(&key.keyring))],
+    );
+    server.set_fault("InRelease", Fault::Throttle(200));
+    let config = work.path().join("config.yml");
+    std::fs::write(&config, "rate_grace: 1s\nmin_rate: 10K\n").unwrap();
+    let p = paths(work.path());
+    let started = std::time::Instant::now();
+    let out = crawl(&sources, &p, &server, CANONICAL, &[]).arg("--config").arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "unreachable, retried next crawl: {stdout}");
+    assert!(stdout.contains("transfer too slow"), "{stdout}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "bounded: {:?}", started.elapsed());
+}
+
 /// A yum repository whose repomd.xml signature does not hold (another
 /// key's, or repomd.xml changed after signing, or none at all) is refused;
 /// the crawl that checks it is the one that accepted the good signature.

@@ -375,3 +375,125 @@ fn mkdir(base: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// As root, in a sticky world-writable directory (as /tmp) where another
+/// user planted `-o`'s name as a link to a root-owned file: the link is not
+/// written through (whatever fs.protected_symlinks says), and the file
+/// stays as it was.
+#[test]
+fn an_output_link_another_user_planted_is_never_written_through() {
+    let work = tempdir();
+    let shared = work.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let victim = work.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let planted = shared.join("o.tgz");
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let pkg = package(work.path(), vec![]);
+    let out = kpackfs().args(["bundle", "--type", "debian", "-o"]).arg(&planted).arg(&pkg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    assert!(stderr.contains("symlink that belongs to uid 65534"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    // A link of our own is followed, as before.
+    std::fs::remove_file(&planted).unwrap();
+    let mine = shared.join("mine.tgz");
+    std::os::unix::fs::symlink(work.path().join("real.tgz"), &mine).unwrap();
+    std::fs::write(work.path().join("real.tgz"), "old").unwrap();
+    run_ok(kpackfs().args(["bundle", "--type", "debian", "-o"]).arg(&mine).arg(&pkg));
+    assert!(std::fs::metadata(work.path().join("real.tgz")).unwrap().len() > 100, "written through our own link");
+}
+
+/// crawl's lists and manifest, and publish's directory, go only where no
+/// other user can plant links or swap directories: one owned by another
+/// user, one under a directory others can write, are refused with a
+/// message; nothing is written there.
+#[test]
+fn crawl_and_publish_refuse_output_directories_another_user_controls() {
+    let work = tempdir();
+    let theirs = work.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let open = work.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let sources = work.path().join("sources.yml");
+    std::fs::write(
+        &sources,
+        "- name: x\n  type: debian\n  kind: apt\n  url: http://127.0.0.1:9/debian\n  suites: [s]\n  components: [main]\n  architectures: [amd64]\n  grouping: depends\n  insecure: true\n",
+    )
+    .unwrap();
+    for (lists, manifest, why) in [
+        (theirs.join("lists"), work.path().join("m1/manifest.yml"), "belongs to uid 65534"),
+        (work.path().join("lists2"), open.join("sub/manifest.yml"), "other users can write"),
+    ] {
+        let out = kpackfs()
+            .args(["crawl", "--sources"])
+            .arg(&sources)
+            .arg("--lists-dir")
+            .arg(&lists)
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--cache-dir")
+            .arg(work.path().join("cache"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert!(!manifest.exists());
+    }
+    let pkg = package(work.path(), vec![]);
+    let m = work.path().join("pm.yml");
+    let url = "http://hostile.example.test/linux-headers-1.0.0-1-amd64_1.0_amd64.tar.gz".to_string();
+    std::fs::write(
+        &m,
+        format!("{}:\n  type: debian\n  packages:\n  - url: {url}\n", kpackfs::manifest::bundle_id([url.as_str()])),
+    )
+    .unwrap();
+    let out = kpackfs()
+        .args(["publish", "--manifest"])
+        .arg(&m)
+        .arg("--to")
+        .arg(open.join("bucket"))
+        .arg("--cache-dir")
+        .arg(work.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("other users can write"), "{stderr}");
+    assert!(!open.join("bucket").exists() || std::fs::read_dir(open.join("bucket")).unwrap().next().is_none());
+}
+
+/// Entry names with a newline and a terminal escape are shown escaped in
+/// the daemon's status and log: nothing forges a line or clears a screen.
+#[test]
+fn names_from_archives_cannot_forge_status_or_log_lines() {
+    use common::mirror::{errno_of, Mounted};
+    let work = tempdir();
+    let www = work.path().join("www");
+    let forged = "./usr/../x\n  ready     debian/FORGED  1 KiB\n\u{1b}[2J";
+    let pkg = package(&mkdir(&www, "forge"), vec![file(forged, b"x")]);
+    let server = common::http::Server::start();
+    server.mount("/", &www);
+    let rel = pkg.strip_prefix(&www).unwrap().display().to_string();
+    let url = format!("http://hostile.example.test/{rel}");
+    let id = kpackfs::manifest::bundle_id([url.as_str()]);
+    let manifest = work.path().join("manifest.yml");
+    std::fs::write(
+        &manifest,
+        format!("{id}:\n  type: debian\n  name: forge\n  uname: 1.0.0-1-amd64\n  packages:\n  - url: {url}\n"),
+    )
+    .unwrap();
+    let m = Mounted::start(&manifest, None, &[format!("--mirror=http://hostile.example.test={}", server.url(""))]);
+    assert_eq!(errno_of(std::fs::read(m.path("debian/forge/BUNDLE_UNAME"))), Some(libc::EIO));
+    let status = std::fs::read_to_string(m.path(".kpackfs/status")).unwrap();
+    assert!(!status.contains('\u{1b}'), "{status:?}");
+    assert!(!status.lines().any(|l| l.trim_start().starts_with("ready") && l.contains("FORGED")), "{status}");
+    assert!(status.contains("\\n  ready"), "escaped, still readable: {status}");
+    let log = m.log();
+    assert!(!log.contains('\u{1b}') && !log.lines().any(|l| l.trim_start().starts_with("ready")), "{log}");
+}

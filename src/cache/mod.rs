@@ -234,13 +234,19 @@ impl Cache {
             }
         }
         for (id, size) in tgz_sizes {
-            let known = st.records.get(&id).is_some_and(|r| r.tgz_size == Some(size) && r.tgz_sha256.is_some());
-            if known && pack_sizes.contains_key(&id) {
+            let recorded = st.records.get(&id).and_then(|r| r.tgz_size.filter(|_| r.tgz_sha256.is_some()));
+            if recorded == Some(size) && pack_sizes.contains_key(&id) {
                 *pack_sizes.get_mut(&id).expect("checked") += size;
-            } else {
-                // Without its pack or a recorded digest it cannot be checked: rebuilt on demand.
-                let _ = std::fs::remove_file(self.tgz_path(&id));
+                continue;
             }
+            // Without its pack or a recorded digest it cannot be checked: rebuilt on demand.
+            if let Some(expected) = recorded.filter(|r| *r != size) {
+                log::warn!(
+                    "cache: bundle {id}: the cached .tgz is {size} bytes, {expected} recorded (damaged or cut); removed, it will be rebuilt"
+                );
+                bump(&self.stats.damaged);
+            }
+            let _ = std::fs::remove_file(self.tgz_path(&id));
         }
         for (id, bytes) in pack_sizes {
             let access = st.records.get(&id).map_or(0, |r| r.last_access);
@@ -398,7 +404,7 @@ impl Cache {
                 Err(e) => {
                     bump(&self.stats.failures);
                     let cause: Cause = Arc::from(format!("{e:#}"));
-                    log::error!("bundle {label}: {cause}");
+                    log::error!("bundle {label}: {}", crate::util::printable(&cause));
                     Err(cause)
                 }
             };
@@ -466,7 +472,7 @@ impl Cache {
                 }
                 Err(e) => {
                     let cause: Cause = Arc::from(format!("{e:#}"));
-                    log::error!("bundle {label}.tgz: {cause}");
+                    log::error!("bundle {label}.tgz: {}", crate::util::printable(&cause));
                     Err(cause)
                 }
             };

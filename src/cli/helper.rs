@@ -24,7 +24,7 @@ pub enum Helper {
 
 /// Options that belong to mount(8), fstab or systemd, never to us. `ro`
 /// is ours already (the mount is always read-only).
-fn ignored(option: &str) -> bool {
+pub(crate) fn ignored(option: &str) -> bool {
     const FLAGS: &[&str] = &[
         "defaults",
         "auto",

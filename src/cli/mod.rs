@@ -284,7 +284,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprint(&format!("kpackfs: error: {e:#}\n"));
+            eprint(&format!("kpackfs: error: {}\n", crate::util::printable(&format!("{e:#}"))));
             ExitCode::FAILURE
         }
     }

@@ -56,7 +56,8 @@ impl MountArgs {
     fn pairs(&self) -> Result<Vec<(&'static str, String)>> {
         let mut out: Vec<(&'static str, String)> = Vec::new();
         for group in &self.options {
-            for item in group.split(',').filter(|s| !s.is_empty() && *s != "nonempty") {
+            // mount(8), fstab and systemd options are theirs, as the mount helper ignores them.
+            for item in group.split(',').filter(|s| !s.is_empty() && *s != "nonempty" && !super::helper::ignored(s)) {
                 let (k, v) = item.split_once('=').unwrap_or((item, "true"));
                 let key = crate::daemon::settings::KEYS
                     .iter()
@@ -190,4 +191,28 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
     })?;
     super::print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        mount: MountArgs,
+    }
+
+    /// fstab's and systemd's options are ignored as the mount helper
+    /// ignores them; our own are taken; an unknown one is an error.
+    #[test]
+    fn mount_options_of_fstab_and_systemd_are_ignored_on_the_command_line_too() {
+        let args = |o: &str| Cli::try_parse_from(["kpackfs", "/kernels", "-o", o]).unwrap().mount.pairs();
+        let pairs = args("defaults,nofail,_netdev,x-systemd.automount,noatime,cache_size=1G").unwrap();
+        assert_eq!(pairs.iter().filter(|(k, _)| *k == "cache_size").count(), 1);
+        assert!(pairs.iter().all(|(k, _)| *k != "nofail" && *k != "defaults"));
+        let err = args("cache_size=1G,bogus=1").unwrap_err().to_string();
+        assert!(err.contains("unknown option \"bogus\""), "{err}");
+    }
 }

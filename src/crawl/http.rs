@@ -167,7 +167,17 @@ impl IndexFetcher {
             return Err(FetchError::TooLarge { limit });
         }
         let mut body = Vec::new();
+        let began = Instant::now();
         loop {
+            // The same minimum average rate as package downloads: an index
+            // dripped at a few bytes a second ends after the grace period.
+            let elapsed = began.elapsed();
+            if elapsed > self.cfg.rate_grace && self.cfg.min_rate > 0 {
+                let rate = body.len() as f64 / elapsed.as_secs_f64();
+                if rate < self.cfg.min_rate as f64 {
+                    return Err(FetchError::TooSlow { bytes: body.len() as u64, elapsed, min_rate: self.cfg.min_rate });
+                }
+            }
             let wait = self.cfg.stall_timeout.min(remaining(deadline));
             let chunk = match tokio::time::timeout(wait, resp.chunk()).await {
                 Err(_) if Instant::now() >= deadline => return Err(FetchError::Deadline { after: self.cfg.deadline }),

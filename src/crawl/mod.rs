@@ -121,8 +121,9 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
     } else {
         Manifest::default()
     };
+    // Outputs go only where no other user can plant links or swap directories.
     for dir in [opts.lists_dir.as_path(), crate::files::parent_dir(&opts.manifest)] {
-        crate::files::create_private_dir_all(dir)?;
+        crate::files::create_owned_dir_all(dir)?;
     }
     let fetch = http::IndexFetcher::new(&opts.fetch, opts.index_cache.clone())?;
     let limit = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));

@@ -100,10 +100,19 @@ pub const KEYS: &[(&str, &str)] = &[
     ("remote_read_only", "read the remote tier but never write to it (true/false)"),
     ("metrics", "serve Prometheus metrics over HTTP at ADDR:PORT/metrics (e.g. 127.0.0.1:9101), or off"),
     ("stall_timeout", "give up on a transfer that sends nothing for this long"),
-    ("min_rate", "give up on a transfer slower than this per second on average (after 30 s)"),
+    ("min_rate", "give up on a transfer slower than this per second on average (after rate_grace)"),
+    ("rate_grace", "how long a transfer may run before min_rate applies (default 30s)"),
     ("download_deadline", "give up on a package after this long, all attempts included"),
     ("retries", "attempts after the first on transient HTTP failures"),
 ];
+
+/// A timeout of zero would fail every transfer at once: refused.
+fn positive(key: &str, d: Duration) -> Result<Duration> {
+    if d.is_zero() {
+        bail!("{key}: must be more than 0 (a zero timeout fails every download)");
+    }
+    Ok(d)
+}
 
 fn parse_bool(v: &str) -> Result<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
@@ -178,9 +187,10 @@ impl Settings {
                     addr => Some(addr.parse().map_err(|e| anyhow!("metrics: {addr:?} is not ADDR:PORT: {e}"))?),
                 }
             }
-            "stall_timeout" => self.fetch.stall_timeout = parse_duration(v).map_err(wrap)?,
+            "stall_timeout" => self.fetch.stall_timeout = positive(key, parse_duration(v).map_err(wrap)?)?,
             "min_rate" => self.fetch.min_rate = parse_size(v).map_err(wrap)?,
-            "download_deadline" => self.fetch.deadline = parse_duration(v).map_err(wrap)?,
+            "rate_grace" => self.fetch.rate_grace = parse_duration(v).map_err(wrap)?,
+            "download_deadline" => self.fetch.deadline = positive(key, parse_duration(v).map_err(wrap)?)?,
             "retries" => {
                 self.fetch.retry = RetryPolicy {
                     retries: v.parse().map_err(|_| anyhow!("{key}: expected a number, got {v:?}"))?,
@@ -255,6 +265,10 @@ mod tests {
         let err = s.set("cache_sise", "1G").unwrap_err().to_string();
         assert!(err.contains("unknown setting") && err.contains("cache_size"), "{err}");
         assert!(s.set("threads", "0").is_err());
+        for key in ["stall_timeout", "download_deadline"] {
+            let err = s.set(key, "0s").unwrap_err().to_string();
+            assert!(err.contains("must be more than 0"), "{key}: {err}");
+        }
         for (key, _) in KEYS {
             let mut fresh = Settings::defaults();
             let sample = match *key {

@@ -142,7 +142,7 @@ impl Report {
     }
 
     pub fn to_text(&self) -> String {
-        use crate::util::human_bytes;
+        use crate::util::{human_bytes, printable};
         let mut out = String::new();
         out.push_str(&format!("kpackfs at {} (pid {}, up {}s)\n", self.mountpoint, self.pid, self.uptime_secs));
         out.push_str(&format!(
@@ -196,10 +196,11 @@ impl Report {
             };
             for (name, s) in self.crawl_sources.iter().filter(|(_, s)| s.state != "ok") {
                 out.push_str(&format!(
-                    "  {:<11} {name}  (last success {}): {}\n",
+                    "  {:<11} {}  (last success {}): {}\n",
                     s.state,
+                    printable(name),
                     ago(s.last_success),
-                    s.last_error.as_deref().unwrap_or("")
+                    printable(s.last_error.as_deref().unwrap_or(""))
                 ));
             }
         }
@@ -207,14 +208,18 @@ impl Report {
         out.push_str(&format!("bundles ({absent} absent):\n"));
         for b in &self.bundles {
             match b.state {
-                "ready" => out.push_str(&format!("  ready     {}  {}\n", b.label, human_bytes(b.bytes.unwrap_or(0)))),
+                "ready" => out.push_str(&format!(
+                    "  ready     {}  {}\n",
+                    printable(&b.label),
+                    human_bytes(b.bytes.unwrap_or(0))
+                )),
                 "failed" => out.push_str(&format!(
                     "  failed    {}  (retry allowed in {}s): {}\n",
-                    b.label,
+                    printable(&b.label),
                     b.retry_in_secs.unwrap_or(0),
-                    b.cause.as_deref().unwrap_or("")
+                    printable(b.cause.as_deref().unwrap_or(""))
                 )),
-                other => out.push_str(&format!("  {other:<9} {}\n", b.label)),
+                other => out.push_str(&format!("  {other:<9} {}\n", printable(&b.label))),
             }
         }
         out

@@ -17,6 +17,17 @@ pub enum Outcome {
     NothingToRemove,
 }
 
+/// A marker kpackfs leaves in a modules directory it had to create, so
+/// that `unlink` removes the directory again once nothing else is in it.
+const CREATED_MARKER: &str = ".kpackfs-created";
+
+/// A link kpackfs would have made: absolute, without `.` or `..` (a target
+/// `<mount>/../../usr/src/x` starts with the mount's path but lies outside).
+fn is_clean(target: &Path) -> bool {
+    use std::path::Component;
+    target.is_absolute() && target.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
 fn check_release(release: &str) -> Result<()> {
     if release.is_empty() || release == "." || release == ".." || release.contains('/') || release.contains('\0') {
         bail!("{release:?} is not a kernel release");
@@ -35,7 +46,10 @@ fn release_dir(modules: &Path, release: &str, create: bool) -> Result<Option<Pat
         Ok(m) if !m.is_dir() => bail!("{} is not a directory", dir.display()),
         Ok(_) => Ok(Some(dir)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            std::fs::create_dir_all(modules).with_context(|| format!("creating {}", modules.display()))?;
+            if !modules.exists() {
+                std::fs::create_dir_all(modules).with_context(|| format!("creating {}", modules.display()))?;
+                crate::files::write_atomic(&modules.join(CREATED_MARKER), b"made by kpackfs which --link\n")?;
+            }
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
             Ok(Some(dir))
         }
@@ -47,6 +61,7 @@ fn release_dir(modules: &Path, release: &str, create: bool) -> Result<Option<Pat
 /// Make `<modules>/<release>/build` a link to `target`. `ours` tells links
 /// into a kpackfs mount (which may be replaced) from anyone else's.
 pub fn link(modules: &Path, release: &str, target: &Path, ours: impl Fn(&Path) -> bool) -> Result<Outcome> {
+    let target = &std::path::absolute(target).with_context(|| format!("resolving {}", target.display()))?;
     let Some(dir) = release_dir(modules, release, true)? else { unreachable!("created above") };
     let build = dir.join("build");
     let outcome = match std::fs::symlink_metadata(&build) {
@@ -54,10 +69,10 @@ pub fn link(modules: &Path, release: &str, target: &Path, ours: impl Fn(&Path) -
         Err(e) => return Err(e).with_context(|| format!("reading {}", build.display())),
         Ok(m) if m.file_type().is_symlink() => {
             let old = std::fs::read_link(&build).with_context(|| format!("reading {}", build.display()))?;
-            if old == target {
+            if old == *target {
                 return Ok(Outcome::AlreadyThere);
             }
-            if !ours(&old) {
+            if !is_clean(&old) || !ours(&old) {
                 bail!(
                     "{} links to {}, not into a kpackfs mount; remove it yourself if it should go",
                     build.display(),
@@ -96,11 +111,19 @@ pub fn unlink(modules: &Path, release: &str, ours: impl Fn(&Path) -> bool) -> Re
         Err(e) => Err(e).with_context(|| format!("reading {}", build.display())),
         Ok(m) if m.file_type().is_symlink() => {
             let target = std::fs::read_link(&build).with_context(|| format!("reading {}", build.display()))?;
-            if !ours(&target) {
+            if !is_clean(&target) || !ours(&target) {
                 bail!("{} links to {}, not into a kpackfs mount; left as it is", build.display(), target.display());
             }
             std::fs::remove_file(&build).with_context(|| format!("removing {}", build.display()))?;
             let _ = std::fs::remove_dir(&dir); // only if now empty
+                                               // The modules directory too, if kpackfs made it and nothing else is in it.
+            let only_marker = std::fs::read_dir(modules)
+                .map(|d| d.filter_map(|e| e.ok()).all(|e| e.file_name() == CREATED_MARKER))
+                .unwrap_or(false);
+            if only_marker && modules.join(CREATED_MARKER).is_file() {
+                let _ = std::fs::remove_file(modules.join(CREATED_MARKER));
+                let _ = std::fs::remove_dir(modules);
+            }
             Ok(Outcome::Removed)
         }
         Ok(_) => bail!("{} is not a link kpackfs made; left as it is", build.display()),
@@ -141,5 +164,35 @@ mod tests {
         std::os::unix::fs::symlink(d.path(), modules.join("l")).unwrap();
         assert!(link(&modules, "l", target, ours).unwrap_err().to_string().contains("symbolic link"));
         assert!(link(&modules, "../x", target, ours).is_err());
+    }
+
+    #[test]
+    fn a_link_that_climbs_out_of_the_mount_is_not_ours_to_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let modules = d.path().join("modules");
+        let ours = |p: &Path| p.starts_with("/kernels");
+        std::fs::create_dir_all(modules.join("x")).unwrap();
+        let climbing = Path::new("/kernels/../../../usr/src/x");
+        std::os::unix::fs::symlink(climbing, modules.join("x/build")).unwrap();
+        let err = unlink(&modules, "x", ours).unwrap_err().to_string();
+        assert!(err.contains("not into a kpackfs mount"), "{err}");
+        assert_eq!(std::fs::read_link(modules.join("x/build")).unwrap(), climbing);
+        assert!(link(&modules, "x", Path::new("/kernels/debian/a"), ours).is_err(), "nor replaced");
+    }
+
+    #[test]
+    fn unlink_removes_the_modules_directory_link_created_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let ours = |p: &Path| p.starts_with("/kernels");
+        let target = Path::new("/kernels/debian/a/usr/src/linux-headers-a");
+        let made = d.path().join("made/modules");
+        link(&made, "a", target, ours).unwrap();
+        assert_eq!(unlink(&made, "a", ours).unwrap(), Outcome::Removed);
+        assert!(!made.exists(), "link created it, unlink removed it");
+        let theirs = d.path().join("theirs/modules");
+        std::fs::create_dir_all(&theirs).unwrap();
+        link(&theirs, "a", target, ours).unwrap();
+        unlink(&theirs, "a", ours).unwrap();
+        assert!(theirs.is_dir(), "a modules directory that was there stays");
     }
 }

@@ -76,6 +76,12 @@ impl Package {
     }
 }
 
+/// Whether a URL is http:// or https:// (scheme case-insensitive).
+pub fn is_http_url(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+}
+
 /// The last path component of a URL, without its query.
 pub fn file_name_of(url: &str) -> &str {
     let no_query = url.split(['?', '#']).next().unwrap_or(url);
@@ -464,6 +470,13 @@ fn validate_entry(id: &str, entry: &BundleSpec) -> Result<()> {
         if p.url.is_empty() {
             bail!("malformed manifest: entry {id} has a package with an empty url");
         }
+        // Packages come over HTTP(S); any other scheme (file://, gopher://)
+        // would be refused by the client and look like a network failure.
+        for url in p.locations() {
+            if !is_http_url(url) && url.contains("://") {
+                bail!("malformed manifest: entry {id}: package URL {} is not http:// or https://", rules::shown(url));
+            }
+        }
         for (what, digest, digits) in [("sha256", &p.sha256, 64), ("sha512", &p.sha512, 128)] {
             if let Some(sha) = digest {
                 if sha.len() != digits || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -603,6 +616,19 @@ mod tests {
         let text = "0000000000000000000000000000000000000000000000000000000000000abc:\n  type: debian\n  packages:\n  - url: http://x/linux-headers-1.0-amd64_1_amd64.deb\n";
         let err = Manifest::parse(text, &PackageLists::default()).unwrap_err().to_string();
         assert!(err.contains("does not match its packages"), "{err}");
+    }
+
+    #[test]
+    fn package_urls_other_than_http_are_refused_not_retried() {
+        for url in ["gopher://x.test/a.deb", "file:///etc/shadow", "ftp://x.test/a.deb"] {
+            let id = bundle_id([url]);
+            let text = format!("{id}:\n  type: debian\n  packages:\n  - url: {url}\n");
+            let err = format!("{:#}", Manifest::parse(&text, &PackageLists::default()).unwrap_err());
+            assert!(err.contains("is not http:// or https://"), "{url}: {err}");
+        }
+        let url = "HTTPS://x.test/linux-headers-1.0-1-amd64_1_amd64.deb";
+        let text = format!("{}:\n  type: debian\n  packages:\n  - url: {url}\n", bundle_id([url]));
+        assert!(Manifest::parse(&text, &PackageLists::default()).is_ok());
     }
 
     #[test]

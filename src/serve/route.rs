@@ -72,6 +72,10 @@ pub fn byte_range(header: Option<&str>, size: u64) -> Option<Result<(u64, u64), 
     }
     let (a, b) = spec.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
+    // Digits only: u64's parser takes "+1", which RFC 9110 does not.
+    if !a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
     let range = match (a.is_empty(), b.is_empty()) {
         (true, true) => return None,
         (true, false) => {
@@ -141,6 +145,8 @@ mod tests {
         assert_eq!(byte_range(Some("bytes=100-"), 100), Some(Err(())));
         assert_eq!(byte_range(Some("bytes=9-2"), 100), Some(Err(())));
         assert_eq!(byte_range(Some("bytes=0-1,5-6"), 100), None, "several ranges: the whole body");
+        assert_eq!(byte_range(Some("bytes=+1-+2"), 100), None, "not a byte range: the whole body");
+        assert_eq!(byte_range(Some("bytes=1-+2"), 100), None);
         assert_eq!(byte_range(Some("items=0-1"), 100), None);
     }
 }

@@ -70,6 +70,17 @@ fn keyring_file(keyring: &Keyring, scratch: &Scratch) -> Result<PathBuf> {
     scratch.write("keyring.gpg", &binary)
 }
 
+/// gpgv from the system's own directories, never through `$PATH` (a
+/// directory early in root's PATH that someone else can write would run
+/// their program as the signature check).
+fn gpgv_path() -> Result<&'static Path> {
+    ["/usr/bin/gpgv", "/bin/gpgv", "/usr/local/bin/gpgv"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("gpgv is not installed in /usr/bin (install the gpgv package)"))
+}
+
 /// Whether a good signature by a key that has since expired counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpiredKey {
@@ -89,7 +100,7 @@ fn run_gpgv(
     let keyring_path = keyring_file(keyring, scratch)?;
     let home = scratch.path().join("home");
     std::fs::create_dir(&home).with_context(|| format!("creating {}", home.display()))?;
-    let mut child = Command::new("gpgv")
+    let mut child = Command::new(gpgv_path()?)
         .arg("--homedir")
         .arg(&home)
         .arg("--keyring")

@@ -141,3 +141,18 @@ fn a_pack_copied_over_another_bundles_is_refused_and_rebuilt() {
     assert_eq!(uname, U[1].as_bytes());
     assert!(h.cache.stats.damaged.load(std::sync::atomic::Ordering::Relaxed) >= 1, "counted as damaged");
 }
+
+#[test]
+fn a_truncated_cached_tgz_is_counted_as_damaged_and_rebuilt() {
+    let h = holding(10.0);
+    let tgz = format!("debian/{}.tgz", U[0]);
+    let good = h.read_file(&tgz).unwrap();
+    let id = h.ids[0].clone();
+    let h = h.restart_after(|cache| {
+        let path = cache.join(format!("bundles/{id}.tgz"));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(good.len() as u64 / 2).unwrap();
+    });
+    assert_eq!(h.cache.stats.damaged.load(std::sync::atomic::Ordering::Relaxed), 1, "counted (and logged)");
+    assert_eq!(h.read_file(&tgz).unwrap(), good, "rebuilt whole");
+}
