@@ -446,7 +446,6 @@ fn crawl_and_publish_refuse_output_directories_another_user_controls() {
         assert!(stderr.contains(why), "{why}: {stderr}");
         assert!(!manifest.exists());
     }
-    let pkg = package(work.path(), vec![]);
     let m = work.path().join("pm.yml");
     let url = "http://hostile.example.test/linux-headers-1.0.0-1-amd64_1.0_amd64.tar.gz".to_string();
     std::fs::write(
