@@ -209,6 +209,19 @@ fn yum_repositories_from_createrepo_with_signed_repomd() {
     assert_eq!(read(&p.lists.join("test-suse.txt")).lines().count(), 2);
 }
 
+/// An index root bigger than 32 MiB (a real InRelease is under 300 KiB)
+/// is refused once the cap is crossed, whatever the server says of its
+/// length, and the source keeps its previous list.
+#[test]
+fn an_index_root_over_32_mib_is_refused() {
+    let c = crawled_once();
+    let huge = c.repo.in_release();
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len((32 << 20) + 1).unwrap();
+    let err = c.crawl_fails();
+    assert!(err.contains("exceeds the limit of 33554432 bytes"), "{err}");
+}
+
 /// An index dripped at a few bytes a second (1 B/s once ran past 250 s)
 /// fails on the minimum rate after its grace period, as packages do.
 #[test]
@@ -620,21 +633,54 @@ fn item2_planted_scratch_directories_are_never_used() {
     let tmp = work.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // Planted: open directories with links to the victim under every name
+    // an earlier, predictable scheme used (kpackfs-gpgv.<pid>.<n>) for the
+    // next pids, and under fixed names.
     let last: u32 = read(std::path::Path::new("/proc/sys/kernel/ns_last_pid")).trim().parse().unwrap();
-    for pid in last + 1..last + 300 {
-        for n in 0..3 {
-            let d = tmp.join(format!("kpackfs-gpgv.{pid}.{n}"));
-            std::fs::create_dir(&d).unwrap();
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-            for name in ["InRelease", "plain", "data", "data.sig", "keyring.gpg"] {
-                std::os::unix::fs::symlink(&victim, d.join(name)).unwrap();
-            }
+    let planted: Vec<String> = (last + 1..last + 300)
+        .flat_map(|pid| (0..3).map(move |n| format!("kpackfs-gpgv.{pid}.{n}")))
+        .chain(["kpackfs-gpgv", "kpackfs-gpgv.0", "kpackfs-publish."].map(String::from))
+        .collect();
+    for name in &planted {
+        let d = tmp.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for file in ["InRelease", "plain", "data", "data.sig", "keyring.gpg"] {
+            std::os::unix::fs::symlink(&victim, d.join(file)).unwrap();
         }
     }
+    // Watch what the crawl creates in TMPDIR: every scratch directory must
+    // be new (not a planted one) and private (0700) when seen.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (tmp, stop, planted) = (tmp.clone(), stop.clone(), planted.clone());
+        std::thread::spawn(move || {
+            let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if planted.contains(&name) {
+                        continue;
+                    }
+                    if let Ok(m) = e.metadata() {
+                        seen.entry(name).or_insert(m.permissions().mode() & 0o777);
+                    }
+                }
+            }
+            seen
+        })
+    };
     let p = paths(work.path());
     run_ok(crawl(&sources, &p, &server, CANONICAL, &[]).env("TMPDIR", &tmp));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
     assert_eq!(read(&victim), "precious\n", "nothing was written through a planted link");
     assert!(read(&p.manifest).contains("linux-headers"), "and the crawl worked");
+    assert!(!seen.is_empty(), "the watcher saw the crawl's scratch directories");
+    for (name, mode) in &seen {
+        assert_eq!(*mode, 0o700, "{name} was not private when it was used");
+        assert!(!tmp.join(name).exists(), "{name} was left behind");
+    }
 }
 
 /// Issue 8 item 8: a signed Release that expired, that is dated in the

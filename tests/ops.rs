@@ -285,14 +285,12 @@ fn http_get(addr: &str, path: &str) -> String {
 #[test]
 fn metrics_in_the_mount_and_over_http_count_the_same_builds() {
     let fx = Fixture::new(true);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr = format!("127.0.0.1:{port}");
     let mut args = fx.mirror_args();
-    args.extend(["--metrics".to_string(), addr.clone()]);
+    // Port 0: the daemon binds a free one and says which (no port picked and dropped here).
+    args.extend(["--metrics".to_string(), "127.0.0.1:0".to_string()]);
     let m = common::mirror::Mounted::start(&fx.manifest, None, &args);
+    let addr = m.status()["metrics_addr"].as_str().expect("the bound metrics address in status").to_string();
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
     // Two builds and one failure (the SUSE bundle's packages are gone).
     for kind in ["debian", "ubuntu"] {
         let b = fx.bundle(kind);

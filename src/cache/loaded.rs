@@ -49,6 +49,12 @@ impl Loaded {
         }
     }
 
+    /// How long ago a reader last used the bundle (status: "in use" is
+    /// this under the grace period).
+    pub fn idle(&self, id: &BundleId, now: Instant) -> Option<Duration> {
+        self.0.get(id)?.last_used.map(|t| now.saturating_duration_since(t))
+    }
+
     /// Held by a reader or a running job, or used within `grace`.
     pub fn in_use(&self, id: &BundleId, grace: Duration, now: Instant) -> bool {
         let Some(b) = self.0.get(id) else { return false };

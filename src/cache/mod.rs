@@ -519,6 +519,11 @@ impl Cache {
         BundleState::Absent
     }
 
+    /// How long since a reader last used the bundle, if one did since start.
+    pub fn idle_for(&self, id: &BundleId) -> Option<Duration> {
+        self.lock().loaded.idle(id, Instant::now())
+    }
+
     /// Bundles with a state other than absent.
     pub fn known_ids(&self) -> Vec<BundleId> {
         let st = self.lock();

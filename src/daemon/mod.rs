@@ -192,6 +192,8 @@ fn wait_until_root_answers(mountpoint: &Path) -> Result<()> {
 fn serve_metrics(runtime: &tokio::runtime::Runtime, addr: std::net::SocketAddr, core: Arc<FsCore>) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
     listener.set_nonblocking(true)?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    core.set_metrics_addr(addr.to_string());
     let listener = {
         let _entered = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?

@@ -107,6 +107,9 @@ pub struct FsCore {
     started: Instant,
     mountpoint: PathBuf,
     manifest_note: Mutex<String>,
+    /// Where `--metrics` serves, once bound (status shows it: a port of 0
+    /// picks a free one).
+    metrics_addr: OnceLock<String>,
     pub requests: Requests,
 }
 
@@ -127,6 +130,7 @@ impl FsCore {
             started: Instant::now(),
             mountpoint,
             manifest_note: Mutex::new(String::new()),
+            metrics_addr: OnceLock::new(),
             requests: Requests::default(),
         })
     }
@@ -158,6 +162,14 @@ impl FsCore {
     /// A note for status about where the manifest came from and its last refresh.
     pub fn set_manifest_note(&self, note: String) {
         *self.manifest_note.lock().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
+    pub fn set_metrics_addr(&self, addr: String) {
+        let _ = self.metrics_addr.set(addr);
+    }
+
+    pub fn metrics_addr(&self) -> Option<String> {
+        self.metrics_addr.get().cloned()
     }
 
     pub fn manifest_note(&self) -> String {
@@ -387,13 +399,14 @@ impl FsCore {
         Timed { attr, ttl: NOW }
     }
 
-    /// Render a `/.kpackfs/` file anew (at most every 100 ms), or keep the
-    /// current rendering for a reader that has the file open (for up to
-    /// `KEPT_RENDERING`: a reader that keeps the file open sees updates).
+    /// Render a `/.kpackfs/` file anew (an open sees the state as it is
+    /// now), or keep the current rendering for a reader that has the file
+    /// open (for up to `KEPT_RENDERING`: a reader that keeps the file open
+    /// sees updates).
     fn render(&self, which: Ino, freshness: Freshness) -> Rendered {
         let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
         let keep_for = match freshness {
-            Freshness::New => Duration::from_millis(100),
+            Freshness::New => Duration::ZERO,
             Freshness::Kept => KEPT_RENDERING,
         };
         if let Some(r) = rendered.get(&which).filter(|r| r.made.elapsed() < keep_for) {

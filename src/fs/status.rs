@@ -20,6 +20,10 @@ pub struct BundleStatus {
     pub cause: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_in_secs: Option<u64>,
+    /// Seconds since a reader last used it (a bundle used within the
+    /// eviction grace period counts as in use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_secs: Option<f64>,
 }
 
 /// `bundle-<name>.tgz` claimed by more than one type.
@@ -35,6 +39,9 @@ pub struct Report {
     pub pid: u32,
     pub uptime_secs: u64,
     pub manifest: String,
+    /// The `--metrics` listener's address, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
     pub bundles_total: usize,
     pub bundles_unnamed: usize,
     pub bundles_shadowed: usize,
@@ -79,14 +86,22 @@ impl Report {
         let mut bundles = Vec::new();
         for id in cache.known_ids() {
             let label = ns.slot_of_id(&id).and_then(|s| ns.bundle(s)).map_or_else(|| id.hex(), |b| b.label());
-            let mut status =
-                BundleStatus { label, id: id.hex(), state: "absent", bytes: None, cause: None, retry_in_secs: None };
+            let mut status = BundleStatus {
+                label,
+                id: id.hex(),
+                state: "absent",
+                bytes: None,
+                cause: None,
+                retry_in_secs: None,
+                idle_secs: None,
+            };
             match cache.state_of(&id) {
                 BundleState::Absent => continue,
                 BundleState::Building(phase) => status.state = phase.name(),
                 BundleState::Ready { bytes } => {
                     status.state = "ready";
                     status.bytes = Some(bytes);
+                    status.idle_secs = cache.idle_for(&id).map(|d| d.as_secs_f64());
                 }
                 BundleState::Failed { cause, retry_in } => {
                     status.state = "failed";
@@ -104,6 +119,7 @@ impl Report {
             pid: std::process::id(),
             uptime_secs: core.uptime().as_secs(),
             manifest: core.manifest_note(),
+            metrics_addr: core.metrics_addr(),
             bundles_total: shown,
             bundles_unnamed: unnamed,
             bundles_shadowed: shadowed,

@@ -619,6 +619,18 @@ mod tests {
     }
 
     #[test]
+    fn a_hostile_uname_is_refused_with_its_entry() {
+        let url = "http://x.test/linux-headers-1.0-1-amd64_1_amd64.deb";
+        let id = bundle_id([url]);
+        for uname in ["../../etc", "a/b", "x\u{1b}[2J"] {
+            let text = format!("{id}:\n  type: debian\n  uname: {uname:?}\n  packages:\n  - url: {url}\n");
+            let err = format!("{:#}", Manifest::parse(&text, &PackageLists::default()).unwrap_err());
+            assert!(err.contains(&id) && err.contains("uname"), "{uname}: {err}");
+            assert!(!err.contains('\u{1b}'), "{err:?}");
+        }
+    }
+
+    #[test]
     fn package_urls_other_than_http_are_refused_not_retried() {
         for url in ["gopher://x.test/a.deb", "file:///etc/shadow", "ftp://x.test/a.deb"] {
             let id = bundle_id([url]);

@@ -74,4 +74,24 @@ mod tests {
         assert!(check_name("name", "..").is_err());
         assert!(check_name("name", "a/b").is_err());
     }
+
+    #[test]
+    fn names_and_types_at_and_past_their_limits() {
+        assert!(check_name("name", &"a".repeat(MAX_NAME)).is_ok(), "exactly the limit");
+        assert!(check_name("name", &"a".repeat(MAX_NAME + 1)).unwrap_err().contains("1 to 200 bytes"));
+        assert!(check_name("name", "").unwrap_err().contains("1 to 200 bytes"), "empty");
+        assert!(check_type(&"a".repeat(MAX_TYPE)).is_ok());
+        assert!(check_type(&"a".repeat(MAX_TYPE + 1)).is_err());
+        assert!(check_type("").is_err());
+        for reserved in RESERVED {
+            assert!(check_type(reserved).unwrap_err().contains("reserved"), "{reserved}");
+        }
+        // Multi-byte characters count in bytes, and are refused anyway.
+        assert!(check_name("name", &"é".repeat(100)).is_err());
+        // A uname becomes a /by-uname/ entry: the same rule.
+        for uname in ["../../etc", "a/b", ".", "x\ny", "6.1.0\u{1b}[2J", "by-uname/../x"] {
+            let err = check_name("uname", uname).unwrap_err();
+            assert!(!err.chars().any(char::is_control), "{err:?}");
+        }
+    }
 }

@@ -69,6 +69,16 @@ pub fn stored_packages(cache: &Path) -> Vec<String> {
     out
 }
 
+/// Drop one file's pages from the page cache (POSIX_FADV_DONTNEED), so
+/// that its next reads go to its filesystem: the host's other caches stay.
+pub fn drop_page_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: posix_fadvise on a valid open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise on {}", path.display());
+}
+
 /// Extract a .tgz with GNU tar into a new directory.
 pub fn gnu_tar_extract(tgz: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();

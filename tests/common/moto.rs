@@ -23,25 +23,32 @@ fn venv_bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin").join(name)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Moto {
     pub fn start() -> Moto {
         let server =
             std::env::var_os("KPACKFS_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| venv_bin("moto_server"));
         assert!(server.exists(), "{} missing: bash .ci/run installs moto into target/ci-venv", server.display());
         let python = server.parent().unwrap().join("python");
-        let port = free_port();
         // Requests before users exist are not checked (bucket, 2 x (user, policy, attach, key)); every later one is.
-        let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: the server binds a free port and prints it (no port picked and dropped here).
+        let mut child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "9")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting moto_server");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
+                    let _ = tx.send(rest.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30)).ok().flatten().expect("moto_server did not say its port");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "moto_server did not start");
