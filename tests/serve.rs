@@ -18,6 +18,10 @@ struct Serving {
 
 impl Serving {
     fn start(fx: &Fixture) -> Serving {
+        Self::start_with(fx, &[])
+    }
+
+    fn start_with(fx: &Fixture, extra: &[&str]) -> Serving {
         let cache = tempdir();
         let log = std::fs::File::create(cache.path().join("serve.log")).unwrap();
         let mut child = kpackfs()
@@ -26,6 +30,7 @@ impl Serving {
             .arg("--cache-dir")
             .arg(cache.path())
             .args(fx.mirror_args())
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -182,4 +187,90 @@ fn a_bundle_that_cannot_be_built_is_503_and_the_server_goes_on() {
     let deb = fx.bundle("debian");
     let (code, _, _) = curl(&["-I", &format!("{}/debian/{}.tgz", s.url, deb.name)]);
     assert_eq!(code, 200);
+}
+
+/// Many sockets from one client address that connect, send nothing and
+/// reconnect in a loop (32 against 16 slots): each client holds at most a
+/// quarter of the slots and idle sockets give theirs back after the short
+/// header deadline, so a client from another address is served at once.
+fn flood(
+    addr: std::net::SocketAddr,
+    sockets: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..sockets)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+                        let mut buf = [0u8; 16];
+                        // Hold it until the server closes it, then reconnect at once.
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            match s.read(&mut buf) {
+                                Ok(0) => break,
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                                {
+                                    continue
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn probes_from_another_address(url: &str, n: usize) -> usize {
+    (0..n)
+        .filter(|_| {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "5",
+                    "--interface",
+                    "127.0.0.2",
+                    url,
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "200"
+        })
+        .count()
+}
+
+#[test]
+fn a_client_reconnecting_in_a_loop_cannot_starve_the_others() {
+    let fx = Fixture::new(true);
+    let s = Serving::start_with(&fx, &["--max-connections", "16"]);
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders = flood(addr, 32, stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let served = probes_from_another_address(&format!("{}/index.json", s.url), 6);
+    // The metrics listener of a mount (16 slots, fixed) holds up the same way.
+    let mut args = fx.mirror_args();
+    args.extend(["--metrics".to_string(), "127.0.0.1:0".to_string()]);
+    let m = common::mirror::Mounted::start(&fx.manifest, None, &args);
+    let metrics: std::net::SocketAddr = m.status()["metrics_addr"].as_str().unwrap().parse().unwrap();
+    let more = flood(metrics, 32, stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let metrics_served = probes_from_another_address(&format!("http://{metrics}/metrics"), 3);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders.into_iter().chain(more) {
+        let _ = f.join();
+    }
+    assert_eq!(served, 6, "every probe from another address was served: {}", s.log());
+    assert_eq!(metrics_served, 3, "and by the metrics listener");
 }

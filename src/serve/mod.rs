@@ -28,7 +28,12 @@ use std::time::Duration;
 pub struct Limits {
     /// Connections served at once; more wait in the listen queue.
     pub connections: usize,
-    /// Time to send a request's headers (also between keep-alive requests).
+    /// Connections one client address may hold at once (default: a quarter
+    /// of `connections`); more from it are closed at once, so that one
+    /// client reconnecting in a loop cannot hold every slot.
+    pub per_client: Option<usize>,
+    /// Time to send a request's headers (also between keep-alive requests):
+    /// short, so that idle sockets give their slot back soon.
     pub header_timeout: Duration,
     /// One connection, all of it.
     pub connection_deadline: Duration,
@@ -38,8 +43,46 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             connections: 256,
-            header_timeout: Duration::from_secs(10),
+            per_client: None,
+            header_timeout: Duration::from_secs(3),
             connection_deadline: Duration::from_secs(1800),
+        }
+    }
+}
+
+impl Limits {
+    pub fn per_client(&self) -> usize {
+        self.per_client.unwrap_or(self.connections / 4).clamp(1, self.connections.max(1))
+    }
+}
+
+/// Connections held per client address.
+#[derive(Default)]
+struct Clients(Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One client's hold on a slot; given back on drop.
+struct Held(Arc<Clients>, std::net::IpAddr);
+
+impl Clients {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<Held> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Held(self.clone(), ip))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut map = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
         }
     }
 }
@@ -283,6 +326,7 @@ pub async fn run<H: Handler>(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections.max(1)));
+    let clients = Arc::new(Clients::default());
     tokio::pin!(stop);
     loop {
         // A permit before accepting: over the limit, clients wait in the listen queue.
@@ -301,9 +345,16 @@ pub async fn run<H: Handler>(
             },
             _ = &mut stop => return Ok(()),
         };
+        // One client over its share: closed at once, its slot freed for others.
+        let Some(held) = clients.take(peer.ip(), limits.per_client()) else {
+            log::debug!("connection from {peer}: over its {} connections, closed", limits.per_client());
+            drop(stream);
+            continue;
+        };
         let service = service.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _held = held;
             let svc = hyper::service::service_fn(move |req| {
                 let service = service.clone();
                 async move { Ok::<_, std::convert::Infallible>(service.handle(req).await) }
