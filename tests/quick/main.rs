@@ -9,6 +9,7 @@ mod faults;
 mod fs;
 mod hardening;
 mod harness;
+mod metrics;
 mod order;
 mod remote;
 mod synthetic;
