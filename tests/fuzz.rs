@@ -6,9 +6,13 @@
 //! with the real tools, plus seeds built here), mutates inputs (bit flips,
 //! interesting bytes, insertions, deletions, duplications, splices,
 //! truncations) for a time budget, and checks that the parser returns —
-//! an error is fine, a panic is a failure. Allocations over 1 GiB abort the
-//! run (a parser that trusts a size it read). A failing input is written to
+//! an error is fine, a panic is a failure. A failing input is written to
 //! `target/fuzz-failures/<target>-<hash>` and named in the failure.
+//! Allocations over 1 GiB abort the process (a parser that trusts a size it
+//! read; Rust aborts on a failed allocation, no unwinding): each input is
+//! written to `target/fuzz-failures/<target>-in-progress` before it runs,
+//! so after an abort that file is the input, and the next run of the
+//! target fails at once naming it.
 //!
 //! Budget: `KPACKFS_FUZZ_SECS` per target (default 2 s; CI runs that).
 //! Longer runs, for when a parser changes:
@@ -150,7 +154,18 @@ fn fuzz(target: &str, extra_seeds: Vec<Vec<u8>>, check: impl Fn(&[u8])) {
     let mut rng = Rng(seed);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut runs = 0u64;
-    let run = |input: &[u8]| {
+    // An input left from a run that aborted (the allocation cap): report it.
+    let in_progress = failure_path(target, b"").with_file_name(format!("{target}-in-progress"));
+    if let Ok(left) = std::fs::read(&in_progress) {
+        let kept = failure_path(target, &left);
+        let _ = std::fs::rename(&in_progress, &kept);
+        panic!("{target}: an earlier run aborted (an allocation over the cap?) on the input now in {}", kept.display());
+    }
+    let mut progress = std::fs::File::create(&in_progress).expect("the in-progress file");
+    let run = |input: &[u8], progress: &mut std::fs::File| {
+        use std::io::{Seek, Write};
+        // Written before the parser runs: an abort leaves it behind.
+        let _ = progress.set_len(0).and_then(|()| progress.rewind()).and_then(|_| progress.write_all(input));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(input)));
         if result.is_err() {
             let path = failure_path(target, input);
@@ -159,14 +174,16 @@ fn fuzz(target: &str, extra_seeds: Vec<Vec<u8>>, check: impl Fn(&[u8])) {
         }
     };
     for input in &corpus {
-        run(input);
+        run(input, &mut progress);
     }
     while Instant::now() < deadline {
         let base = &corpus[rng.below(corpus.len())];
         let input = mutate(&mut rng, base, &corpus);
-        run(&input);
+        run(&input, &mut progress);
         runs += 1;
     }
+    drop(progress);
+    let _ = std::fs::remove_file(&in_progress);
     eprintln!("{target}: {runs} mutated inputs in {secs}s (seed {seed}), no panic");
 }
 
@@ -263,9 +280,58 @@ fn fuzz_pack_files() {
     let mut pack = Vec::new();
     kpackfs::pack::write(&tree, &mut pack).unwrap();
     let path = dir.path().join("x.pack");
+    let index_len = u64::from_le_bytes(pack[pack.len() - 40..pack.len() - 32].try_into().unwrap()) as usize;
+    let past_the_crcs = std::sync::atomic::AtomicUsize::new(0);
     fuzz("pack", vec![pack], |input| {
+        // As mutated (the checks in front must refuse it), then repaired
+        // (magic, trailer placement and both CRCs made right again) so that
+        // the record parser behind them is fuzzed too.
         std::fs::write(&path, input).unwrap();
-        if let Ok(pack) = kpackfs::pack::Pack::open_verified(&path) {
+        walk_pack(&path);
+        std::fs::write(&path, repaired_pack(input, index_len)).unwrap();
+        let reached = match kpackfs::pack::Pack::open_verified(&path) {
+            Ok(_) => true,
+            Err(e) => !format!("{e:#}").contains("checksum"),
+        };
+        if reached {
+            past_the_crcs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        walk_pack(&path);
+    });
+    assert!(past_the_crcs.into_inner() > 10, "repaired inputs reach the record parser");
+}
+
+/// A mutated pack with its framing made valid again: magic in front, the
+/// index taken as the last `index_len` bytes before a fresh trailer (or
+/// what is there), the record count as many records as could fit, CRCs
+/// over the bytes as they are.
+fn repaired_pack(input: &[u8], index_len: usize) -> Vec<u8> {
+    let body_end = input.len().saturating_sub(48).max(8);
+    let mut bytes = Vec::with_capacity(body_end + 48);
+    bytes.extend_from_slice(b"KPKPACK1");
+    bytes.extend_from_slice(input.get(8..body_end).unwrap_or(&[]));
+    let index_len = index_len.min(bytes.len() - 8);
+    let index_off = bytes.len() - index_len;
+    let body_crc = crc32fast::hash(&bytes[..index_off]);
+    let index_crc = crc32fast::hash(&bytes[index_off..]);
+    let count = input.get(input.len().saturating_sub(32)..input.len().saturating_sub(24)).map_or(1, |c| {
+        u64::from_le_bytes(c.try_into().unwrap_or([1, 0, 0, 0, 0, 0, 0, 0])).min(index_len as u64 / 9 + 1)
+    });
+    bytes.extend_from_slice(&(index_off as u64).to_le_bytes());
+    bytes.extend_from_slice(&(index_len as u64).to_le_bytes());
+    bytes.extend_from_slice(&count.to_le_bytes());
+    bytes.extend_from_slice(&index_crc.to_le_bytes());
+    bytes.extend_from_slice(&body_crc.to_le_bytes());
+    bytes.extend_from_slice(&2u32.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(b"KPKEND02");
+    bytes
+}
+
+/// Open a pack as the cache does; whatever opens must be walkable and readable.
+fn walk_pack(path: &Path) {
+    {
+        if let Ok(pack) = kpackfs::pack::Pack::open_verified(path) {
             // Whatever opens must also be walkable and readable.
             for i in 0..pack.len() as u32 {
                 if let Some(e) = pack.entry(i) {
@@ -276,8 +342,9 @@ fn fuzz_pack_files() {
                     let _ = pack.link_target(e);
                 }
             }
+            let _ = pack.bundle_checksum();
         }
-    });
+    }
 }
 
 #[test]
@@ -302,4 +369,19 @@ fn fuzz_manifest_index() {
             let _ = idx.find_id(&kpackfs::ids::BundleId([0; 32]));
         }
     });
+}
+
+/// An abort (the allocation cap) cannot unwind to the harness: the input
+/// it was running is the in-progress file, which the next run reports.
+#[test]
+fn an_input_left_by_an_aborted_run_is_kept_and_reported() {
+    let in_progress = failure_path("selftest", b"").with_file_name("selftest-in-progress");
+    std::fs::write(&in_progress, b"the input that aborted").unwrap();
+    let result = std::panic::catch_unwind(|| fuzz("selftest", vec![b"seed".to_vec()], |_| {}));
+    let message = result.err().and_then(|e| e.downcast_ref::<String>().cloned()).unwrap_or_default();
+    assert!(message.contains("an earlier run aborted"), "{message}");
+    let kept = failure_path("selftest", b"the input that aborted");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"the input that aborted");
+    assert!(!in_progress.exists());
+    let _ = std::fs::remove_file(kept);
 }
