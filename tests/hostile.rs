@@ -64,23 +64,44 @@ fn bundle(dir: &Path, pkg: &Path, extra: &[&str]) -> std::process::Command {
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let cwd = dir.join("cwd/a/b");
     std::fs::create_dir_all(&cwd).unwrap();
-    cmd.current_dir(cwd);
+    // Every place the tool could write, inside the test's directory: its
+    // working directory, its temporary directory, its home.
+    for d in ["tmp", "home"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    cmd.current_dir(cwd).env("TMPDIR", dir.join("tmp")).env("HOME", dir.join("home"));
     cmd
 }
 
-/// Nothing the hostile entries name may exist anywhere they could have
-/// been written: beside and above the tool's working directory, at the
-/// absolute paths they name, and as entries of the bundle outside `usr/`.
-fn assert_nothing_outside(dir: &Path) {
-    let cwd = dir.join("cwd/a/b");
-    let mut places: Vec<PathBuf> = vec![PathBuf::from("/etc/evil"), PathBuf::from("/evil"), PathBuf::from("/escaped")];
-    for base in [cwd.clone(), cwd.join(".."), cwd.join("../.."), dir.to_path_buf(), dir.join("out")] {
-        for name in ["evil", "escaped", "etc/evil", "etc/shadow"] {
-            places.push(base.join(name));
+/// Every path under `dir`, files and links included.
+fn tree(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            out.insert(p);
         }
     }
-    for p in places {
-        assert!(!p.exists(), "{} was written outside the target", p.display());
+    out
+}
+
+/// Nothing the hostile entries name may exist where they could have been
+/// written: under the test's directory (where the tool runs, its TMPDIR and
+/// HOME) nothing is new but the bundle itself, the absolute paths they name
+/// do not exist, and the bundle holds no entry outside its tree.
+fn assert_nothing_outside(dir: &Path, before: &std::collections::BTreeSet<PathBuf>) {
+    let after = tree(dir);
+    let new: Vec<&PathBuf> = after
+        .difference(before)
+        .filter(|p| **p != dir.join("out/bundle.tgz") && **p != dir.join("x") && !p.starts_with(dir.join("x")))
+        .collect();
+    assert!(new.is_empty(), "written outside the target: {new:?}");
+    for p in ["/etc/evil", "/evil", "/escaped"] {
+        assert!(!Path::new(p).exists(), "{p} was written");
     }
     let out = dir.join("out/bundle.tgz");
     if out.exists() {
@@ -96,24 +117,27 @@ fn assert_nothing_outside(dir: &Path) {
 fn refused(hostile: Vec<Raw<'_>>, expect: &str) {
     let work = tempdir();
     let pkg = package(work.path(), hostile);
-    let err = run_err(&mut bundle(work.path(), &pkg, &[]));
+    let mut cmd = bundle(work.path(), &pkg, &[]);
+    let before = tree(work.path());
+    let err = run_err(&mut cmd);
     let line = err.lines().find(|l| l.starts_with("kpackfs: error:")).unwrap_or_default();
     assert!(line.contains(expect) && line.contains("linux-headers-1.0.0-1-amd64_1.0_amd64.tar.gz"), "{err}");
     assert!(!work.path().join("out/bundle.tgz").exists());
-    assert_nothing_outside(work.path());
-    assert_nothing_outside(&work.path().join("out"));
+    assert_nothing_outside(work.path(), &before);
 }
 
 /// Build succeeds; returns the extracted bundle and the tool's stderr.
 fn neutralised(hostile: Vec<Raw<'_>>) -> (tempfile::TempDir, PathBuf, String) {
     let work = tempdir();
     let pkg = package(work.path(), hostile);
-    let out = bundle(work.path(), &pkg, &[]).output().unwrap();
+    let mut cmd = bundle(work.path(), &pkg, &[]);
+    let before = tree(work.path());
+    let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     let root = work.path().join("x");
     gnu_tar_extract(&work.path().join("out/bundle.tgz"), &root);
-    assert_nothing_outside(work.path());
+    assert_nothing_outside(work.path(), &before);
     (work, root, stderr)
 }
 
@@ -223,9 +247,11 @@ fn traversal_inside_a_deb_is_refused() {
         "cd {} && echo 2.0 > debian-binary && tar -czf control.tar.gz --files-from /dev/null && ar rc evil_1_amd64.deb debian-binary control.tar.gz data.tar",
         work.path().display()
     ));
-    let err = run_err(&mut bundle(work.path(), &work.path().join("evil_1_amd64.deb"), &[]));
+    let mut cmd = bundle(work.path(), &work.path().join("evil_1_amd64.deb"), &[]);
+    let before = tree(work.path());
+    let err = run_err(&mut cmd);
     assert!(err.contains("evil_1_amd64.deb") && err.contains("path traversal"), "{err}");
-    assert_nothing_outside(work.path());
+    assert_nothing_outside(work.path(), &before);
 }
 
 #[test]
@@ -495,4 +521,19 @@ fn names_from_archives_cannot_forge_status_or_log_lines() {
     assert!(status.contains("\\n  ready"), "escaped, still readable: {status}");
     let log = m.log();
     assert!(!log.contains('\u{1b}') && !log.lines().any(|l| l.trim_start().starts_with("ready")), "{log}");
+}
+
+/// The checker itself: a file left in the tool's TMPDIR, HOME or working
+/// directory is seen.
+#[test]
+fn the_outside_check_sees_a_stray_file_anywhere_the_tool_could_write() {
+    for place in ["tmp/stray", "home/.stray", "cwd/a/b/stray", "cwd/stray"] {
+        let work = tempdir();
+        let pkg = package(work.path(), vec![]);
+        let _cmd = bundle(work.path(), &pkg, &[]);
+        let before = tree(work.path());
+        std::fs::write(work.path().join(place), "x").unwrap();
+        let caught = std::panic::catch_unwind(|| assert_nothing_outside(work.path(), &before));
+        assert!(caught.is_err(), "{place} was not seen");
+    }
 }
