@@ -382,6 +382,32 @@ fn an_inrelease_whose_signed_text_was_changed_is_refused() {
     assert!(err.contains("bad signature (the signed data was changed)"), "{err}");
 }
 
+/// A Release signed twice, by the source's key and by one the keyring does
+/// not hold (xenial's carries a retired DSA key's signature beside the
+/// current one; gpgv exits 2 for it): accepted, as apt does.
+#[test]
+fn a_good_signature_beside_an_unknown_keys_is_accepted() {
+    let c = crawled_once();
+    c.add_kernel();
+    c.repo.publish(Some(&c.key));
+    let retired = TestKey::new(c.work.path(), "retired");
+    let dists = c.repo.in_release().parent().unwrap().to_path_buf();
+    std::fs::remove_file(c.repo.in_release()).unwrap();
+    c.key.clearsign_with(&retired, &dists.join("Release"), &c.repo.in_release());
+    let signed = read(&c.repo.in_release());
+    assert_eq!(signed.matches("-----BEGIN PGP SIGNATURE-----").count(), 1);
+    run_ok(&mut crawl(&c.sources, &c.p, &c.server, CANONICAL, &[]));
+    assert_eq!(read(&c.p.lists.join("test-debian.txt")).lines().count(), 6, "both kernels");
+    // Signed by the unknown key alone: refused.
+    std::fs::remove_file(c.repo.in_release()).unwrap();
+    retired.clearsign(&dists.join("Release"), &c.repo.in_release());
+    let p = Paths { lists: c.p.lists.clone(), manifest: c.p.manifest.clone(), cache: c.work.path().join("fresh") };
+    let out = crawl(&c.sources, &p, &c.server, CANONICAL, &[]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("not in the keyring"), "{stdout}");
+}
+
 /// Without InRelease, Release with its detached Release.gpg: accepted when
 /// the signature is good, refused when Release was changed after signing.
 #[test]

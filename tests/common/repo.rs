@@ -71,6 +71,30 @@ impl TestKey {
         c
     }
 
+    /// Clearsign with this key and `other` (two signatures, as xenial's
+    /// Release carries one by a retired key beside the current one).
+    pub fn clearsign_with(&self, other: &TestKey, input: &Path, output: &Path) {
+        let secret = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&other.home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--export-secret-keys"])
+            .output()
+            .unwrap()
+            .stdout;
+        let mut import = self.gpg();
+        import.arg("--import").stdin(std::process::Stdio::piped());
+        let mut child = import.spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), &secret).unwrap();
+        assert!(child.wait().unwrap().success());
+        let uid = |k: &TestKey| k.uid().expect("a user id");
+        run_ok(
+            self.gpg()
+                .args(["--clearsign", "-u", &uid(self), "-u", &uid(other), "-o"])
+                .arg(output)
+                .arg(input),
+        );
+    }
+
     pub fn clearsign(&self, input: &Path, output: &Path) {
         run_ok(self.gpg().arg("--clearsign").arg("-o").arg(output).arg(input));
     }

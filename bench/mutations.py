@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Mutation pass: break one guarded check at a time and show the tests red.
+
+Each mutation names a check, the file and the exact text that implements
+it, what to put instead (the check removed or made to pass), and the tests
+that guard it. For each: apply it, build, run those tests, expect at least
+one to fail, put the file back. A mutation whose text is no longer in the
+file is reported (the table must follow the code), as is one the tests do
+not catch. Writes a markdown table (docs/testing.md holds the last one).
+
+Usage: bench/mutations.py [--only NAME...] [--markdown OUT]
+Exit status: 0 when every mutation turned its tests red.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (name, file, text, replacement, nextest filter arguments)
+MUTATIONS = [
+    ("repomd.xml signature not checked", "src/crawl/yum.rs",
+     "            gpg::verify_detached(keyring, &fetched.body, &s.body, gpg::ExpiredKey::Refuse)\n"
+     "                .with_context(|| format!(\"{base}/repodata/repomd.xml\"))?;",
+     "            let _ = (keyring, gpg::ExpiredKey::Refuse);",
+     ["--test", "crawl", "a_yum_index_whose_signature_fails_is_refused"]),
+    ("a good signature beside an unknown key's refused", "src/trust/gpg.rs",
+     "let exited_ok = out.status.success() || (out.status.code() == Some(2) && only_unknown_keys);",
+     "let exited_ok = out.status.success();",
+     ["--test", "crawl", "a_good_signature_beside_an_unknown_keys_is_accepted"]),
+    ("Packages sha256 not compared with Release", "src/crawl/http.rs",
+     "        if actual != expected {\n            bail!(\"{url}: {what} mismatch",
+     "        if false && actual != expected {\n            bail!(\"{url}: {what} mismatch",
+     ["--test", "crawl", "packages_whose_hash_does_not_match_release_are_refused"]),
+    ("package sha256 not checked at admission", "src/fetch/store.rs",
+     "            if !expected.eq_ignore_ascii_case(&actual) {\n                return refuse(FetchError::Sha256Mismatch",
+     "            if false && !expected.eq_ignore_ascii_case(&actual) {\n                return refuse(FetchError::Sha256Mismatch",
+     ["--test", "quick", "corrupted_bytes_are_a_sha256_mismatch"]),
+    ("package sha512 not checked at admission", "src/fetch/store.rs",
+     "            if !expected.eq_ignore_ascii_case(got) {",
+     "            if false && !expected.eq_ignore_ascii_case(got) {",
+     ["--test", "ubuntu", "a_release_whose_indexes_carry_only_sha512_is_crawled_and_verified"]),
+    ("packages of a running build not pinned", "src/cache/mod.rs",
+     "Key::Package(sha) => st.pins.contains(sha),",
+     "Key::Package(_sha) => false,",
+     ["--test", "quick", "a_pinned_package_is_never_the_victim"]),
+    ("a hit does not refresh recency", "src/cache/mod.rs",
+     "            if let Some(pack) = st.loaded.pack(&id) {\n                self.touch(&mut st, id);",
+     "            if let Some(pack) = st.loaded.pack(&id) {",
+     ["--test", "quick", "eviction_takes_the_least_recently_used_and_a_hit_refreshes_recency"]),
+    ("restart order not rebuilt from last access", "src/cache/mod.rs",
+     "found.sort_by_key(|(_, _, access)| *access);", "",
+     ["--test", "quick", "the_order_comes_back_at_restart"]),
+    ("a pack not bound to its bundle", "src/cache/pipeline.rs",
+     "Pack::open_verified_as(&path, &id)", "Pack::open_verified(&path)",
+     ["--test", "quick", "a_pack_copied_over_another_bundles_is_refused_and_rebuilt"]),
+    ("the tier's digest not checked", "src/remote/mod.rs",
+     "            if actual != expected {\n                bail!(\"{key} has sha256 {actual}, the tier records {expected}\");",
+     "            if false && actual != expected {\n                bail!(\"{key} has sha256 {actual}, the tier records {expected}\");",
+     ["--test", "quick", "corrupted_objects_are_rejected"]),
+    ("the layout's output not bounded", "src/layout/engine.rs",
+     "        if self.nodes.len() >= self.limits.max_entries {",
+     "        if false && self.nodes.len() >= self.limits.max_entries {",
+     ["--test", "hostile", "a_symlink_copy_bomb_is_refused"]),
+    ("CPU leases not waited for", "src/cpu.rs",
+     "        while *free == 0 {\n            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());\n        }\n"
+     "        let threads = want.clamp(1, *free);\n        *free -= threads;",
+     "        let threads = want.max(1);",
+     ["--test", "quick", "concurrent_builds_run_at_most_one_thread_per_core"]),
+    ("If-Range not sent on a resume", "src/source/http.rs",
+     "                    req = req.header(header::IF_RANGE, v.as_str());",
+     "                    let _ = v;",
+     ["--test", "fetch_resume", "a_file_replaced_between_the_cut_and_the_resume_is_never_mixed"]),
+    ("status text not escaped", "src/fs/status.rs",
+     "printable(b.cause.as_deref().unwrap_or(\"\"))", "b.cause.as_deref().unwrap_or(\"\")",
+     ["--test", "hostile", "names_from_archives_cannot_forge_status_or_log_lines"]),
+    ("a rebuild under the same release not preferred", "src/manifest/index/build.rs",
+     "                    .then(by_version)", "",
+     ["--lib", "a_rebuild_under_the_same_release"]),
+    ("a status reader's refresh re-renders", "src/fs/core.rs",
+     "let freshness = if from_open_file { Freshness::Kept } else { Freshness::New };",
+     "let freshness = Freshness::New;",
+     ["--test", "quick", "a_status_reader_sees_one_rendering_from_open_to_end"]),
+]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, **kw)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--markdown")
+    args = ap.parse_args()
+    rows, ok = [], True
+    for name, path, text, replacement, tests in MUTATIONS:
+        if args.only and not any(o in name for o in args.only):
+            continue
+        full = os.path.join(REPO, path)
+        original = open(full).read()
+        if original.count(text) != 1:
+            rows.append((name, path, " ".join(tests), "**the guarded text is not in the file (update the table)**"))
+            ok = False
+            continue
+        started = time.time()
+        try:
+            open(full, "w").write(original.replace(text, replacement, 1))
+            result = run(["cargo", "nextest", "run", "--no-fail-fast"] + tests)
+            out = result.stdout + result.stderr
+            if "error[E" in out or "could not compile" in out:
+                verdict = "**does not compile** (fix the mutation)"
+                ok = False
+            elif result.returncode != 0 and "FAIL" in out:
+                failed = sorted({l.split()[-1] for l in out.splitlines() if l.strip().startswith("FAIL [")})
+                verdict = f"red: {', '.join(failed)}"
+            else:
+                verdict = "**still green: the tests do not guard it**"
+                ok = False
+        finally:
+            open(full, "w").write(original)
+        took = time.time() - started
+        print(f"{name:<50} {verdict} ({took:.0f}s)", flush=True)
+        rows.append((name, path, " ".join(tests), verdict))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("| mutation | file | tests run | result |\n|---|---|---|---|\n")
+            for name, path, tests, verdict in rows:
+                f.write(f"| {name} | `{path}` | `{tests}` | {verdict} |\n")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
