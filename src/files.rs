@@ -78,6 +78,11 @@ impl AtomicFile {
         self.file.as_mut().expect("file present until commit")
     }
 
+    /// Where the file goes on commit.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
     pub fn temp_path(&self) -> &Path {
         &self.tmp
     }
@@ -333,6 +338,18 @@ impl Output {
             Ok(Output::Stream(path.to_path_buf()))
         }
     }
+}
+
+/// A text file of at most `limit` bytes (a longer one is an error, not cut).
+pub fn read_bounded(path: &Path, limit: u64) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!("{} is over {limit} bytes", path.display());
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 #[cfg(test)]

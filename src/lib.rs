@@ -1,31 +1,36 @@
 //! kpackfs: the build headers of every distribution kernel, one path away.
 //!
-//! Module map (docs/design.md has the whole picture):
+//! Module map, lowest floor first (docs/design.md has the whole picture;
+//! `tests/quick/layers.rs` checks that imports only go down):
+//! - [`defaults`], [`error`], [`util`], [`files`], [`ids`], [`cpu`]: shared pieces.
 //! - [`manifest`]: the model, kernel-packer's format, names from package files.
 //! - [`package`]: streaming .deb/.rpm/tar readers with hostile-input checks.
 //! - [`staging`]: the in-memory tree packages extract into.
 //! - [`layout`]: per-distribution normalisation into a relocatable bundle tree.
-//! - [`assemble`]: package files → laid-out bundle tree (parallel extraction + layout).
-//! - [`tgz`]: bundle tree → deterministic .tgz.
-//! - [`pack`]: bundle tree → one cache file served by pread.
-//! - [`source`]: where package bytes come from (HTTP, a directory, faults for tests).
-//! - [`fetch`]: downloads with deadlines, retries and verification into the package store.
-//! - [`cache`]: the LRU disk cache of packs, .tgz files and packages; single-flight builds.
-//! - [`fs`]: the filesystem core (kpackfs types) and its fuser adapter.
-//! - [`daemon`]: serving a mount: settings, refresh, lifecycle.
-//! - [`crawl`]: repository crawling into package lists and the manifest.
 //! - [`trust`]: keys and signature checks (gpgv; RPM gpgcheck).
-//! - [`lookup`]: naming bundles: the served view, name forms, suggestions, `which`.
+//! - [`tgz`], [`pack`]: bundle tree → deterministic .tgz; → one cache file served by pread.
+//! - [`fetch`]: package downloads with deadlines, retries and verification (sources inside).
+//! - [`crawl`]: repository crawling into package lists and the manifest.
+//! - [`settings`]: every setting, typed, from flags, `-o` and the configuration file.
+//! - [`observe`]: counters, the status report and its renderings (text, JSON, Prometheus).
+//! - [`remote`]: the shared bundle tier on object storage, a lower cache layer.
+//! - [`cache`]: the LRU disk cache; it only stores.
+//! - [`build`]: the one build path (tier → inputs → outputs → write back).
+//! - [`namespace`]: what is served, over the manifest index.
+//! - [`lookup`]: naming bundles: views, name forms, suggestions, `which`.
+//! - [`fs`]: the filesystem core (kpackfs types) and its fuser adapter.
+//! - [`serve`], [`publish`]: bundles over HTTP; filling a bucket.
+//! - [`daemon`]: serving a mount: lifecycle, refresh, status.
 //! - [`cli`]: the command line.
-//! - [`cpu`], [`files`], [`ids`], [`config`], [`util`]: shared pieces.
 
-pub mod assemble;
+pub mod build;
 pub mod cache;
 pub mod cli;
-pub mod config;
 pub mod cpu;
 pub mod crawl;
 pub mod daemon;
+pub mod defaults;
+pub mod error;
 pub mod fetch;
 pub mod files;
 pub mod fs;
@@ -33,13 +38,14 @@ pub mod ids;
 pub mod layout;
 pub mod lookup;
 pub mod manifest;
-pub mod metrics;
+pub mod namespace;
+pub mod observe;
 pub mod pack;
 pub mod package;
 pub mod publish;
 pub mod remote;
 pub mod serve;
-pub mod source;
+pub mod settings;
 pub mod staging;
 pub mod tgz;
 pub mod trust;

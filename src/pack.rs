@@ -551,7 +551,7 @@ mod tests {
     /// Issue 8 item 6: a record count outside the index CRC once made the
     /// daemon allocate 154 GB and abort at every start.
     #[test]
-    fn item6_a_corrupt_record_count_is_refused_without_allocating() {
+    fn a_corrupt_record_count_is_refused_without_allocating() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.pack");
         write(&sample(), std::fs::File::create(&path).unwrap()).unwrap();

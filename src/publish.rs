@@ -4,16 +4,15 @@
 //! bucket). Idempotent (what is there is skipped), resumable after a kill
 //! (writes are create-only and single-request: nothing partial is ever
 //! visible), downloads overlapping the CPU-bound builds, which take CPU
-//! leases (at most one busy thread per core).
+//! leases (at most one busy thread per core). Each bundle goes through the
+//! one build path (`build::build`) with the destination as its tier: a
+//! copy there is read (and verified) rather than built again, and what is
+//! built is written back in the id layout.
 
-use crate::assemble;
-use crate::fetch::Fetcher;
+use crate::build::{self, Env, Inputs, Outputs, TgzOut, WriteBack};
 use crate::ids::BundleId;
 use crate::manifest::BundleSpec;
-use crate::package::Limits;
-use crate::remote::{Put, Remote};
-use anyhow::Result;
-use std::path::{Path, PathBuf};
+use crate::remote::{Put, Wrote};
 use std::sync::Arc;
 
 /// Which layouts to write.
@@ -55,48 +54,33 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Build the bundle's .tgz into `dir` (the tier's copy when it has one):
-/// its path and sha256.
-async fn tgz_of(
-    job: &Job,
-    remote: &Remote,
-    fetcher: &Fetcher,
-    dir: &Path,
-    limits: Limits,
-) -> Result<(PathBuf, String)> {
-    // The tier's copy when it has one (the digest lookup is the probe).
-    if let Some((f, _)) = remote.fetch_verified(&job.id, dir, limits).await? {
-        return Ok((f.path, f.sha256));
-    }
-    let packages = assemble::download(fetcher, &job.spec).await?;
-    let (spec, id, dir) = (job.spec.clone(), job.id, dir.to_path_buf());
-    crate::cpu::run(crate::cpu::cores(), move |threads| -> Result<(PathBuf, String)> {
-        let hex = id.hex();
-        let laid_out = assemble::assemble(assemble::Job::of(&spec, &hex, packages, limits, threads))?;
-        let path = dir.join(format!("{hex}.tgz"));
-        let mut out = crate::files::AtomicFile::create_in(&path, &dir)?;
-        let (sha, _) = crate::tgz::write_hashed(&laid_out.tree, out.file(), threads)?;
-        out.commit()?;
-        Ok((path, sha))
-    })
-    .await
-}
-
-/// Publish one bundle: skip what the destination has, build, write.
-pub async fn publish_one(job: &Job, remote: &Remote, fetcher: &Fetcher, layout: Layout, limits: Limits) -> Outcome {
+/// Publish one bundle: skip what the destination has, build (or read the
+/// destination's copy), write. `env.tier` is the destination.
+pub async fn publish_one(job: &Job, env: &Env, layout: Layout) -> Outcome {
     let result = async {
+        let remote = env.tier.as_ref().ok_or_else(|| anyhow::anyhow!("no destination"))?;
         let need_id = layout.id() && !remote.has_id(&job.id).await?;
         let need_named = layout.collector() && !remote.has_named(&job.name).await?;
         if !need_id && !need_named {
             return Ok(Outcome::Present);
         }
         let scratch = crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-publish.")?;
-        let (tgz, sha) = tgz_of(job, remote, fetcher, scratch.path(), limits).await?;
+        let path = scratch.path().join(format!("{}.tgz", job.id.hex()));
+        let out = crate::files::AtomicFile::create_in(&path, scratch.path())?;
+        let outputs = Outputs { pack: None, tgz: Some(TgzOut::File(out)) };
+        // The id layout is the tier's own write-back; without it, nothing goes there.
+        let write_back = if need_id { WriteBack::Output } else { WriteBack::Never };
+        let build_job = build::Job { id: job.id, label: job.label.clone(), inputs: Inputs::Entry(job.spec.clone()) };
+        let built = build::build(env, &build_job, outputs, write_back).await?;
         let mut written = 0;
-        if need_id && remote.publish_id(&job.id, &tgz, &sha).await? == Put::Created {
-            written += 2;
+        // Written back by the build, unless the destination had it (a copy read back).
+        match built.wrote_back {
+            Some(Wrote::Put(Put::Created)) => written += 2,
+            Some(Wrote::Put(Put::Present)) | None => {}
+            Some(Wrote::Skipped) => anyhow::bail!("writes to {} are backing off after a failure", remote.url()),
+            Some(Wrote::Failed(e)) => anyhow::bail!("{e}"),
         }
-        if need_named && remote.publish_named(&job.name, &tgz).await? == Put::Created {
+        if need_named && remote.publish_named(&job.name, &path).await? == Put::Created {
             written += 1;
         }
         Ok::<_, anyhow::Error>(if written > 0 { Outcome::Published(written) } else { Outcome::Present })
@@ -109,23 +93,23 @@ pub async fn publish_one(job: &Job, remote: &Remote, fetcher: &Fetcher, layout: 
 pub type OnDone = Arc<dyn Fn(&Job, &Outcome) + Send + Sync>;
 
 /// Publish every job, `parallel` at a time; `done` is called as each ends.
+/// `env.tier` is the destination.
 pub async fn publish_all(
     jobs: Vec<Job>,
-    remote: Arc<Remote>,
-    fetcher: Fetcher,
+    env: Env,
     layout: Layout,
-    limits: Limits,
     parallel: usize,
     done: OnDone,
 ) -> Vec<(Job, Outcome)> {
     let limit = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let env = Arc::new(env);
     let tasks: Vec<_> = jobs
         .into_iter()
         .map(|job| {
-            let (remote, fetcher, limit, done) = (remote.clone(), fetcher.clone(), limit.clone(), done.clone());
+            let (env, limit, done) = (env.clone(), limit.clone(), done.clone());
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let outcome = publish_one(&job, &remote, &fetcher, layout, limits).await;
+                let outcome = publish_one(&job, &env, layout).await;
                 done(&job, &outcome);
                 (job, outcome)
             })

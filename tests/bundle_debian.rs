@@ -193,7 +193,10 @@ fn full_disk_is_a_clear_error_and_leaves_no_partial_output() {
     let work = tempdir();
     let disk = common::SmallDisk::new(&work.path().join("small"), "3m");
     let out = disk.0.join("bundle.tgz");
-    let err = run_err(kpackfs().arg("bundle").arg("--type").arg("debian").arg("-o").arg(&out).args(deb.files()));
+    let run =
+        kpackfs().arg("bundle").arg("--type").arg("debian").arg("-o").arg(&out).args(deb.files()).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(73), "a full disk exits with no_space's code: {err}");
     let line = err.lines().find(|l| l.starts_with("kpackfs: error:")).expect("an error line");
     assert!(line.contains("No space left on device"), "{line}");
     let left: Vec<_> = std::fs::read_dir(&disk.0).unwrap().collect();

@@ -647,7 +647,7 @@ fn recrawl_from_a_server_without_validators_is_a_prefix_probe() {
 /// local user plants those names for the next pids, with `InRelease` (and
 /// gpgv's output) as links to a file root must not write.
 #[test]
-fn item2_planted_scratch_directories_are_never_used() {
+fn planted_scratch_directories_are_never_used() {
     use std::os::unix::fs::PermissionsExt;
     let SignedRepo { work, key, fx: _, repo: _, server } = SignedRepo::new(["xz", "gzip", "xz"]);
     let sources = sources_file(
@@ -714,7 +714,7 @@ fn item2_planted_scratch_directories_are_never_used() {
 /// rollback), or that has no Date after a dated one, is refused, and the
 /// source keeps its previous list.
 #[test]
-fn item8_a_replayed_or_expired_release_is_refused() {
+fn a_replayed_or_expired_release_is_refused() {
     let SignedRepo { work, key, fx: _, repo, server } = SignedRepo::new(["xz", "gzip", "xz"]);
     let sources = sources_file(
         work.path(),
@@ -769,7 +769,7 @@ fn file_names(spec: &kpackfs::manifest::BundleSpec) -> Vec<String> {
 /// suite (the kbuild package has one name and a build per architecture),
 /// and metapackages beside them; no pattern in the source.
 #[test]
-fn item3_arm64_kernels_are_crawled_beside_amd64_with_their_own_packages() {
+fn arm64_kernels_are_crawled_beside_amd64_with_their_own_packages() {
     let work = tempdir();
     let key = TestKey::new(work.path(), "archive");
     let amd64 = pkgs::synthetic_debian_arch(work.path(), "9.9.0-1", "amd64", ["xz", "xz", "xz"]);
@@ -823,7 +823,7 @@ fn item3_arm64_kernels_are_crawled_beside_amd64_with_their_own_packages() {
 /// archive are one entry; the other archive's URLs are fallbacks the
 /// fetcher uses when the first location fails.
 #[test]
-fn item7_the_same_packages_through_two_archives_are_one_entry_with_fallbacks() {
+fn the_same_packages_through_two_archives_are_one_entry_with_fallbacks() {
     let work = tempdir();
     let key = TestKey::new(work.path(), "archive");
     let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);

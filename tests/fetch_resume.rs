@@ -67,7 +67,7 @@ fn an_unchanged_file_resumes_where_it_was_cut() {
     let name = largest(&fx);
     server.set_fault(&name, Fault::CutOnce(100, None));
     run_ok(&mut bundle(work.path(), &fx, &manifest, &server));
-    let log = server.log();
+    let log = server.exchanges();
     let tries: Vec<&String> = log.iter().filter(|l| l.contains(&name)).collect();
     assert_eq!(tries.len(), 2, "{log:?}");
     assert!(tries[1].contains("range=Some(\"bytes=100-\")") && tries[1].contains("if-range=Some(\"\\\""), "{log:?}");
@@ -91,7 +91,7 @@ fn a_file_replaced_between_the_cut_and_the_resume_is_never_mixed() {
     server.set_fault(&name, Fault::CutOnce(100, Some(replacement)));
     let err = run_err(&mut bundle(work.path(), &fx, &manifest, &server));
     assert!(err.contains(&name) && err.contains("sha256 mismatch"), "refused by the manifest's sha256: {err}");
-    let log = server.log();
+    let log = server.exchanges();
     let second = log.iter().position(|l| l.contains(&name) && l.contains("bytes=100-")).expect("a resume was tried");
     assert_eq!(log[second + 1], "  -> 200 OK", "If-Range no longer holds: the whole new file: {log:?}");
     // Nothing of it stored (the other two packages verified and are).

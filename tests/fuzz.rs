@@ -259,7 +259,7 @@ fn fuzz_sources_and_config() {
         let _ = kpackfs::crawl::sources::parse(&String::from_utf8_lossy(input), "fuzz");
     });
     fuzz("config", Vec::new(), |input| {
-        let _ = kpackfs::config::Config::parse(&String::from_utf8_lossy(input));
+        let _ = kpackfs::settings::file::parse(&String::from_utf8_lossy(input));
     });
 }
 

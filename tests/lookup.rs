@@ -23,7 +23,7 @@ fn which(m: &Mounted, args: &[&str]) -> (Option<i32>, String, String) {
 /// Item 1: a bundle a crawl put into the cache directory is seen by list
 /// and bundle (they read what a mount with the same settings serves).
 #[test]
-fn item1_list_and_bundle_see_a_bundle_added_by_a_crawl() {
+fn list_and_bundle_see_a_bundle_added_by_a_crawl() {
     let work = tempdir();
     let key = TestKey::new(work.path(), "archive");
     let fx = pkgs::synthetic_debian(work.path(), ["xz", "xz", "xz"]);
@@ -68,7 +68,7 @@ fn item1_list_and_bundle_see_a_bundle_added_by_a_crawl() {
 
 /// Item 1: `| head` ends list quietly, text and JSON, on kernel-packer's manifest.
 #[test]
-fn item1_list_into_a_closed_pipe_exits_0() {
+fn list_into_a_closed_pipe_exits_0() {
     let manifest = common::kernel_packer_fixtures().join("manifest.yml");
     let kp = env!("CARGO_BIN_EXE_kpackfs");
     for (args, head) in [("list", "head -1"), ("list --json", "head -c 10"), ("list --all", "head -1")] {
@@ -98,7 +98,7 @@ fn item1_list_into_a_closed_pipe_exits_0() {
 
 /// Items 2 and 3: every name form, which's identifiers, and its failures.
 #[test]
-fn item2_item3_names_and_which_resolve_what_users_have() {
+fn names_and_which_resolve_what_users_have() {
     let fx = Fixture::new(true);
     let m = Mounted::start(&fx.manifest, None, &fx.mirror_args());
     let deb = fx.bundle("debian");
@@ -188,7 +188,7 @@ fn deb_version(deb: &Path) -> String {
 /// Item 3: `which --link` makes, keeps and removes the link, and refuses
 /// to replace a real directory.
 #[test]
-fn item3_which_link_is_safe() {
+fn which_link_is_safe() {
     let fx = Fixture::new(false);
     let m = Mounted::start(&fx.manifest, None, &fx.mirror_args());
     let deb = fx.bundle("debian");
@@ -220,7 +220,7 @@ fn item3_which_link_is_safe() {
 /// Item 4: `/by-uname/` lists without downloads; its links resolve to
 /// trees whose BUNDLE_UNAME is the link's name.
 #[test]
-fn item4_by_uname_lists_without_downloads_and_resolves() {
+fn by_uname_lists_without_downloads_and_resolves() {
     let fx = Fixture::new(true);
     let m = Mounted::start(&fx.manifest, None, &fx.mirror_args());
     let names: Vec<String> = std::fs::read_dir(m.path("by-uname"))

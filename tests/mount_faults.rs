@@ -119,7 +119,7 @@ fn status_shows_fetching_during_a_slow_download() {
 }
 
 #[test]
-fn full_disk_is_eio_keeps_the_cache_then_recovers() {
+fn a_full_disk_is_enospc_keeps_the_cache_then_recovers() {
     let fx = Fixture::new(true);
     let deb = fx.bundle("debian").clone();
     let ub = fx.bundle("ubuntu").clone();
@@ -135,15 +135,18 @@ fn full_disk_is_eio_keeps_the_cache_then_recovers() {
     let packs_before: Vec<_> = std::fs::read_dir(m.cache.join("bundles")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(packs_before.len(), 1);
 
-    // The Debian tree does not fit: EIO, one line naming the bundle and ENOSPC.
+    // The Debian tree does not fit: ENOSPC for the reader (the class no_space),
+    // one line naming the bundle and the cause.
     let label = format!("debian/{}", deb.name);
     let file = m.path(&format!("{label}/BUNDLE_UNAME"));
-    assert_eq!(errno_of(std::fs::read(&file)), Some(libc::EIO));
+    assert_eq!(errno_of(std::fs::read(&file)), Some(libc::ENOSPC));
     let log = m.log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("bundle {label}:"))).collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("No space left on device") && lines[0].contains("ERROR"), "{}", lines[0]);
     assert_eq!(m.bundle_state(&label), "failed");
+    let failed = m.status()["bundles"].as_array().unwrap().iter().find(|b| b["label"] == label).cloned().unwrap();
+    assert_eq!(failed["class"], "no_space", "{failed}");
     // Nothing partial: no temporary file left, no pack for the failed bundle,
     // and the bundle already cached is untouched and still served.
     let tmp: Vec<_> = std::fs::read_dir(m.cache.join("tmp")).unwrap().collect();
@@ -165,7 +168,7 @@ fn full_disk_is_eio_keeps_the_cache_then_recovers() {
 /// kernel waits for an answer to a request it has sent); the daemon now
 /// answers EINTR for a killed caller, and the build goes on for others.
 #[test]
-fn item4_a_reader_waiting_on_a_dripping_mirror_dies_at_once_on_sigkill() {
+fn a_reader_waiting_on_a_dripping_mirror_dies_at_once_on_sigkill() {
     let fx = Fixture::new(true);
     let ub = fx.bundle("ubuntu").clone();
     for (_, path) in &ub.files {

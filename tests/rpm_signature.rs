@@ -13,11 +13,11 @@ use common::mirror::{errno_of, Mounted};
 use common::pkgs;
 use common::repo::{yum_repo, TestKey};
 use common::{kpackfs, tempdir};
-use kpackfs::assemble::{assemble, Job, PackageFile};
+use kpackfs::build::assemble::{assemble, Job, PackageFile};
 use kpackfs::manifest::Manifest;
 use std::path::{Path, PathBuf};
 
-fn build(rpm: &Path, key: &Path) -> anyhow::Result<kpackfs::layout::LaidOut> {
+fn build(rpm: &Path, key: &Path) -> Result<kpackfs::layout::LaidOut, kpackfs::error::BuildError> {
     let display = rpm.file_name().unwrap().to_string_lossy().into_owned();
     assemble(Job {
         kind: "redhat",
@@ -44,7 +44,7 @@ fn flip_near_end(path: &Path, from_end: usize) {
 }
 
 #[test]
-fn item5_signatures_are_checked_before_extraction() {
+fn signatures_are_checked_before_extraction() {
     let work = tempdir();
     let rsa = TestKey::with_algorithm(work.path(), "rsa", "rsa2048");
     let ed = TestKey::new(work.path(), "ed");
@@ -85,7 +85,9 @@ fn item5_signatures_are_checked_before_extraction() {
     std::fs::write(&cases[3].1, bytes).unwrap();
 
     for (what, rpm, key, cause) in &cases {
-        let err = format!("{:#}", build(rpm, key).err().unwrap_or_else(|| panic!("{what}: accepted")));
+        let refused = build(rpm, key).err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(refused.class, kpackfs::error::ErrorClass::Refused, "{what}: a signature refusal is refused");
+        let err = format!("{refused:#}");
         let file = rpm.file_name().unwrap().to_str().unwrap();
         assert!(err.contains(file), "{what}: the error names the package: {err}");
         assert!(err.contains(cause), "{what}: the error says why ({cause}): {err}");
@@ -95,7 +97,7 @@ fn item5_signatures_are_checked_before_extraction() {
 }
 
 #[test]
-fn item5_a_yum_source_with_an_unsigned_index_is_verified_end_to_end() {
+fn a_yum_source_with_an_unsigned_index_is_verified_end_to_end() {
     let work = tempdir();
     let key = TestKey::with_algorithm(work.path(), "vendor", "rsa2048");
     let intruder = TestKey::new(work.path(), "intruder");

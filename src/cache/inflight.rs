@@ -3,13 +3,15 @@
 //! running builds need. A failure is remembered for a backoff during which
 //! askers get its cause at once, so a broken mirror is not hammered.
 
-use crate::ids::{BundleId, Sha256};
+use crate::error::BuildError;
+use crate::ids::Sha256;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Why a build failed: one line, shared by every waiter.
-pub type Cause = Arc<str>;
+/// Why a build failed (its class and one line), shared by every waiter.
+pub type Cause = BuildError;
 
 /// What a waiter is told.
 pub type Outcome<T> = Result<Arc<T>, Cause>;
@@ -77,17 +79,18 @@ pub enum Joined<T> {
     Failed(Waiter<T>, Cause),
 }
 
-pub struct Flights<T> {
-    map: HashMap<BundleId, Flight<T>>,
+/// Flights keyed by `K` (a bundle and which of its files).
+pub struct Flights<K, T> {
+    map: HashMap<K, Flight<T>>,
     backoff: Backoff,
 }
 
-impl<T> Flights<T> {
+impl<K: Copy + Eq + Hash, T> Flights<K, T> {
     pub fn new(backoff: Backoff) -> Self {
         Flights { map: HashMap::new(), backoff }
     }
 
-    pub fn join(&mut self, id: BundleId, waiter: Waiter<T>, now: Instant) -> Joined<T> {
+    pub fn join(&mut self, id: K, waiter: Waiter<T>, now: Instant) -> Joined<T> {
         match self.map.get_mut(&id) {
             Some(Flight::Running { waiters, .. }) => {
                 waiters.push(waiter);
@@ -106,7 +109,7 @@ impl<T> Flights<T> {
     }
 
     /// Finish a build: returns its waiters. A failure starts a backoff.
-    pub fn finish(&mut self, id: BundleId, outcome: &Result<(), Cause>, now: Instant) -> Vec<Waiter<T>> {
+    pub fn finish(&mut self, id: K, outcome: &Result<(), Cause>, now: Instant) -> Vec<Waiter<T>> {
         let (waiters, failures) = match self.map.remove(&id) {
             Some(Flight::Running { waiters, failures, .. }) => (waiters, failures),
             _ => (Vec::new(), 0),
@@ -119,26 +122,26 @@ impl<T> Flights<T> {
         waiters
     }
 
-    pub fn set_phase(&mut self, id: BundleId, to: Phase) {
+    pub fn set_phase(&mut self, id: K, to: Phase) {
         if let Some(Flight::Running { phase, .. }) = self.map.get_mut(&id) {
             *phase = to;
         }
     }
 
     /// The phase of a running build.
-    pub fn phase(&self, id: &BundleId) -> Option<Phase> {
+    pub fn phase(&self, id: &K) -> Option<Phase> {
         match self.map.get(id) {
             Some(Flight::Running { phase, .. }) => Some(*phase),
             _ => None,
         }
     }
 
-    pub fn is_running(&self, id: &BundleId) -> bool {
+    pub fn is_running(&self, id: &K) -> bool {
         self.phase(id).is_some()
     }
 
     /// Waiters queued on a running build (the first asker included).
-    pub fn waiting(&self, id: &BundleId) -> usize {
+    pub fn waiting(&self, id: &K) -> usize {
         match self.map.get(id) {
             Some(Flight::Running { waiters, .. }) => waiters.len(),
             _ => 0,
@@ -146,14 +149,14 @@ impl<T> Flights<T> {
     }
 
     /// The last failure, and how long until the next attempt is allowed.
-    pub fn failure(&self, id: &BundleId, now: Instant) -> Option<(Cause, Duration)> {
+    pub fn failure(&self, id: &K, now: Instant) -> Option<(Cause, Duration)> {
         match self.map.get(id) {
             Some(Flight::Failed { cause, until, .. }) => Some((cause.clone(), until.saturating_duration_since(now))),
             _ => None,
         }
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = &BundleId> {
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.map.keys()
     }
 }
@@ -188,13 +191,18 @@ impl Pins {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorClass;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn cause(text: &str) -> Cause {
+        BuildError::new(ErrorClass::Unreachable, text)
+    }
 
     #[test]
     fn one_start_many_waiters_then_backoff_doubling_to_the_cap() {
         let backoff = Backoff { base: Duration::from_secs(2), max: Duration::from_secs(300) };
-        let mut f: Flights<u32> = Flights::new(backoff);
-        let id = BundleId([1; 32]);
+        let mut f: Flights<u32, u32> = Flights::new(backoff);
+        let id = 1;
         let told = Arc::new(AtomicUsize::new(0));
         let waiter = |t: &Arc<AtomicUsize>| -> Waiter<u32> {
             let t = t.clone();
@@ -208,10 +216,10 @@ mod tests {
             assert!(matches!(f.join(id, waiter(&told), t0), Joined::Queued));
         }
         assert_eq!(f.waiting(&id), 16);
-        let waiters = f.finish(id, &Err(Arc::from("HTTP 500")), t0);
+        let waiters = f.finish(id, &Err(cause("HTTP 500")), t0);
         assert_eq!(waiters.len(), 16);
         match f.join(id, waiter(&told), t0 + Duration::from_secs(1)) {
-            Joined::Failed(_, cause) => assert_eq!(&*cause, "HTTP 500"),
+            Joined::Failed(_, cause) => assert_eq!(cause.message(), "HTTP 500"),
             _ => panic!("expected the remembered failure"),
         }
         // Each consecutive failure doubles the wait: 2, 4, 8, … 256, then 300 s.
@@ -222,7 +230,7 @@ mod tests {
             waits.push(wait.as_secs());
             now += wait;
             assert!(matches!(f.join(id, waiter(&told), now), Joined::Start));
-            f.finish(id, &Err(Arc::from("again")), now);
+            f.finish(id, &Err(cause("again")), now);
         }
         assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300]);
         // Success clears the failure.

@@ -3,8 +3,8 @@
 //! exit code says the worst outcome ([`crawl::report::exit`]).
 
 use super::FetchArgs;
-use crate::config::Config;
 use crate::crawl::{self, sources, Progress};
+use crate::settings::Settings;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::collections::HashMap;
@@ -66,8 +66,8 @@ impl Progress for Bars {
     }
 }
 
-pub fn run(args: CrawlArgs, config: &Config) -> Result<ExitCode> {
-    let settings = super::settings(config, &args.fetch.pairs())?;
+pub fn run(args: CrawlArgs, base: &Settings) -> Result<ExitCode> {
+    let settings = super::settings(base, |s| args.fetch.apply(s));
     let sources_file = args.sources_file.clone().or_else(|| settings.sources.clone());
     let all = sources::load(sources_file.as_deref())?;
     let selected = sources::select(&all, &args.sources)?;

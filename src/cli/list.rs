@@ -10,9 +10,9 @@
 //! (`| head`) ends the command quietly.
 
 use super::ViewArgs;
-use crate::config::Config;
 use crate::lookup::arch;
 use crate::manifest::index::Index;
+use crate::settings::Settings;
 use anyhow::Result;
 use clap::Args;
 use std::process::ExitCode;
@@ -41,9 +41,20 @@ pub struct ListArgs {
     unnamed: bool,
     /// Cache directory whose last crawl result is merged (default: the configured one).
     #[arg(long, value_name = "DIR")]
-    cache_dir: Option<String>,
+    cache_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     view: ViewArgs,
+}
+
+/// The settings of a command that only looks: the file's, `--cache-dir`,
+/// and the view's flags.
+pub fn view_settings(base: &Settings, view: &ViewArgs, cache_dir: Option<&std::path::PathBuf>) -> Settings {
+    super::settings(base, |s| {
+        if let Some(d) = cache_dir {
+            s.cache_dir = d.clone();
+        }
+        view.apply(s);
+    })
 }
 
 /// Shell-style `*` and `?` matching, iterative (no recursion on input).
@@ -144,7 +155,7 @@ fn text_line(r: &Row, all: bool) -> String {
 /// index's own order; with `all`, every slot.
 fn slots(index: &Index, all: bool) -> Vec<u32> {
     if !all {
-        return crate::lookup::view::served_slots(index);
+        return crate::namespace::served_slots(index);
     }
     let mut every: Vec<(String, String, String, u32)> = (0..index.slot_count())
         .map(|s| {
@@ -158,9 +169,9 @@ fn slots(index: &Index, all: bool) -> Vec<u32> {
     every.into_iter().map(|(_, _, _, s)| s).collect()
 }
 
-pub fn run(args: ListArgs, config: &Config) -> Result<ExitCode> {
-    let extra: Vec<(&'static str, String)> = args.cache_dir.iter().map(|d| ("cache_dir", d.clone())).collect();
-    let view = args.view.open(config, &extra)?;
+pub fn run(args: ListArgs, base: &Settings) -> Result<ExitCode> {
+    let settings = view_settings(base, &args.view, args.cache_dir.as_ref());
+    let view = args.view.open(&settings)?;
     let all = args.all || args.unnamed;
     let mut out = String::new();
     let mut first = true;

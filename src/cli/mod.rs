@@ -11,12 +11,12 @@ mod publish;
 mod serve;
 mod which;
 
-use crate::config::Config;
-use crate::daemon::settings::Settings;
+use crate::settings::{parse, Settings};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "kpackfs", version, about = "Kernel build headers of every distribution kernel, one path away")]
@@ -59,36 +59,69 @@ enum Command {
 
 /// Where packages come from: cache, mirrors, timeouts. Unset flags fall
 /// back to the configuration file, then to the defaults (docs/operations.md).
+/// Each flag is parsed once, by its setting's parser.
 #[derive(Args, Clone, Debug, Default)]
 pub struct FetchArgs {
     /// Cache directory (packages, bundles, index).
     #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<String>,
+    pub cache_dir: Option<PathBuf>,
     /// Rewrite a canonical URL prefix to a mirror at fetch time (repeatable).
-    #[arg(long = "mirror", value_name = "CANONICAL=LOCAL")]
-    pub mirrors: Vec<String>,
+    #[arg(long = "mirror", value_name = "CANONICAL=LOCAL", value_parser = parse::mirror)]
+    pub mirrors: Vec<(String, String)>,
     /// Do not use the host's apt Debian mirror for Debian URLs.
     #[arg(long)]
     pub no_apt_mirrors: bool,
     /// Give up on a transfer that sends nothing for this long (default 30s).
-    #[arg(long, value_name = "DURATION")]
-    pub stall_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse::timeout)]
+    pub stall_timeout: Option<Duration>,
     /// Give up on a transfer averaging less than this per second after 30 s (default 20K).
-    #[arg(long, value_name = "SIZE")]
-    pub min_rate: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+    pub min_rate: Option<u64>,
     /// Give up on a package after this long, all attempts included (default 30m).
-    #[arg(long, value_name = "DURATION")]
-    pub download_deadline: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse::timeout)]
+    pub download_deadline: Option<Duration>,
     /// Attempts after the first on transient HTTP failures (default 3).
-    #[arg(long)]
-    pub retries: Option<String>,
+    #[arg(long, value_parser = parse::count)]
+    pub retries: Option<u32>,
     /// The shared bundle tier, read before building and written after: s3://bucket/prefix, gs://…, az://…,
     /// file:///path, or read-only http(s)://… (S3 settings from AWS_* variables; docs/operations.md).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse::url)]
     pub remote: Option<String>,
     /// Read the remote tier, never write to it.
     #[arg(long)]
     pub remote_read_only: bool,
+}
+
+impl FetchArgs {
+    pub fn apply(&self, s: &mut Settings) {
+        if let Some(v) = &self.cache_dir {
+            s.cache_dir = v.clone();
+        }
+        for (canonical, local) in &self.mirrors {
+            s.fetch.mirrors.add(canonical, local);
+        }
+        if self.no_apt_mirrors {
+            s.apt_mirrors = false;
+        }
+        if let Some(v) = self.stall_timeout {
+            s.fetch.stall_timeout = v;
+        }
+        if let Some(v) = self.min_rate {
+            s.fetch.min_rate = v;
+        }
+        if let Some(v) = self.download_deadline {
+            s.fetch.deadline = v;
+        }
+        if let Some(v) = self.retries {
+            s.fetch.retry.retries = v;
+        }
+        if let Some(v) = &self.remote {
+            s.remote = Some(v.clone());
+        }
+        if self.remote_read_only {
+            s.remote_read_only = true;
+        }
+    }
 }
 
 /// What a mount or server serves from: the manifest and the cache's budget.
@@ -96,64 +129,42 @@ pub struct FetchArgs {
 pub struct ServedArgs {
     /// Manifest to serve (default: the shipped manifest, merged with the latest crawl result).
     #[arg(long, value_name = "FILE")]
-    pub manifest: Option<String>,
+    pub manifest: Option<PathBuf>,
     /// kernel-packer package lists (*.txt) for a manifest of simplified names.
     #[arg(long, value_name = "DIR")]
-    pub lists_dir: Option<String>,
+    pub lists_dir: Option<PathBuf>,
     /// Byte budget of the cache (default 10G).
-    #[arg(long, value_name = "SIZE")]
-    pub cache_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+    pub cache_size: Option<u64>,
 }
 
 impl ServedArgs {
-    fn pairs(&self) -> Vec<(&'static str, String)> {
-        [("manifest", &self.manifest), ("lists_dir", &self.lists_dir), ("cache_size", &self.cache_size)]
-            .into_iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-            .collect()
+    pub fn apply(&self, s: &mut Settings) {
+        if let Some(v) = &self.manifest {
+            s.manifest = Some(v.clone());
+        }
+        if let Some(v) = &self.lists_dir {
+            s.lists_dir = Some(v.clone());
+        }
+        if let Some(v) = self.cache_size {
+            s.cache_size = v;
+        }
     }
 }
 
-impl FetchArgs {
-    /// Flags as `(key, value)` settings.
-    fn pairs(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        let single = [
-            ("cache_dir", &self.cache_dir),
-            ("stall_timeout", &self.stall_timeout),
-            ("min_rate", &self.min_rate),
-            ("download_deadline", &self.download_deadline),
-            ("retries", &self.retries),
-            ("remote", &self.remote),
-        ];
-        for (k, v) in single {
-            if let Some(v) = v {
-                out.push((k, v.clone()));
-            }
-        }
-        out.extend(self.mirrors.iter().map(|m| ("mirror", m.clone())));
-        if self.no_apt_mirrors {
-            out.push(("apt_mirrors", "false".into()));
-        }
-        if self.remote_read_only {
-            out.push(("remote_read_only", "true".into()));
-        }
-        out
-    }
+/// A command's settings: the configuration file's (`base`), then what
+/// `apply` sets (mount options, then flags), then the host's apt mirrors.
+pub fn settings(base: &Settings, apply: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = base.clone();
+    apply(&mut s);
+    s.finish()
 }
 
-/// Settings from defaults, the configuration file, then `extra` (mount
-/// options and flags, in that order).
-pub fn settings(config: &Config, extra: &[(&str, String)]) -> Result<Settings> {
-    let mut s = Settings::defaults();
-    for (k, v) in &config.pairs {
-        s.set(k, v).map_err(|e| anyhow::anyhow!("config: {e:#}"))?;
+/// The largest bundle a command builds, from its flag.
+pub fn max_bundle_size(s: &mut Settings, flag: Option<u64>) {
+    if let Some(v) = flag {
+        s.max_bundle_size = v;
     }
-    for (k, v) in extra {
-        s.set(k, v).map_err(|e| anyhow::anyhow!("--{}: {e:#}", k.replace('_', "-")))?;
-    }
-    s.finish();
-    Ok(s)
 }
 
 /// Write to stdout. A reader that went away (`kpackfs list | head`) ends
@@ -188,23 +199,19 @@ pub struct ViewArgs {
 }
 
 impl ViewArgs {
-    fn pairs(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
+    pub fn apply(&self, s: &mut Settings) {
         if let Some(m) = &self.manifest {
-            out.push(("manifest", m.display().to_string()));
+            s.manifest = Some(m.clone());
         }
         if let Some(l) = &self.lists_dir {
-            out.push(("lists_dir", l.display().to_string()));
+            s.lists_dir = Some(l.clone());
         }
-        out
     }
 
-    /// The view, with settings from the config, `cache_dir` and these flags.
-    pub fn open(&self, config: &Config, extra: &[(&'static str, String)]) -> Result<crate::lookup::view::View> {
-        let mut pairs = extra.to_vec();
-        pairs.extend(self.pairs());
-        let settings = settings(config, &pairs)?;
-        crate::lookup::view::View::open(self.mount.as_deref(), &settings)
+    /// The view: `--mount`'s, else what a mount with `settings` serves
+    /// (`settings` has these flags applied).
+    pub fn open(&self, settings: &Settings) -> Result<crate::lookup::view::View> {
+        crate::lookup::view::View::open(self.mount.as_deref(), settings)
     }
 }
 
@@ -267,7 +274,8 @@ pub fn main() -> ExitCode {
     let _ = ARGV.set(argv.clone());
     let cli = Cli::parse_from(argv);
     init_logging(cli.verbose);
-    let result = Config::load(cli.config.as_deref()).and_then(|config| match cli.command {
+    let loaded = crate::settings::file::load(cli.config.as_deref()).map(|(settings, _)| settings);
+    let result = loaded.and_then(|config| match cli.command {
         Command::Bundle(args) => bundle::run(args, &config),
         Command::Mount(args) => mount::run(args, &config),
         Command::Umount(args) => mount::umount(args),
@@ -285,7 +293,8 @@ pub fn main() -> ExitCode {
         Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprint(&format!("kpackfs: error: {}\n", crate::util::printable(&format!("{e:#}"))));
-            ExitCode::FAILURE
+            // A failed build says its class (docs/operations.md); anything else is 1.
+            crate::error::class_of(&e).map_or(ExitCode::FAILURE, |class| ExitCode::from(class.exit_code()))
         }
     }
 }

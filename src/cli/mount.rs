@@ -1,8 +1,8 @@
 //! `kpackfs mount`, `kpackfs umount` and `kpackfs status`.
 
 use super::FetchArgs;
-use crate::config::Config;
 use crate::daemon::{self, mountpoint};
+use crate::settings::{parse, Settings};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -19,29 +19,29 @@ pub struct MountArgs {
     #[arg(long)]
     foreground: bool,
     /// FUSE worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<String>,
+    #[arg(long, value_parser = parse::threads)]
+    threads: Option<usize>,
     /// After a failed build, refuse (EIO at once) for this long, doubling per failure (default 2s).
-    #[arg(long, value_name = "DURATION")]
-    retry_backoff: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    retry_backoff: Option<std::time::Duration>,
     /// Largest uncompressed size of one bundle's contents (default 2G).
-    #[arg(long, value_name = "SIZE")]
-    max_bundle_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+    max_bundle_size: Option<u64>,
     /// Crawl the sources this often in the background, or "off" (default 6h).
-    #[arg(long, value_name = "DURATION")]
-    crawl_interval: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse::interval)]
+    crawl_interval: Option<parse::Interval>,
     /// The sources file for the background crawl (default: the shipped sources.yml).
     #[arg(long = "sources", value_name = "FILE")]
-    sources_file: Option<String>,
+    sources_file: Option<PathBuf>,
     /// Keep this much of the cache's filesystem free, evicting below the budget if needed (default 5%).
-    #[arg(long, value_name = "SIZE|PCT")]
-    min_free: Option<String>,
+    #[arg(long, value_name = "SIZE|PCT", value_parser = parse::free_floor)]
+    min_free: Option<crate::util::FreeFloor>,
     /// A bundle used this recently counts as in use: eviction spares it (default 60s).
-    #[arg(long, value_name = "DURATION")]
-    evict_grace: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    evict_grace: Option<std::time::Duration>,
     /// Serve Prometheus metrics at http://ADDR/metrics (also /.kpackfs/metrics in the mount).
-    #[arg(long, value_name = "ADDR:PORT")]
-    metrics: Option<String>,
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse::listen)]
+    metrics: Option<parse::Listen>,
     /// Mount over a directory that has files in it, hiding them (-o nonempty).
     #[arg(long)]
     allow_non_empty: bool,
@@ -53,39 +53,58 @@ pub struct MountArgs {
 }
 
 impl MountArgs {
-    fn pairs(&self) -> Result<Vec<(&'static str, String)>> {
-        let mut out: Vec<(&'static str, String)> = Vec::new();
+    /// The `-o` settings as (key, value), fstab's and systemd's left out.
+    fn options(&self) -> Result<Vec<(&'static str, String)>> {
+        let mut out = Vec::new();
         for group in &self.options {
             // mount(8), fstab and systemd options are theirs, as the mount helper ignores them.
             for item in group.split(',').filter(|s| !s.is_empty() && *s != "nonempty" && !super::helper::ignored(s)) {
                 let (k, v) = item.split_once('=').unwrap_or((item, "true"));
-                let key = crate::daemon::settings::KEYS
-                    .iter()
-                    .map(|(k, _)| *k)
-                    .find(|known| *known == k.replace('-', "_"))
-                    .with_context(|| format!("-o {item}: unknown option {k:?}"))?;
-                out.push((key, v.to_string()));
+                let key = crate::settings::keys::find(k).with_context(|| format!("-o {item}: unknown option {k:?}"))?;
+                out.push((key.name, v.to_string()));
             }
         }
-        let single = [
-            ("threads", &self.threads),
-            ("retry_backoff", &self.retry_backoff),
-            ("max_bundle_size", &self.max_bundle_size),
-            ("crawl_interval", &self.crawl_interval),
-            ("sources", &self.sources_file),
-            ("min_free", &self.min_free),
-            ("evict_grace", &self.evict_grace),
-            ("metrics", &self.metrics),
-        ];
-        out.extend(single.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))));
-        out.extend(self.served.pairs());
-        out.extend(self.fetch.pairs());
         Ok(out)
+    }
+
+    /// Defaults, the file, `-o`, then the flags.
+    fn settings(&self, base: &Settings) -> Result<Settings> {
+        let mut s = base.clone();
+        for (k, v) in self.options()? {
+            s.set(k, &v).map_err(|e| anyhow::anyhow!("-o {k}: {e:#}"))?;
+        }
+        let flags = |s: &mut Settings| {
+            if let Some(v) = self.threads {
+                s.threads = v;
+            }
+            if let Some(v) = self.retry_backoff {
+                s.retry_backoff = v;
+            }
+            super::max_bundle_size(s, self.max_bundle_size);
+            if let Some(v) = self.crawl_interval {
+                s.crawl_interval = v.0;
+            }
+            if let Some(v) = &self.sources_file {
+                s.sources = Some(v.clone());
+            }
+            if let Some(v) = self.min_free {
+                s.min_free = v;
+            }
+            if let Some(v) = self.evict_grace {
+                s.evict_grace = v;
+            }
+            if let Some(v) = self.metrics {
+                s.metrics = v.0;
+            }
+            self.served.apply(s);
+            self.fetch.apply(s);
+        };
+        Ok(super::settings(&s, flags))
     }
 }
 
-pub fn run(args: MountArgs, config: &Config) -> Result<ExitCode> {
-    let settings = super::settings(config, &args.pairs()?)?;
+pub fn run(args: MountArgs, base: &Settings) -> Result<ExitCode> {
+    let settings = args.settings(base)?;
     let mountpoint = &args.mountpoint;
     mountpoint::clean_stale_mount(mountpoint)?;
     match std::fs::metadata(mountpoint) {
@@ -208,11 +227,12 @@ mod tests {
     /// ignores them; our own are taken; an unknown one is an error.
     #[test]
     fn mount_options_of_fstab_and_systemd_are_ignored_on_the_command_line_too() {
-        let args = |o: &str| Cli::try_parse_from(["kpackfs", "/kernels", "-o", o]).unwrap().mount.pairs();
-        let pairs = args("defaults,nofail,_netdev,x-systemd.automount,noatime,cache_size=1G").unwrap();
-        assert_eq!(pairs.iter().filter(|(k, _)| *k == "cache_size").count(), 1);
-        assert!(pairs.iter().all(|(k, _)| *k != "nofail" && *k != "defaults"));
-        let err = args("cache_size=1G,bogus=1").unwrap_err().to_string();
+        let args = |o: &str| Cli::try_parse_from(["kpackfs", "/kernels", "-o", o]).unwrap().mount;
+        let taken = args("defaults,nofail,_netdev,x-systemd.automount,noatime,cache_size=1G").options().unwrap();
+        assert_eq!(taken, vec![("cache_size", "1G".to_string())]);
+        let s = args("noatime,cache_size=1G").settings(&Settings::defaults()).unwrap();
+        assert_eq!(s.cache_size, 1 << 30);
+        let err = args("cache_size=1G,bogus=1").options().unwrap_err().to_string();
         assert!(err.contains("unknown option \"bogus\""), "{err}");
     }
 }

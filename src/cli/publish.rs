@@ -5,11 +5,11 @@
 //! with its cause in the summary).
 
 use super::{FetchArgs, ViewArgs};
-use crate::config::Config;
 use crate::lookup::resolve::resolve;
-use crate::lookup::view::served_slots;
 use crate::manifest::index::Index;
+use crate::namespace::served_slots;
 use crate::publish::{self, Job, Layout, Outcome};
+use crate::settings::{parse, Settings};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
@@ -31,8 +31,8 @@ pub struct PublishArgs {
     #[arg(long, value_enum, default_value = "both")]
     layout: Layout,
     /// Largest uncompressed size of one bundle's contents (default 2G).
-    #[arg(long, value_name = "SIZE")]
-    max_bundle_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+    max_bundle_size: Option<u64>,
     #[command(flatten)]
     view: ViewArgs,
     #[command(flatten)]
@@ -75,13 +75,13 @@ fn destination(to: &str) -> Result<String> {
     Ok(url::Url::from_directory_path(&abs).map_err(|()| anyhow::anyhow!("{to}: not a path"))?.to_string())
 }
 
-pub fn run(args: PublishArgs, config: &Config) -> Result<ExitCode> {
-    let mut pairs = args.fetch.pairs();
-    if let Some(v) = &args.max_bundle_size {
-        pairs.push(("max_bundle_size", v.clone()));
-    }
-    let settings = super::settings(config, &pairs)?;
-    let view = args.view.open(config, &pairs)?;
+pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
+    let settings = super::settings(base, |s| {
+        args.fetch.apply(s);
+        args.view.apply(s);
+        super::max_bundle_size(s, args.max_bundle_size);
+    });
+    let view = args.view.open(&settings)?;
     let slots = select(&view.index, &args.selectors)?;
     let jobs: Vec<Job> = slots
         .iter()
@@ -93,9 +93,15 @@ pub fn run(args: PublishArgs, config: &Config) -> Result<ExitCode> {
         .collect();
     let url = destination(&args.to)?;
     let remote = Arc::new(crate::remote::Remote::open(&url, crate::remote::options_from(&settings.fetch, false))?);
-    let limits = crate::package::Limits { max_total_bytes: settings.max_bundle_size, ..Default::default() };
     let store = crate::fetch::PackageStore::open(&settings.cache_dir.join("packages"))?;
-    let fetcher = crate::fetch::Fetcher::http(settings.fetch.clone(), store)?;
+    let env = crate::build::Env {
+        fetcher: crate::fetch::Fetcher::http(settings.fetch.clone(), store)?,
+        tier: Some(remote.clone()),
+        limits: settings.limits(),
+        sandbox: settings.sandbox_limits(),
+        counters: Arc::default(),
+        cache: None,
+    };
     let total = jobs.len();
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(total as u64);
@@ -123,8 +129,7 @@ pub fn run(args: PublishArgs, config: &Config) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let results =
-        runtime.block_on(publish::publish_all(jobs, remote.clone(), fetcher, args.layout, limits, args.parallel, done));
+    let results = runtime.block_on(publish::publish_all(jobs, env, args.layout, args.parallel, done));
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -3,9 +3,8 @@
 //! the foreground until SIGINT or SIGTERM.
 
 use super::FetchArgs;
-use crate::config::Config;
 use crate::daemon::Backend;
-use crate::fs::namespace::Namespace;
+use crate::settings::Settings;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::process::ExitCode;
@@ -24,31 +23,15 @@ pub struct ServeArgs {
     fetch: FetchArgs,
 }
 
-pub fn run(args: ServeArgs, config: &Config) -> Result<ExitCode> {
-    let mut pairs = args.fetch.pairs();
-    pairs.extend(args.served.pairs());
-    let settings = super::settings(config, &pairs)?;
+pub fn run(args: ServeArgs, base: &Settings) -> Result<ExitCode> {
+    let settings = super::settings(base, |s| {
+        args.fetch.apply(s);
+        args.served.apply(s);
+    });
     let backend = Backend::open(&settings)?;
-    let service = crate::serve::Service::new(backend.cache.clone(), backend.namespace);
-    // The manifest files are watched as a mount watches them.
-    let (inputs, watched) = (backend.inputs.clone(), service.clone());
-    let mut stamps = backend.stamps;
-    std::thread::Builder::new()
-        .name("kpackfs-reload".into())
-        .spawn(move || loop {
-            std::thread::sleep(crate::daemon::refresh::POLL);
-            let now = inputs.stamps();
-            if now == stamps {
-                continue;
-            }
-            stamps = now;
-            let current = watched.namespace();
-            match inputs.index(Some(current.index()), false) {
-                Ok(index) => watched.set_namespace(Namespace::new(index)),
-                Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
-            }
-        })
-        .context("starting the manifest watcher")?;
+    let service = crate::serve::Service::new(backend.bundles.clone(), backend.served.current().clone());
+    // The manifest files are watched as a mount watches them: the same reload.
+    backend.served.watch();
     let limits = crate::serve::Limits { connections: args.max_connections, ..Default::default() };
     let cache = backend.cache.clone();
     backend.runtime.block_on(async {

@@ -3,11 +3,11 @@
 //! `/lib/modules/<release>/build`. docs/lookup.md has the recipes.
 
 use super::ViewArgs;
-use crate::config::Config;
 use crate::daemon::mountpoint;
 use crate::lookup::view::View;
 use crate::lookup::which::{self, Kernel, OsRelease};
 use crate::lookup::{link, resolve};
+use crate::settings::Settings;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,7 @@ pub struct WhichArgs {
     host_root: PathBuf,
     /// Cache directory whose last crawl result is merged, without a mount (default: the configured one).
     #[arg(long, value_name = "DIR")]
-    cache_dir: Option<String>,
+    cache_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     view: ViewArgs,
 }
@@ -85,13 +85,13 @@ fn the_mount(args: &WhichArgs) -> Result<Option<(PathBuf, View)>> {
     Ok(None)
 }
 
-pub fn run(args: WhichArgs, config: &Config) -> Result<ExitCode> {
+pub fn run(args: WhichArgs, base: &Settings) -> Result<ExitCode> {
     let found = if args.view.manifest.is_none() { the_mount(&args)? } else { None };
     let (mount, view) = match found {
         Some((m, view)) => (Some(m), view),
         None => {
-            let extra: Vec<(&'static str, String)> = args.cache_dir.iter().map(|d| ("cache_dir", d.clone())).collect();
-            (args.view.mount.clone(), args.view.open(config, &extra)?)
+            let settings = super::list::view_settings(base, &args.view, args.cache_dir.as_ref());
+            (args.view.mount.clone(), args.view.open(&settings)?)
         }
     };
     let kernel = Kernel::from_args(&args.kernel, || which::running_release(&args.host_root)).map_err(|e| anyhow!(e))?;

@@ -4,7 +4,7 @@
 //! architecture (see [`flavour_roots`]): a flavour's headers with its
 //! -common and kbuild (Debian), or with linux-<src>-headers-<abi> (Ubuntu).
 
-use super::http::IndexFetcher;
+use super::http::{Checksum, IndexFetcher};
 use super::sources::Source;
 use super::Found;
 use crate::manifest::debversion;
@@ -29,21 +29,6 @@ pub struct Stanza {
     /// read, not kept in the memo.
     #[serde(skip)]
     pub base: String,
-}
-
-/// A file's checksum as a signed index gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checksum {
-    Sha256(String),
-    Sha512(String),
-}
-
-impl Checksum {
-    pub fn hex(&self) -> &str {
-        match self {
-            Checksum::Sha256(h) | Checksum::Sha512(h) => h,
-        }
-    }
 }
 
 /// Checksummed entries of a Release file: path → (checksum, size). The

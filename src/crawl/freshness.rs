@@ -15,9 +15,6 @@ use super::sources::Source;
 use anyhow::{bail, Result};
 use std::path::Path;
 
-/// The default allowance for clocks that disagree.
-pub const DEFAULT_SKEW_SECS: i64 = 600;
-
 fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().take_while(|l| !l.is_empty()).find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::trim))
 }
@@ -124,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    fn item8_expired_future_and_older_indexes_are_refused() {
+    fn expired_future_and_older_indexes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let now = 1_800_000_000;

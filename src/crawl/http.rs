@@ -18,7 +18,6 @@
 //!
 //! So an unchanged re-crawl costs one small request per index root.
 
-use super::apt::Checksum;
 use crate::fetch::{error_chain, FetchConfig, FetchError, MirrorMap};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,21 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// A file's checksum as a signed index gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    Sha256(String),
+    Sha512(String),
+}
+
+impl Checksum {
+    pub fn hex(&self) -> &str {
+        match self {
+            Checksum::Sha256(h) | Checksum::Sha512(h) => h,
+        }
+    }
+}
 
 /// The largest index root accepted (a real InRelease is under 200 KiB).
 pub const MAX_ROOT_BYTES: u64 = 32 << 20;

@@ -227,7 +227,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
             bail!("{base}: primary checksum type {ctype} is not supported (sha256 only)");
         }
         progress(format!("{base}: {href}"));
-        let data = fetch.get_verified(&format!("{base}/{href}"), &super::apt::Checksum::Sha256(csum), size).await?;
+        let data = fetch.get_verified(&format!("{base}/{href}"), &super::http::Checksum::Sha256(csum), size).await?;
         let keep_patterns = patterns.clone();
         let packages = crate::cpu::run(1, move |_| -> Result<Vec<RpmPackage>> {
             parse_primary(decompress(&data)?, |name| keep_patterns.iter().any(|p| p.is_match(name)))

@@ -1,30 +1,30 @@
 //! The daemon: load what to serve, mount, serve until unmounted, keep the
 //! manifest current, let go of killed readers, shut down cleanly.
 //!
-//! - [`settings`]: every setting and default, one parser for flags, `-o`
-//!   options and the configuration file.
 //! - [`refresh`]: the served manifest kept current (background crawl,
-//!   reload on file change or SIGHUP).
+//!   reload on file change or SIGHUP), shared by the mount and `serve`.
+//! - [`status`]: the status report, collected from what the daemon runs.
 //! - [`mountpoint`]: stale mounts, unmounting.
 //! - `detach`: starting in the background and reporting readiness.
 
 mod detach;
+mod metrics_http;
 pub mod mountpoint;
 pub mod notify;
 pub mod refresh;
-pub mod served;
-pub mod settings;
+pub mod status;
 
 pub use detach::{detach_and_wait, lock_cache_dir};
 
+use crate::build::{Bundles, Env};
 use crate::cache::Cache;
-use crate::fetch::{Fetcher, PackageStore};
-use crate::fs::fuse::{FuseAdapter, NotifierInvalidator};
-use crate::fs::namespace::Namespace;
+use crate::fetch::Fetcher;
 use crate::fs::{FsCore, ProcProbe};
+use crate::namespace::{served, Current, Namespace};
+use crate::observe::Counters;
+use crate::settings::Settings;
 use anyhow::{Context, Result};
 use refresh::{Crawler, Served};
-use settings::Settings;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,15 +33,50 @@ use std::time::Duration;
 const SWEEP: Duration = Duration::from_millis(100);
 
 /// What a mount or `kpackfs serve` serves from: the cache directory
-/// (locked: one daemon per cache), the cache, and the served manifest.
+/// (locked: one daemon per cache), the cache and the build that fills it,
+/// and the served manifest.
 pub struct Backend {
     pub runtime: tokio::runtime::Runtime,
     pub cache: Arc<Cache>,
-    pub namespace: Namespace,
-    pub inputs: served::Inputs,
-    /// The inputs' stamps from before the namespace was built.
-    pub stamps: (served::Stamp, served::Stamp),
+    pub bundles: Arc<Bundles>,
+    pub counters: Arc<Counters>,
+    pub served: Arc<Served>,
     pub _lock: detach::CacheLock,
+}
+
+/// The build's environment for a cache: its fetcher downloads into the
+/// cache's package store, counted against its budget.
+pub fn env_for(cache: &Arc<Cache>, settings: &Settings, counters: &Arc<Counters>) -> Result<Env> {
+    let fetcher = Fetcher::http(settings.fetch.clone(), cache.store().clone())?.with_space_guard(cache.space_guard());
+    Ok(Env {
+        fetcher,
+        tier: open_tier(settings)?,
+        limits: settings.limits(),
+        sandbox: settings.sandbox_limits(),
+        counters: counters.clone(),
+        cache: Some(cache.clone()),
+    })
+}
+
+/// The remote tier of the settings, opened (None without `remote`).
+pub fn open_tier(settings: &Settings) -> Result<Option<Arc<crate::remote::Remote>>> {
+    let Some(url) = &settings.remote else { return Ok(None) };
+    let opts = crate::remote::options_from(&settings.fetch, settings.remote_read_only);
+    Ok(Some(Arc::new(crate::remote::Remote::open(url, opts)?)))
+}
+
+/// The cache's settings.
+pub fn cache_settings(settings: &Settings) -> crate::cache::Settings {
+    crate::cache::Settings {
+        dir: settings.cache_dir.clone(),
+        budget: settings.cache_size,
+        backoff: crate::cache::Backoff {
+            base: settings.retry_backoff,
+            max: crate::defaults::Defaults::get().retry_backoff_max,
+        },
+        grace: settings.evict_grace,
+        min_free: settings.min_free,
+    }
 }
 
 impl Backend {
@@ -53,17 +88,18 @@ impl Backend {
         let stamps = inputs.stamps();
         let lock = lock_cache_dir(&cache_dir)?;
         crate::files::create_owned_dir_all(&cache_dir)?;
-        let namespace = Namespace::new(inputs.index(None, true)?);
+        let current = Current::new(Namespace::new(inputs.index(None, true)?));
+        let served = Served::new(current, inputs, stamps, &cache_dir);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kpackfs-worker")
             .enable_all()
             .build()
             .context("starting the runtime")?;
-        let store = PackageStore::open(&cache_dir.join("packages"))?;
-        let fetcher = Fetcher::http(settings.fetch.clone(), store)?;
-        let cache = Cache::open(settings.cache_settings()?, fetcher, runtime.handle().clone())?;
-        Ok(Backend { runtime, cache, namespace, inputs, stamps, _lock: lock })
+        let counters = Arc::new(Counters::default());
+        let cache = Cache::open(cache_settings(settings), counters.clone(), runtime.handle().clone())?;
+        let bundles = Bundles::new(cache.clone(), env_for(&cache, settings, &counters)?);
+        Ok(Backend { runtime, cache, bundles, counters, served, _lock: lock })
     }
 }
 
@@ -74,31 +110,34 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
         Some(_) => Some(crate::crawl::sources::load(settings.sources.as_deref())?),
         None => None,
     };
-    let Backend { runtime, cache, namespace, inputs, stamps, _lock } = Backend::open(&settings)?;
+    let Backend { runtime, cache, bundles, counters, served, _lock } = Backend::open(&settings)?;
     let mountpoint: PathBuf =
         mountpoint.canonicalize().with_context(|| format!("resolving {}", mountpoint.display()))?;
-    let core = FsCore::new(cache.clone(), namespace, mountpoint.clone(), Arc::new(ProcProbe));
-    let served = Served::new(core.clone(), inputs, stamps);
+    let tier = bundles.env().tier.as_ref().map(|t| t.url().to_string());
+    let status = status::Status::new(
+        cache.clone(),
+        served.current().clone(),
+        served.crawl_states().clone(),
+        counters,
+        mountpoint.clone(),
+        tier,
+    );
+    status.set_served(served.clone());
+    let core = FsCore::new(bundles, served.current().clone(), status.clone(), Arc::new(ProcProbe));
+    let invalidated = core.clone();
+    served.on_change(Box::new(move |changes| invalidated.invalidate(changes)));
 
     // The mount itself (type, source, flags) is mountpoint::mount_fuse's.
-    let mut fuse_config = fuser::Config::default();
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        fuse_config.acl = fuser::SessionACL::All;
-    }
-    fuse_config.n_threads = Some(settings.threads.max(1));
-    fuse_config.clone_fd = true;
-    let fuse_fd = mountpoint::mount_fuse(&mountpoint, fuse_config.acl == fuser::SessionACL::All)?;
-    let acl = fuse_config.acl;
-    let session = match fuser::Session::from_fd(FuseAdapter::new(core.clone()), fuse_fd, acl, fuse_config) {
+    let all_users = unsafe { libc::geteuid() } == 0;
+    let fuse_fd = mountpoint::mount_fuse(&mountpoint, all_users)?;
+    let session = match crate::fs::fuse::start(core.clone(), fuse_fd, all_users, settings.threads) {
         Ok(session) => session,
         Err(e) => {
             let _ = mountpoint::unmount(&mountpoint, true);
             return Err(e).with_context(|| format!("starting FUSE at {}", mountpoint.display()));
         }
     };
-    core.set_invalidator(Box::new(NotifierInvalidator(session.notifier())));
-    let background = session.spawn().context("starting the FUSE session")?;
     mountpoint::raise_readahead(&mountpoint);
     log::info!(
         "mounted {} ({} bundles, cache {} of {})",
@@ -108,7 +147,7 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
         crate::util::human_bytes(settings.cache_size)
     );
     if let Some(addr) = settings.metrics {
-        serve_metrics(&runtime, addr, core.clone())?;
+        metrics_http::serve(&runtime, addr, status, core.clone())?;
     }
     // Handlers before readiness: a SIGHUP right after READY=1 must reload,
     // not kill (its default action).
@@ -152,17 +191,17 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
                 }
                 _ = flush.tick() => cache.flush(),
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if background.guard.is_finished() { log::info!("unmounted"); break; }
+                    if session.is_finished() { log::info!("unmounted"); break; }
                 }
             }
         }
         Ok::<_, anyhow::Error>(())
     })?;
     notify::notify("STOPPING=1");
-    if !background.guard.is_finished() {
+    if !session.is_finished() {
         mountpoint::unmount(&mountpoint, true)?;
     }
-    if let Err(e) = background.join() {
+    if let Err(e) = session.join() {
         log::warn!("FUSE session ended with: {e}");
     }
     cache.flush();
@@ -186,25 +225,4 @@ fn wait_until_root_answers(mountpoint: &Path) -> Result<()> {
         Ok(Err(e)) => Err(anyhow::anyhow!("the new mount at {} does not answer: {e}", mountpoint.display())),
         Err(_) => Err(anyhow::anyhow!("the new mount at {} did not answer within 30 s", mountpoint.display())),
     }
-}
-
-/// `--metrics ADDR`: bound before readiness, so a taken port fails the mount.
-fn serve_metrics(runtime: &tokio::runtime::Runtime, addr: std::net::SocketAddr, core: Arc<FsCore>) -> Result<()> {
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr().unwrap_or(addr);
-    core.set_metrics_addr(addr.to_string());
-    let listener = {
-        let _entered = runtime.enter();
-        tokio::net::TcpListener::from_std(listener)?
-    };
-    let limits = crate::serve::Limits { connections: 16, ..Default::default() };
-    let handler = Arc::new(crate::serve::MetricsHandler(core));
-    runtime.spawn(async move {
-        if let Err(e) = crate::serve::run(listener, handler, limits, std::future::pending()).await {
-            log::error!("metrics endpoint: {e:#}");
-        }
-    });
-    log::info!("metrics at http://{addr}/metrics");
-    Ok(())
 }

@@ -6,23 +6,56 @@
 //! every [`POLL`]) and reloads on SIGHUP. Bundles are only ever added: the
 //! served manifest is the union of everything loaded, because the kernel may
 //! cache any entry it has seen for as long as it likes. A file that fails to
-//! load changes nothing; the daemon logs why and keeps serving.
+//! load changes nothing; the daemon logs why and keeps serving. The mount
+//! and `kpackfs serve` share this reload.
 
-use super::served::{Inputs, Stamp};
-use crate::fs::namespace::Namespace;
-use crate::fs::FsCore;
+use crate::crawl::state::States;
+use crate::namespace::served::{Inputs, Stamp};
+use crate::namespace::{Changes, Current, Namespace};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// How often the manifest files are checked for changes.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// What the mount serves, and where it came from.
+/// Each crawl source's last outcome, as `<cache>/crawl/sources.json` said
+/// when last read: when a crawl ends (by hand or in the background), not at
+/// every status rendering.
+pub struct CrawlStates {
+    path: PathBuf,
+    states: Mutex<States>,
+}
+
+impl CrawlStates {
+    pub fn open(cache_dir: &std::path::Path) -> Arc<CrawlStates> {
+        let path = crate::crawl::state_path(cache_dir);
+        let states = Mutex::new(crate::crawl::state::read(&path));
+        Arc::new(CrawlStates { path, states })
+    }
+
+    pub fn get(&self) -> States {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn reread(&self) {
+        let states = crate::crawl::state::read(&self.path);
+        *self.states.lock().unwrap_or_else(|e| e.into_inner()) = states;
+    }
+}
+
+/// Told what a reload added.
+pub type OnChange = Box<dyn Fn(&Changes) + Send + Sync>;
+
+/// What is served, and where it came from: one reload for everything that
+/// serves the namespace (the mount, `kpackfs serve`, status).
 pub struct Served {
-    core: Arc<FsCore>,
+    current: Arc<Current>,
     inputs: Inputs,
     state: Mutex<State>,
+    /// Told what each reload added (the filesystem invalidates the kernel's entries).
+    on_change: OnceLock<OnChange>,
+    crawl: Arc<CrawlStates>,
 }
 
 struct State {
@@ -32,28 +65,51 @@ struct State {
 
 impl Served {
     /// `stamps`: the inputs' stamps from before the namespace was built.
-    pub fn new(core: Arc<FsCore>, inputs: Inputs, stamps: (Stamp, Stamp)) -> Arc<Self> {
-        let me = Arc::new(Served { core, inputs, state: Mutex::new(State { stamps, last_crawl: None }) });
-        me.publish_note(&me.lock());
-        me
+    pub fn new(
+        current: Arc<Current>,
+        inputs: Inputs,
+        stamps: (Stamp, Stamp),
+        cache_dir: &std::path::Path,
+    ) -> Arc<Self> {
+        Arc::new(Served {
+            current,
+            inputs,
+            state: Mutex::new(State { stamps, last_crawl: None }),
+            on_change: OnceLock::new(),
+            crawl: CrawlStates::open(cache_dir),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn publish_note(&self, state: &State) {
+    pub fn current(&self) -> &Arc<Current> {
+        &self.current
+    }
+
+    /// Call `f` with what each reload adds.
+    pub fn on_change(&self, f: OnChange) {
+        let _ = self.on_change.set(f);
+    }
+
+    /// Where the manifest comes from and the last crawl, for status.
+    pub fn note(&self) -> String {
+        let state = self.lock();
         let mut note = self.inputs.origin();
         if let Some(crawl) = &state.last_crawl {
             note.push_str(&format!(" (last crawl: {crawl})"));
         }
-        self.core.set_manifest_note(note);
+        note
     }
 
     pub fn set_last_crawl(&self, summary: String) {
-        let mut state = self.lock();
-        state.last_crawl = Some(summary);
-        self.publish_note(&state);
+        self.lock().last_crawl = Some(summary);
+        self.crawl.reread();
+    }
+
+    pub fn crawl_states(&self) -> &Arc<CrawlStates> {
+        &self.crawl
     }
 
     /// Reload when a manifest file changed since last seen, or always with
@@ -65,19 +121,24 @@ impl Served {
             return;
         }
         state.stamps = stamps;
-        let current = self.core.namespace();
+        // A crawl by hand changes the crawl result and the sources' states.
+        self.crawl.reread();
+        let current = self.current.get();
         match self.inputs.index(Some(current.index()), false) {
             Ok(index) if index.counts.slots != current.index().counts.slots => {
-                let added = self.core.update_namespace(Namespace::new(index));
+                let changes = self.current.replace(Namespace::new(index));
+                if let Some(f) = self.on_change.get() {
+                    f(&changes);
+                }
                 log::info!(
-                    "manifest reloaded: {added} new bundles shown, {} in all",
-                    self.core.namespace().counts.shown
+                    "manifest reloaded: {} new bundles shown, {} in all",
+                    changes.added_bundles,
+                    self.current.get().counts.shown
                 );
             }
             Ok(_) => log::debug!("manifest reloaded: nothing new"),
             Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
         }
-        self.publish_note(&state);
     }
 
     /// Poll the manifest files until the process ends.

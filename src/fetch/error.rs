@@ -1,6 +1,7 @@
 //! Why a transfer failed, as a type: the fetcher and the crawler decide on
 //! retries from it, and messages name the cause the same way everywhere.
 
+use crate::error::ErrorClass;
 use std::fmt;
 use std::time::Duration;
 
@@ -51,8 +52,11 @@ pub enum FetchError {
     NoRoom {
         needed: u64,
     },
-    /// A local file operation failed.
-    Io(String),
+    /// A local file operation failed (`errno` when it was a system error).
+    Io {
+        message: String,
+        errno: Option<i32>,
+    },
 }
 
 impl FetchError {
@@ -67,8 +71,35 @@ impl FetchError {
         }
     }
 
-    pub fn io(context: &str, e: impl fmt::Display) -> FetchError {
-        FetchError::Io(format!("{context}: {e}"))
+    /// A local I/O failure, keeping its errno (a full disk is `no_space`).
+    pub fn io(context: &str, e: std::io::Error) -> FetchError {
+        FetchError::Io { message: format!("{context}: {e}"), errno: e.raw_os_error() }
+    }
+
+    /// A local failure described by an error chain.
+    pub fn local(context: &str, e: &anyhow::Error) -> FetchError {
+        let errno = if crate::error::is_no_space(e) { Some(libc::ENOSPC) } else { None };
+        FetchError::Io { message: format!("{context}: {e:#}"), errno }
+    }
+
+    /// What kind of failure this is, for status, metrics and exit codes.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            FetchError::Status(404 | 410) => ErrorClass::NotFound,
+            FetchError::Status(_)
+            | FetchError::Connect(_)
+            | FetchError::Stalled { .. }
+            | FetchError::TooSlow { .. }
+            | FetchError::Deadline { .. }
+            | FetchError::Cut { .. } => ErrorClass::Unreachable,
+            FetchError::TooLarge { .. } => ErrorClass::Hostile,
+            FetchError::SizeMismatch { .. } | FetchError::Sha256Mismatch { .. } | FetchError::Sha512Mismatch { .. } => {
+                ErrorClass::Refused
+            }
+            FetchError::NoRoom { .. } => ErrorClass::NoSpace,
+            FetchError::Io { errno: Some(n), .. } if *n == libc::ENOSPC || *n == libc::EDQUOT => ErrorClass::NoSpace,
+            FetchError::Io { .. } => ErrorClass::Internal,
+        }
     }
 }
 
@@ -106,7 +137,7 @@ impl fmt::Display for FetchError {
             FetchError::NoRoom { needed } => {
                 write!(f, "the cache budget has no room for {} more", crate::util::human_bytes(*needed))
             }
-            FetchError::Io(e) => f.write_str(e),
+            FetchError::Io { message, .. } => f.write_str(message),
         }
     }
 }
@@ -160,5 +191,22 @@ mod tests {
         assert!(!FetchError::Sha256Mismatch { expected: "a".into(), got: "b".into() }.is_transient());
         assert!(!FetchError::Deadline { after: Duration::from_secs(1) }.is_transient());
         assert_eq!(FetchError::Status(404).to_string(), "HTTP 404 Not Found");
+    }
+
+    #[test]
+    fn each_failure_has_the_class_an_operator_acts_on() {
+        assert_eq!(FetchError::Status(404).class(), ErrorClass::NotFound);
+        assert_eq!(FetchError::Status(410).class(), ErrorClass::NotFound);
+        assert_eq!(FetchError::Status(503).class(), ErrorClass::Unreachable);
+        assert_eq!(FetchError::Connect("refused".into()).class(), ErrorClass::Unreachable);
+        assert_eq!(FetchError::Deadline { after: Duration::from_secs(1) }.class(), ErrorClass::Unreachable);
+        assert_eq!(FetchError::Sha256Mismatch { expected: "a".into(), got: "b".into() }.class(), ErrorClass::Refused);
+        assert_eq!(FetchError::SizeMismatch { expected: 1, got: 2 }.class(), ErrorClass::Refused);
+        assert_eq!(FetchError::TooLarge { limit: 1 }.class(), ErrorClass::Hostile);
+        assert_eq!(FetchError::NoRoom { needed: 1 }.class(), ErrorClass::NoSpace);
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(FetchError::io("writing", full).class(), ErrorClass::NoSpace);
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(FetchError::io("writing", denied).class(), ErrorClass::Internal);
     }
 }

@@ -6,7 +6,7 @@
 //! serves the canonical archive URLs of that distribution (cloud images
 //! point apt at their provider's mirror).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::path::Path;
 
 /// The canonical Debian archive bases (sources.yml uses these).
@@ -48,14 +48,20 @@ impl MirrorMap {
     }
 
     /// Parse `CANONICAL=LOCAL`.
-    pub fn add_rule(&mut self, rule: &str) -> Result<()> {
+    pub fn parse_rule(rule: &str) -> Result<(String, String), String> {
         let Some((canonical, mirror)) = rule.split_once('=') else {
-            bail!("invalid mirror rule {rule:?}: expected CANONICAL=LOCAL");
+            return Err(format!("invalid mirror rule {rule:?}: expected CANONICAL=LOCAL"));
         };
         if !canonical.contains("://") || !mirror.contains("://") {
-            bail!("invalid mirror rule {rule:?}: both sides must be URLs");
+            return Err(format!("invalid mirror rule {rule:?}: both sides must be URLs"));
         }
-        self.add(canonical, mirror);
+        Ok((canonical.to_string(), mirror.to_string()))
+    }
+
+    /// Add a `CANONICAL=LOCAL` rule.
+    pub fn add_rule(&mut self, rule: &str) -> Result<()> {
+        let (canonical, mirror) = Self::parse_rule(rule).map_err(|e| anyhow::anyhow!(e))?;
+        self.add(&canonical, &mirror);
         Ok(())
     }
 

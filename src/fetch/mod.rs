@@ -17,6 +17,7 @@
 pub mod error;
 pub mod mirror;
 pub mod retry;
+pub mod source;
 mod store;
 
 pub use error::{error_chain, FetchError};
@@ -24,9 +25,10 @@ pub use mirror::MirrorMap;
 pub use retry::{Failed, RetryPolicy};
 pub use store::{hash_file, PackageStore};
 
+use crate::error::{BuildError, ErrorClass};
 use crate::manifest::Package;
-use crate::source::{HttpSource, PackageSource, Resume};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
+use source::{HttpSource, PackageSource, Resume};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,7 +53,7 @@ pub struct FetchConfig {
 
 impl Default for FetchConfig {
     fn default() -> Self {
-        let d = crate::daemon::settings::Defaults::get();
+        let d = crate::defaults::Defaults::get();
         FetchConfig {
             connect_timeout: d.connect_timeout,
             stall_timeout: d.stall_timeout,
@@ -128,33 +130,39 @@ impl Fetcher {
     }
 
     /// The verified local file for `pkg`, downloading it if the store lacks
-    /// it. Errors are one line naming the package, where from, and why.
-    pub async fn fetch(&self, pkg: &Package) -> Result<PathBuf> {
+    /// it. Errors are one line naming the package, where from, and why,
+    /// with the class of the failure (see [`failure_class`]).
+    pub async fn fetch(&self, pkg: &Package) -> Result<PathBuf, BuildError> {
         let name = pkg.file_name().to_string();
-        self.fetch_inner(pkg).await.map_err(|e| anyhow!("package {name}: {e:#}"))
+        self.fetch_inner(pkg).await.map_err(|e| e.context(format!("package {name}")))
     }
 
-    async fn fetch_inner(&self, pkg: &Package) -> Result<PathBuf> {
+    async fn fetch_inner(&self, pkg: &Package) -> Result<PathBuf, BuildError> {
         let key_lock = self.store.lock_for(pkg);
         let _guard = key_lock.lock().await;
         // Looking a package up hashes it (a damaged copy is refetched): CPU work.
         let (store, wanted) = (self.store.clone(), pkg.clone());
-        if let Some(path) = crate::cpu::run(1, move |_| store.lookup(&wanted)).await? {
+        let found = crate::cpu::run(1, move |_| store.lookup(&wanted)).await;
+        if let Some(path) = found.map_err(|e| BuildError::of(ErrorClass::Internal, &e))? {
             return Ok(path);
         }
         let deadline = Instant::now() + self.cfg.deadline;
         let mut failures = Vec::new();
+        let mut errors = Vec::new();
         for url in pkg.locations() {
             let result = self.cfg.retry.run(Some(deadline), |_| self.attempt(url, pkg, deadline)).await;
             match result {
                 Ok(path) => return Ok(path),
-                Err(failed) => failures.push(format!("from {}: {}", self.source.location(url), failed.describe())),
+                Err(failed) => {
+                    failures.push(format!("from {}: {}", self.source.location(url), failed.describe()));
+                    errors.push(failed.error);
+                }
             }
             if Instant::now() >= deadline {
                 break;
             }
         }
-        Err(anyhow!("{}", failures.join("; ")))
+        Err(BuildError::new(failure_class(&errors), failures.join("; ")))
     }
 
     /// One request for `url`, appending to the package's partial file when
@@ -221,7 +229,7 @@ impl Fetcher {
         if !append {
             match &resp.validator {
                 Some(v) if resumable => crate::util::write_atomic(&validator_path, v.as_bytes())
-                    .map_err(|e| FetchError::io("saving the download's validator", format!("{e:#}")))?,
+                    .map_err(|e| FetchError::local("saving the download's validator", &e))?,
                 _ => {
                     let _ = std::fs::remove_file(&validator_path);
                 }
@@ -278,6 +286,21 @@ impl Fetcher {
     async fn admit(&self, pkg: &Package, partial: &Path) -> Result<PathBuf, FetchError> {
         let (store, pkg, partial) = (self.store.clone(), pkg.clone(), partial.to_path_buf());
         crate::cpu::run(1, move |_| store.admit(&pkg, &partial)).await
+    }
+}
+
+/// The class of a package that failed from every location: refused when
+/// any location served wrong bytes (someone must look), not found when
+/// every location said so (the archive dropped it), else the first
+/// location's class (the usual place, usually unreachable).
+pub fn failure_class(errors: &[FetchError]) -> ErrorClass {
+    let classes: Vec<ErrorClass> = errors.iter().map(FetchError::class).collect();
+    if classes.contains(&ErrorClass::Refused) {
+        ErrorClass::Refused
+    } else if !classes.is_empty() && classes.iter().all(|c| *c == ErrorClass::NotFound) {
+        ErrorClass::NotFound
+    } else {
+        classes.iter().copied().find(|c| *c != ErrorClass::NotFound).unwrap_or(ErrorClass::Internal)
     }
 }
 

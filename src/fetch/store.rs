@@ -11,7 +11,7 @@
 //!   resumable one `<key>.validator`, the first response's ETag or
 //!   Last-Modified for `If-Range`.
 
-use super::FetchError;
+use super::error::FetchError;
 use crate::manifest::Package;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -143,8 +143,8 @@ impl PackageStore {
             let _ = std::fs::remove_file(Self::validator_path(partial));
             Err(e)
         };
-        let (actual, actual512, len) =
-            hash_file_with(partial, pkg.sha512.is_some()).map_err(|e| FetchError::Io(format!("{e:#}")))?;
+        let (actual, actual512, len) = hash_file_with(partial, pkg.sha512.is_some())
+            .map_err(|e| FetchError::local("checking the download", &e))?;
         if let Some(size) = pkg.size {
             if len != size {
                 return refuse(FetchError::SizeMismatch { expected: size, got: len });
@@ -165,7 +165,7 @@ impl PackageStore {
         let _ = std::fs::remove_file(Self::validator_path(partial));
         if pkg.sha256.is_none() {
             crate::util::write_atomic(&self.record_path(pkg), actual.as_bytes())
-                .map_err(|e| FetchError::Io(format!("{e:#}")))?;
+                .map_err(|e| FetchError::local("checking the download", &e))?;
         }
         Ok(dest)
     }

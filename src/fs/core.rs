@@ -1,27 +1,27 @@
 //! The filesystem core: lookup, getattr, readlink, read, readdir and statfs
-//! over the namespace and the cache, in kpackfs types.
+//! over the namespace and the bundles, in kpackfs types.
 //!
 //! Every operation completes through a [`Done`] callback, at once or later:
 //! when a bundle is not ready, the callback is queued with the cache's one
 //! shared build and called when it ends, so no thread ever waits. Queued
 //! callbacks are registered with [`Waiting`], which answers EINTR for a
-//! caller that was killed meanwhile. Nothing here knows about fuser: the
-//! adapter (`fuse.rs`) decodes requests and maps these answers to replies,
-//! and the fast tests call the core directly.
+//! caller that was killed meanwhile. A failed build answers the errno of
+//! its class (`error::ErrorClass::errno`). Nothing here knows about fuser:
+//! the adapter (`fuse.rs`) decodes requests and maps these answers to
+//! replies, and the fast tests call the core directly.
 
-use super::namespace::{Ino, Namespace, TypeChild, BUNDLES_NAME, BY_UNAME_NAME, META_NAME};
-use super::status::Report;
-use super::types::{Attr, Caller, Data, DirItem, Done, Errno, FileKind, Lookup, Statfs, Timed, FOREVER, NOW};
+use super::ino::{Ino, META_NAME};
+use super::meta::{Freshness, FsFacts, MetaFile, MetaFiles, Renderings};
+use super::types::{Attr, Caller, Data, DirItem, Done, Errno, FileKind, Lookup, Requests, Statfs, Timed, FOREVER, NOW};
 use super::waiting::{CallerProbe, Waiting};
-use crate::cache::{Cache, Tgz};
+use crate::build::cached::{Buildable, SpecFn};
+use crate::build::Bundles;
+use crate::cache::Tgz;
 use crate::ids::BundleId;
 use crate::manifest::Manifest;
+use crate::namespace::{Changes, Current, Namespace, TypeChild, BUNDLES_NAME, BY_UNAME_NAME};
 use crate::pack::{self, Pack};
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, OnceLock};
 
 /// Preferred I/O size reported for .tgz files: read whole, so fewer,
 /// larger reads mean fewer FUSE round trips.
@@ -38,99 +38,32 @@ pub trait Invalidator: Send + Sync {
     fn inode(&self, ino: u64);
 }
 
-/// FUSE requests served, per operation (counted by the adapter; status
-/// and the tests read them).
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Requests {
-    pub lookup: AtomicU64,
-    pub getattr: AtomicU64,
-    pub readlink: AtomicU64,
-    pub open: AtomicU64,
-    pub read: AtomicU64,
-    pub opendir: AtomicU64,
-    pub readdir: AtomicU64,
-    pub statfs: AtomicU64,
-    pub other: AtomicU64,
-}
-
-impl Requests {
-    pub fn total(&self) -> u64 {
-        [
-            &self.lookup,
-            &self.getattr,
-            &self.readlink,
-            &self.open,
-            &self.read,
-            &self.opendir,
-            &self.readdir,
-            &self.statfs,
-            &self.other,
-        ]
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .sum()
-    }
-}
-
-/// A rendered file under `/.kpackfs/`: rendered at lookup and at a getattr
-/// by path (its size must be known before a read), served by read. A
-/// reader's own refreshes (getattr from the open file, which the kernel
-/// sends before reading past the size it has) keep its rendering, so one
-/// read sequence never mixes two renderings. A new rendering gets a new
-/// mtime, which makes the kernel drop its cached pages of the old one
-/// (FUSE_AUTO_INVAL_DATA).
-/// How long a reader's refreshes keep the rendering it started with.
-const KEPT_RENDERING: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Copy)]
-enum Freshness {
-    /// A path walk or a stat by name: render anew.
-    New,
-    /// The reader's own refresh: keep what it is reading.
-    Kept,
-}
-
-#[derive(Clone)]
-struct Rendered {
-    bytes: Arc<Vec<u8>>,
-    at: SystemTime,
-    made: Instant,
-}
-
 pub struct FsCore {
-    cache: Arc<Cache>,
-    namespace: RwLock<Arc<Namespace>>,
-    rendered: Mutex<HashMap<Ino, Rendered>>,
+    bundles: Arc<Bundles>,
+    namespace: Arc<Current>,
+    meta: Arc<dyn MetaFiles>,
+    rendered: Renderings,
     invalidator: OnceLock<Box<dyn Invalidator>>,
     waiting: Arc<Waiting>,
     callers: Arc<dyn CallerProbe>,
-    started: Instant,
-    mountpoint: PathBuf,
-    manifest_note: Mutex<String>,
-    /// Where `--metrics` serves, once bound (status shows it: a port of 0
-    /// picks a free one).
-    metrics_addr: OnceLock<String>,
     pub requests: Requests,
 }
 
 impl FsCore {
     pub fn new(
-        cache: Arc<Cache>,
-        namespace: Namespace,
-        mountpoint: PathBuf,
+        bundles: Arc<Bundles>,
+        namespace: Arc<Current>,
+        meta: Arc<dyn MetaFiles>,
         callers: Arc<dyn CallerProbe>,
     ) -> Arc<FsCore> {
         Arc::new(FsCore {
-            cache,
-            namespace: RwLock::new(Arc::new(namespace)),
-            rendered: Mutex::default(),
+            bundles,
+            namespace,
+            meta,
+            rendered: Renderings::default(),
             invalidator: OnceLock::new(),
             waiting: Waiting::new(callers.clone()),
             callers,
-            started: Instant::now(),
-            mountpoint,
-            manifest_note: Mutex::new(String::new()),
-            metrics_addr: OnceLock::new(),
             requests: Requests::default(),
         })
     }
@@ -140,40 +73,15 @@ impl FsCore {
     }
 
     pub fn namespace(&self) -> Arc<Namespace> {
-        self.namespace.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.namespace.get()
     }
 
-    pub fn cache(&self) -> &Arc<Cache> {
-        &self.cache
+    pub fn bundles(&self) -> &Arc<Bundles> {
+        &self.bundles
     }
 
     pub fn waiting(&self) -> &Arc<Waiting> {
         &self.waiting
-    }
-
-    pub fn mountpoint(&self) -> &std::path::Path {
-        &self.mountpoint
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// A note for status about where the manifest came from and its last refresh.
-    pub fn set_manifest_note(&self, note: String) {
-        *self.manifest_note.lock().unwrap_or_else(|e| e.into_inner()) = note;
-    }
-
-    pub fn set_metrics_addr(&self, addr: String) {
-        let _ = self.metrics_addr.set(addr);
-    }
-
-    pub fn metrics_addr(&self) -> Option<String> {
-        self.metrics_addr.get().cloned()
-    }
-
-    pub fn manifest_note(&self) -> String {
-        self.manifest_note.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Serve a manifest in memory on top of the current namespace (keeping
@@ -184,23 +92,24 @@ impl FsCore {
     }
 
     /// Swap in a new namespace (built on the current one, so inode numbers
-    /// stay): new bundles appear at once; the kernel's cached (negative)
-    /// entries and listings of changed directories are invalidated.
-    /// Returns the number of new bundles.
+    /// stay) and invalidate what changed. Returns the number of new bundles.
     pub fn update_namespace(&self, new: Namespace) -> usize {
-        let old = self.namespace();
-        let new = Arc::new(new);
-        *self.namespace.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        let changes = new.changes_since(&old);
+        let changes = self.namespace.replace(new);
+        self.invalidate(&changes);
+        changes.added_bundles
+    }
+
+    /// New bundles appear at once: the kernel's cached (negative) entries
+    /// and listings of changed directories are invalidated.
+    pub fn invalidate(&self, changes: &Changes) {
         if let Some(inval) = self.invalidator.get() {
             for (parent, name) in &changes.entries {
-                inval.entry(*parent, name);
+                inval.entry(Ino::from(*parent).encode(), name);
             }
             for dir in &changes.dirs {
-                inval.inode(*dir);
+                inval.inode(Ino::from(*dir).encode());
             }
         }
-        changes.added_bundles
     }
 
     fn dir_attr(ino: u64, subdirs: usize) -> Attr {
@@ -217,7 +126,7 @@ impl FsCore {
     /// size 0 with a zero TTL so the size is asked again after the build.
     fn tgz_attr(&self, slot: u32, id: &BundleId) -> Timed {
         let ino = Ino::Tgz { slot }.encode();
-        let (size, ttl) = match self.cache.tgz_size(id) {
+        let (size, ttl) = match self.bundles.cache().tgz_size(id) {
             Some(size) => (size, FOREVER),
             None => (0, NOW),
         };
@@ -263,8 +172,36 @@ impl FsCore {
         }
     }
 
-    /// Run `then` with the bundle's pack (after a build if needed); a
-    /// failure answers EIO (the cache logs the cause once, naming the bundle).
+    /// Run `then` with the bundle's file (after a build if needed); a
+    /// failure answers its class's errno (the cache logs the cause once,
+    /// naming the bundle).
+    fn with<A: Buildable, T: Send + 'static>(
+        &self,
+        slot: u32,
+        caller: Caller,
+        done: Done<T>,
+        then: impl FnOnce(Arc<A>) -> Result<T, Errno> + Send + 'static,
+    ) {
+        let ns = self.namespace();
+        let Some(id) = ns.id(slot) else { return done(Err(Errno::ENOENT)) };
+        // The hit path: no registration, no allocation.
+        if let Some(file) = self.bundles.get::<A>(&id) {
+            return done(then(file));
+        }
+        let Some(info) = ns.bundle(slot) else { return done(Err(Errno::ENOENT)) };
+        let done = self.waiting.register(caller, done);
+        let spec: SpecFn = Box::new(move || ns.spec(slot));
+        self.bundles.obtain::<A>(
+            info.id,
+            &info.label(),
+            spec,
+            Box::new(move |outcome| match outcome {
+                Ok(file) => done(then(file)),
+                Err(e) => done(Err(Errno(e.errno()))),
+            }),
+        );
+    }
+
     fn with_pack<T: Send + 'static>(
         &self,
         slot: u32,
@@ -272,18 +209,7 @@ impl FsCore {
         done: Done<T>,
         then: impl FnOnce(Arc<Pack>) -> Result<T, Errno> + Send + 'static,
     ) {
-        let ns = self.namespace();
-        let Some(info) = ns.bundle(slot) else { return done(Err(Errno::ENOENT)) };
-        let done = self.waiting.register(caller, done);
-        self.cache.with_pack(
-            info.id,
-            Box::new(move || ns.spec(slot)),
-            &info.label(),
-            Box::new(move |outcome| match outcome {
-                Ok(pack) => done(then(pack)),
-                Err(_) => done(Err(Errno::EIO)),
-            }),
-        );
+        self.with::<Pack, T>(slot, caller, done, then)
     }
 
     fn with_tgz<T: Send + 'static>(
@@ -293,18 +219,7 @@ impl FsCore {
         done: Done<T>,
         then: impl FnOnce(Arc<Tgz>) -> Result<T, Errno> + Send + 'static,
     ) {
-        let ns = self.namespace();
-        let Some(info) = ns.bundle(slot) else { return done(Err(Errno::ENOENT)) };
-        let done = self.waiting.register(caller, done);
-        self.cache.with_tgz(
-            info.id,
-            Box::new(move || ns.spec(slot)),
-            &info.label(),
-            Box::new(move |outcome| match outcome {
-                Ok(tgz) => done(then(tgz)),
-                Err(_) => done(Err(Errno::EIO)),
-            }),
-        );
+        self.with::<Tgz, T>(slot, caller, done, then)
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8], caller: Caller, done: Done<Lookup>) {
@@ -319,12 +234,7 @@ impl FsCore {
                 n => ns.type_by_name(n).map(Ino::TypeDir),
             },
             Ino::ByUnameDir => ns.uname_child(name_str).map(|slot| Ino::UnameLink { slot }),
-            Ino::MetaDir => match name_str {
-                "status" => Some(Ino::Status),
-                "status.json" => Some(Ino::StatusJson),
-                "metrics" => Some(Ino::Metrics),
-                _ => None,
-            },
+            Ino::MetaDir => MetaFile::by_name(name_str).map(Ino::from),
             Ino::BundlesDir => ns.flat_child(name_str).map(|slot| Ino::Tgz { slot }),
             Ino::TypeDir(t) => ns.type_child(t, name_str).map(|c| match c {
                 TypeChild::Dir(slot) => Ino::Node { slot, index: 0 },
@@ -378,7 +288,7 @@ impl FsCore {
                 // real size first: cp and tar read past the cached size
                 // (from_open_file), rsync and Python fstat the open file.
                 let reading = from_open_file || self.callers.has_open(caller.pid, ino);
-                if self.cache.tgz_size(&id).is_none() && reading {
+                if self.bundles.cache().tgz_size(&id).is_none() && reading {
                     return self.with_tgz(slot, caller, done, move |tgz| {
                         let mut attr = Attr::new(ino, FileKind::File, tgz.size, 0o444, 2);
                         attr.blksize = TGZ_BLKSIZE;
@@ -399,28 +309,11 @@ impl FsCore {
         Timed { attr, ttl: NOW }
     }
 
-    /// Render a `/.kpackfs/` file anew (an open sees the state as it is
-    /// now), or keep the current rendering for a reader that has the file
-    /// open (for up to `KEPT_RENDERING`: a reader that keeps the file open
-    /// sees updates).
-    fn render(&self, which: Ino, freshness: Freshness) -> Rendered {
-        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-        let keep_for = match freshness {
-            Freshness::New => Duration::ZERO,
-            Freshness::Kept => KEPT_RENDERING,
-        };
-        if let Some(r) = rendered.get(&which).filter(|r| r.made.elapsed() < keep_for) {
-            return r.clone();
-        }
-        let report = Report::collect(self);
-        let bytes = match which {
-            Ino::Status => report.to_text(),
-            Ino::Metrics => crate::metrics::render(&report, &self.cache.stats),
-            _ => report.to_json(),
-        };
-        let r = Rendered { bytes: Arc::new(bytes.into_bytes()), at: SystemTime::now(), made: Instant::now() };
-        rendered.insert(which, r.clone());
-        r
+    fn render(&self, which: Ino, freshness: Freshness) -> super::meta::Rendered {
+        let file = which.meta_file().unwrap_or(MetaFile::Status);
+        self.rendered.render(file, freshness, || {
+            self.meta.render(file, &FsFacts { requests: &self.requests, waiting: self.waiting.len() })
+        })
     }
 
     pub fn readlink(&self, ino: u64, caller: Caller, done: Done<Vec<u8>>) {
@@ -467,7 +360,7 @@ impl FsCore {
                 });
             }
             Some(which @ (Ino::Status | Ino::StatusJson | Ino::Metrics)) => {
-                let r = self.rendered.lock().unwrap_or_else(|e| e.into_inner()).get(&which).cloned();
+                let r = which.meta_file().and_then(|f| self.rendered.current(f));
                 let r = r.unwrap_or_else(|| self.render(which, Freshness::Kept));
                 let start = (offset as usize).min(r.bytes.len());
                 let end = start.saturating_add(size as usize).min(r.bytes.len());
@@ -495,14 +388,11 @@ impl FsCore {
                 v.push((Ino::MetaDir.encode(), FileKind::Dir, META_NAME.to_string()));
                 v.into_iter().skip(from).collect()
             }
-            Ino::MetaDir => vec![
-                (Ino::Status.encode(), FileKind::File, "status".to_string()),
-                (Ino::StatusJson.encode(), FileKind::File, "status.json".to_string()),
-                (Ino::Metrics.encode(), FileKind::File, "metrics".to_string()),
-            ]
-            .into_iter()
-            .skip(from)
-            .collect(),
+            Ino::MetaDir => MetaFile::ALL
+                .iter()
+                .map(|(file, name)| (Ino::from(*file).encode(), FileKind::File, name.to_string()))
+                .skip(from)
+                .collect(),
             Ino::ByUnameDir => ns
                 .uname_children(from, page)
                 .into_iter()
@@ -578,7 +468,7 @@ impl FsCore {
     }
 
     pub fn statfs(&self) -> Statfs {
-        let u = self.cache.usage();
+        let u = self.bundles.cache().usage();
         Statfs { blocks: u.budget / 4096, free: u.budget.saturating_sub(u.used) / 4096, files: u.bundles as u64 }
     }
 }

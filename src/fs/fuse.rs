@@ -43,6 +43,34 @@ impl FuseAdapter {
     }
 }
 
+/// A running FUSE session (fuser's threads serve it).
+pub struct Session(fuser::BackgroundSession);
+
+impl Session {
+    /// Whether the session ended (the filesystem was unmounted).
+    pub fn is_finished(&self) -> bool {
+        self.0.guard.is_finished()
+    }
+
+    pub fn join(self) -> std::io::Result<()> {
+        self.0.join()
+    }
+}
+
+/// Serve `core` on `fd` (a /dev/fuse descriptor already mounted) with
+/// `threads` workers; `all_users` lets every user in (the mount's
+/// allow_other). The kernel's caches are invalidated through the session.
+pub fn start(core: Arc<FsCore>, fd: std::os::fd::OwnedFd, all_users: bool, threads: usize) -> std::io::Result<Session> {
+    let mut config = fuser::Config::default();
+    config.acl = if all_users { fuser::SessionACL::All } else { config.acl };
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    let acl = config.acl;
+    let session = fuser::Session::from_fd(FuseAdapter::new(core.clone()), fd, acl, config)?;
+    core.set_invalidator(Box::new(NotifierInvalidator(session.notifier())));
+    session.spawn().map(Session)
+}
+
 /// The kernel's caches, told through fuser's notifier.
 pub struct NotifierInvalidator(pub Notifier);
 

@@ -1,5 +1,6 @@
 //! The filesystem: a core that speaks kpackfs types ([`core`]), driven by
-//! the kernel through a thin fuser adapter ([`fuse`]) or by tests directly.
+//! the kernel through a thin fuser adapter ([`fuse`], the only file that
+//! knows fuser) or by tests directly.
 //!
 //! Speed comes from letting the kernel cache: content is immutable, so
 //! entry and attribute TTLs are about 100 years, missing names inside
@@ -10,12 +11,13 @@
 
 pub mod core;
 pub mod fuse;
-pub mod namespace;
+pub mod ino;
+pub mod meta;
 mod procfd;
-pub mod status;
 pub mod types;
 pub mod waiting;
 
-pub use self::core::{FsCore, Invalidator, Requests};
-pub use types::{Attr, Caller, Data, DirItem, Errno, FileKind, Lookup, Timed};
+pub use self::core::{FsCore, Invalidator};
+pub use meta::{FsFacts, MetaFile, MetaFiles};
+pub use types::{Attr, Caller, Data, DirItem, Errno, FileKind, Lookup, Requests, Timed};
 pub use waiting::{CallerProbe, ProcProbe};

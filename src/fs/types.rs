@@ -2,6 +2,7 @@
 //! adapter (`fuse.rs`) maps these to replies, and tests drive the core with
 //! them directly, without a kernel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// An error number answered to the kernel.
@@ -125,3 +126,37 @@ pub struct Caller {
 
 /// How an answer is delivered: at once, or later from a build's completion.
 pub type Done<T> = Box<dyn FnOnce(Result<T, Errno>) + Send>;
+
+/// FUSE requests served, per operation (counted by the adapter; status
+/// and the tests read them).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Requests {
+    pub lookup: AtomicU64,
+    pub getattr: AtomicU64,
+    pub readlink: AtomicU64,
+    pub open: AtomicU64,
+    pub read: AtomicU64,
+    pub opendir: AtomicU64,
+    pub readdir: AtomicU64,
+    pub statfs: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl Requests {
+    pub fn total(&self) -> u64 {
+        [
+            &self.lookup,
+            &self.getattr,
+            &self.readlink,
+            &self.open,
+            &self.read,
+            &self.opendir,
+            &self.readdir,
+            &self.statfs,
+            &self.other,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+}

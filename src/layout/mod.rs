@@ -142,6 +142,14 @@ pub fn from_bundle(members: Vec<Member>, limits: crate::package::Limits) -> Resu
 }
 
 /// Put the BUNDLE_* files at the root, keeping the canonical order.
+/// A tree a build made (a prepared kernel source tree): staged like a
+/// bundle from the tier, with its BUNDLE_* files added.
+pub fn from_prepared(members: Vec<Member>, meta: Meta, limits: crate::package::Limits) -> Result<LaidOut> {
+    let mut tree = from_bundle(members, limits)?;
+    insert_meta_files(&mut tree, &meta);
+    Ok(LaidOut { tree, meta })
+}
+
 fn insert_meta_files(tree: &mut BundleTree, meta: &Meta) {
     // A package's own root-level BUNDLE_* files never shadow ours.
     tree.items.retain(|e| !e.path.starts_with("BUNDLE_") || e.path.contains('/'));

@@ -3,9 +3,9 @@
 //! `--manifest` manifest merged with the last crawl in the cache
 //! directory), or what a running mount serves (its own index).
 
-use crate::daemon::served::Inputs;
-use crate::daemon::settings::Settings;
 use crate::manifest::index::Index;
+use crate::namespace::served::Inputs;
+use crate::settings::Settings;
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -46,16 +46,4 @@ impl View {
             None => View::of_settings(settings),
         }
     }
-}
-
-/// The served slots of `index`, in (type, name) order.
-pub fn served_slots(index: &Index) -> Vec<u32> {
-    let mut types: Vec<(String, u16)> =
-        (0..index.type_count() as u16).filter_map(|t| Some((index.type_name(t)?.to_string(), t))).collect();
-    types.sort();
-    types
-        .iter()
-        .flat_map(|(_, t)| (0..index.type_len(*t).unwrap_or(0)).filter_map(move |i| index.type_at(*t, i)))
-        .map(|(slot, _)| slot)
-        .collect()
 }

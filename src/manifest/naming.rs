@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn item5_names_from_what_the_manifest_holds() {
+    fn names_from_what_the_manifest_holds() {
         let name = |kind: &str, url: &str| name_from_urls(kind, &[url]);
         assert_eq!(
             name("cos", "https://storage.googleapis.com/cos-tools/12739.68.0/kernel-src.tar.gz").as_deref(),

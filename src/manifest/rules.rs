@@ -59,7 +59,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn item9_types_and_names_follow_one_rule() {
+    fn types_and_names_follow_one_rule() {
         assert!(check_type("debian").is_ok());
         assert!(check_type("bundles").unwrap_err().contains("reserved"));
         assert!(check_type(&"x".repeat(4096)).is_err());

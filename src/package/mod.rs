@@ -12,6 +12,7 @@ mod paths;
 pub mod rpm;
 mod tarball;
 
+pub use decompress::open as decompressed;
 pub use paths::normalize_entry_path;
 
 use anyhow::{bail, Context, Result};
@@ -134,6 +135,19 @@ pub fn read_from(mut reader: impl std::io::BufRead, budget: &Budget) -> Result<V
     Ok(sink.entries)
 }
 
+/// Read a tar stream (compressed or not), keeping only the entries whose
+/// checked path `keep` accepts; the rest are skipped unread.
+pub fn read_tarball_where(
+    reader: impl std::io::BufRead,
+    budget: &Budget,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Member>> {
+    let mut sink = EntrySink::new(budget);
+    sink.keep = Some(keep);
+    tarball::read(decompress::open(reader)?, &mut sink)?;
+    Ok(sink.entries)
+}
+
 /// Read a bare cpio (newc) archive, as RPM payloads hold (for fuzzing).
 pub fn read_cpio(reader: impl Read, budget: &Budget) -> Result<Vec<Member>> {
     let mut sink = EntrySink::new(budget);
@@ -150,6 +164,7 @@ fn peek<R: std::io::BufRead>(reader: &mut R, n: usize) -> Result<Vec<u8>> {
 pub(crate) struct EntrySink<'a> {
     budget: &'a Budget,
     entries: Vec<Member>,
+    keep: Option<&'a dyn Fn(&str) -> bool>,
 }
 
 /// What the format reader knows about an entry before the checks.
@@ -164,7 +179,7 @@ pub(crate) enum RawKind {
 
 impl<'a> EntrySink<'a> {
     fn new(budget: &'a Budget) -> Self {
-        EntrySink { budget, entries: Vec::new() }
+        EntrySink { budget, entries: Vec::new(), keep: None }
     }
 
     /// Check and record one entry. `data` is read only for regular files, at
@@ -181,6 +196,9 @@ impl<'a> EntrySink<'a> {
         let Some(path) = normalize_entry_path(raw_path)? else {
             return Ok(()); // the archive root itself
         };
+        if self.keep.is_some_and(|keep| !keep(&path)) {
+            return Ok(());
+        }
         let mode = mode & 0o777; // setuid, setgid and sticky never take effect
         let item = match kind {
             RawKind::Special => {

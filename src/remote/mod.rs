@@ -21,9 +21,11 @@
 
 mod health;
 mod store;
+mod tier;
 
 pub use health::Health;
 pub use store::{open_store, RemoteOptions};
+pub use tier::{TierRead, Wrote};
 
 use crate::ids::BundleId;
 use anyhow::{anyhow, bail, Context, Result};
@@ -62,7 +64,9 @@ pub struct Remote {
     url: String,
     read_only: bool,
     opts: RemoteOptions,
-    pub health: Health,
+    health: Health,
+    /// Write-backs at once (each holds a whole .tgz in memory).
+    writes: tokio::sync::Semaphore,
 }
 
 pub fn id_key(id: &BundleId) -> ObjectPath {
@@ -79,6 +83,9 @@ pub fn claim_key(id: &BundleId) -> ObjectPath {
 
 /// A claim older than this is a host that died: build anyway.
 pub const CLAIM_TTL: Duration = Duration::from_secs(180);
+
+/// Clocks of hosts sharing a tier may disagree by this much unremarked.
+const CLAIM_SKEW_SECS: i64 = 60;
 
 /// What looking for a bundle found.
 #[derive(Debug)]
@@ -107,6 +114,7 @@ impl Remote {
             url: url.to_string(),
             read_only: read_only || opts.read_only,
             health: Health::default(),
+            writes: tokio::sync::Semaphore::new(2),
             opts,
         })
     }
@@ -117,6 +125,11 @@ impl Remote {
 
     pub fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// The read and write backoffs (status, tests).
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Start reading an object of at most `limit` bytes; None when absent.
@@ -201,19 +214,6 @@ impl Remote {
             .map_err(|_| anyhow!("fetching bundle {id} took over {:?}", self.opts.deadline))?
     }
 
-    /// [`Remote::fetch`], then [`verify_bundle`]: the file and its tree, or
-    /// None when the tier lacks the bundle.
-    pub async fn fetch_verified(
-        &self,
-        id: &BundleId,
-        dir: &Path,
-        limits: crate::package::Limits,
-    ) -> Result<Option<(Fetched, crate::layout::BundleTree)>> {
-        let Some(fetched) = self.fetch(id, dir, limits.max_total_bytes).await? else { return Ok(None) };
-        let tree = verify_bundle(&fetched.path, id, limits)?;
-        Ok(Some((fetched, tree)))
-    }
-
     /// Fetch bundle `id`; when the tier lacks it, claim it for this host,
     /// or wait for the host that claimed it (at most until its claim is
     /// [`CLAIM_TTL`] old) and fetch what it writes.
@@ -238,6 +238,15 @@ impl Remote {
             }
             Err(e) => return Err(anyhow!(e).context(format!("checking {key}"))),
         };
+        if claimed_at > now + CLAIM_SKEW_SECS {
+            // Another host's clock, or a hostile object: the wait below is
+            // measured on our clock, so it ends within CLAIM_TTL anyway.
+            log::warn!(
+                "bundle {id}: the tier's claim {key} is dated {}s in the future; waiting at most {}s for it",
+                claimed_at - now,
+                CLAIM_TTL.as_secs()
+            );
+        }
         let age = Duration::from_secs(now.saturating_sub(claimed_at).max(0) as u64);
         let Some(mut left) = CLAIM_TTL.checked_sub(age) else { return Ok(Lookup::Build) };
         // A build takes about a second: look often at first, then less.
@@ -361,9 +370,9 @@ pub fn verify_bundle(path: &Path, id: &BundleId, limits: crate::package::Limits)
     let budget = crate::package::Budget::new(limits);
     let members = crate::package::read_package(path, &budget).context("reading the fetched bundle")?;
     let tree = crate::layout::from_bundle(members, limits).context("the fetched bundle")?;
-    let checksum = crate::layout::Meta::from_tree(&tree).map(|m| m.checksum);
-    if checksum.as_deref() != Some(id.hex().as_str()) {
-        bail!("its BUNDLE_CHECKSUM is {:?}, not the bundle's id", checksum.unwrap_or_default());
+    let meta = crate::layout::Meta::from_tree(&tree).context("the fetched bundle has no BUNDLE_* files")?;
+    if meta.checksum != id.hex() {
+        bail!("its BUNDLE_CHECKSUM is {:?}, not the bundle's id", meta.checksum);
     }
     Ok(tree)
 }

@@ -13,14 +13,16 @@
 
 pub mod route;
 
-use crate::cache::Cache;
-use crate::fs::namespace::{Namespace, TypeChild};
+use crate::build::cached::SpecFn;
+use crate::build::Bundles;
+use crate::cache::Tgz;
+use crate::namespace::{Current, Namespace, TypeChild};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use route::{byte_range, Route};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Limits of one server.
@@ -87,17 +89,18 @@ impl Drop for Held {
     }
 }
 
-/// What the server answers from.
+/// What the server answers from: the bundles (built on demand through the
+/// cache) and the namespace being served (the daemon reloads it).
 pub struct Service {
-    cache: Arc<Cache>,
-    namespace: RwLock<Arc<Namespace>>,
+    bundles: Arc<Bundles>,
+    namespace: Arc<Current>,
     /// index.json, made once per namespace.
     index_json: Mutex<Option<(usize, Bytes)>>,
 }
 
 /// A range of a mapped .tgz as a `Bytes` owner: bodies are sent from the
 /// page cache without a copy.
-struct TgzSlice(Arc<crate::cache::Tgz>, std::ops::Range<usize>);
+struct TgzSlice(Arc<Tgz>, std::ops::Range<usize>);
 
 impl AsRef<[u8]> for TgzSlice {
     fn as_ref(&self) -> &[u8] {
@@ -105,9 +108,9 @@ impl AsRef<[u8]> for TgzSlice {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+pub type Reply = Response<Full<Bytes>>;
 
-fn plain(status: StatusCode, text: &str) -> Reply {
+pub fn plain(status: StatusCode, text: &str) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
@@ -115,16 +118,12 @@ fn plain(status: StatusCode, text: &str) -> Reply {
 }
 
 impl Service {
-    pub fn new(cache: Arc<Cache>, namespace: Namespace) -> Arc<Service> {
-        Arc::new(Service { cache, namespace: RwLock::new(Arc::new(namespace)), index_json: Mutex::new(None) })
+    pub fn new(bundles: Arc<Bundles>, namespace: Arc<Current>) -> Arc<Service> {
+        Arc::new(Service { bundles, namespace, index_json: Mutex::new(None) })
     }
 
     pub fn namespace(&self) -> Arc<Namespace> {
-        self.namespace.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn set_namespace(&self, ns: Namespace) {
-        *self.namespace.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ns);
+        self.namespace.get()
     }
 
     fn index_json(&self, ns: &Namespace) -> Bytes {
@@ -135,7 +134,7 @@ impl Service {
             return bytes.clone();
         }
         let index = ns.index();
-        let rows: Vec<serde_json::Value> = crate::lookup::view::served_slots(index)
+        let rows: Vec<serde_json::Value> = crate::namespace::served_slots(index)
             .into_iter()
             .filter_map(|s| {
                 let (kind, name) = (index.kind(s)?, index.name(s)?);
@@ -166,19 +165,13 @@ impl Service {
         }
     }
 
-    async fn tgz(&self, ns: &Arc<Namespace>, slot: u32) -> Result<Arc<crate::cache::Tgz>, String> {
-        let info = ns.bundle(slot).ok_or("no such bundle")?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    async fn tgz(&self, ns: &Arc<Namespace>, slot: u32) -> Result<Arc<Tgz>, crate::error::BuildError> {
+        let Some(info) = ns.bundle(slot) else {
+            return Err(crate::error::BuildError::new(crate::error::ErrorClass::NotFound, "no such bundle"));
+        };
         let ns2 = ns.clone();
-        self.cache.with_tgz(
-            info.id,
-            Box::new(move || ns2.spec(slot)),
-            &info.label(),
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        );
-        rx.await.map_err(|_| "the build ended without an answer".to_string())?.map_err(|cause| cause.to_string())
+        let spec: SpecFn = Box::new(move || ns2.spec(slot));
+        self.bundles.obtained::<Tgz>(info.id, &info.label(), spec).await
     }
 
     pub async fn handle<B>(&self, req: Request<B>) -> Reply {
@@ -205,10 +198,11 @@ impl Service {
                         (Body::Tgz(tgz), etag, "application/gzip")
                     }
                     Err(cause) => {
-                        return plain(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            &format!("the bundle could not be built: {cause}"),
-                        )
+                        let status = match cause.class {
+                            crate::error::ErrorClass::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                            _ => StatusCode::SERVICE_UNAVAILABLE,
+                        };
+                        return plain(status, &format!("the bundle could not be built ({}): {cause}", cause.class));
                     }
                 }
             }
@@ -257,7 +251,7 @@ impl Service {
 
 enum Body {
     Whole(Bytes),
-    Tgz(Arc<crate::cache::Tgz>),
+    Tgz(Arc<Tgz>),
 }
 
 impl Body {
@@ -289,32 +283,6 @@ pub trait Handler: Send + Sync + 'static {
 impl Handler for Service {
     fn handle(&self, req: Request<hyper::body::Incoming>) -> impl std::future::Future<Output = Reply> + Send {
         Service::handle(self, req)
-    }
-}
-
-/// GET /metrics: the Prometheus text of a mount (`--metrics ADDR`).
-pub struct MetricsHandler(pub Arc<crate::fs::FsCore>);
-
-impl Handler for MetricsHandler {
-    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Reply {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "GET and HEAD only");
-        }
-        if req.uri().path() != "/metrics" {
-            return plain(StatusCode::NOT_FOUND, "not found (try /metrics)");
-        }
-        let core = self.0.clone();
-        let text = tokio::task::spawn_blocking(move || {
-            crate::metrics::render(&crate::fs::status::Report::collect(&core), &core.cache().stats)
-        })
-        .await
-        .unwrap_or_default();
-        let mut r = Response::new(Full::new(Bytes::from(text)));
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        r
     }
 }
 

@@ -115,7 +115,13 @@ impl Server {
         s.log.clear();
     }
 
+    /// The requests served, in order.
     pub fn log(&self) -> Vec<String> {
+        self.exchanges().into_iter().filter(|l| !l.starts_with("  -> ")).collect()
+    }
+
+    /// Each request followed by its answer's status (`  -> 206 Partial Content`).
+    pub fn exchanges(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
     }
 }

@@ -537,3 +537,22 @@ pub fn synthetic_suse(work: &Path, payload: &str) -> Synthetic {
     );
     Synthetic { kind: "suse", files: vec![devel, flavour], name: uname.clone(), uname, build_dir: ".".into() }
 }
+
+/// Debian's own kernel source at the version of `deb`'s headers
+/// (`linux-source-X.Y`, a .deb holding the tarball), downloaded once.
+pub fn real_debian_source(deb: &RealDebian) -> PathBuf {
+    let headers = deb.packages.iter().find(|p| p.name == format!("linux-headers-{}", deb.uname)).expect("the headers");
+    let file = headers.path.file_name().unwrap().to_string_lossy().into_owned();
+    let version = file.split('_').nth(1).expect("a versioned file name").to_string();
+    let series: String = deb.uname.split('.').take(2).collect::<Vec<_>>().join(".");
+    let name = format!("linux-source-{series}");
+    let cache = test_cache().join("debs");
+    with_lock(&test_cache().join("debs.lock"), || {
+        let path = cache.join(format!("{name}_{version}_all.deb"));
+        if !path.exists() {
+            run_ok(Command::new("apt-get").args(["download", "-q", &format!("{name}={version}")]).current_dir(&cache));
+        }
+        assert!(path.exists(), "apt-get download {name}={version} made {}", path.display());
+        path
+    })
+}

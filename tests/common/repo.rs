@@ -87,12 +87,7 @@ impl TestKey {
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), &secret).unwrap();
         assert!(child.wait().unwrap().success());
         let uid = |k: &TestKey| k.uid().expect("a user id");
-        run_ok(
-            self.gpg()
-                .args(["--clearsign", "-u", &uid(self), "-u", &uid(other), "-o"])
-                .arg(output)
-                .arg(input),
-        );
+        run_ok(self.gpg().args(["--clearsign", "-u", &uid(self), "-u", &uid(other), "-o"]).arg(output).arg(input));
     }
 
     pub fn clearsign(&self, input: &Path, output: &Path) {

@@ -108,3 +108,93 @@ fn every_test_the_other_docs_cite_exists() {
     }
     assert!(total > 5, "citations found: {total}");
 }
+
+/// Whether `path` (`a::b`) is a module of the crate.
+fn is_module(path: &str) -> bool {
+    let base = repo().join("src").join(path.replace("::", "/"));
+    base.with_extension("rs").is_file() || base.join("mod.rs").is_file()
+}
+
+/// The rows of design.md's module table: (module cell, job cell).
+fn design_rows() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("docs/design.md")).unwrap();
+    let table = text.split("| module | job |").nth(1).expect("design.md has its module table");
+    table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').splitn(2, '|').collect();
+            Some((cells.first()?.trim().to_string(), cells.get(1)?.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Backticked items of a cell.
+fn ticked(cell: &str) -> Vec<String> {
+    cell.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// The submodules a job cell names in parentheses: "(`rules`)", "(`fuse`, the one file …)".
+fn named_submodules(job: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for group in job.split('(').skip(1) {
+        let group = group.split(')').next().unwrap_or("");
+        if !group.starts_with('`') {
+            continue;
+        }
+        for part in group.split(", ") {
+            let Some(name) = part.strip_prefix('`').and_then(|p| p.split('`').next()) else { continue };
+            if name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == ':') {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_design_module_table_names_every_module_and_only_real_ones() {
+    let rows = design_rows();
+    assert!(rows.len() > 20, "the table parses: {rows:?}");
+    let mut named = Vec::new();
+    let mut missing = Vec::new();
+    for (modules, job) in &rows {
+        for m in ticked(modules) {
+            if !is_module(&m) {
+                missing.push(m.clone());
+            }
+            for sub in named_submodules(job) {
+                let path = if sub.contains("::") { sub.clone() } else { format!("{m}::{sub}") };
+                if !is_module(&path) {
+                    missing.push(path);
+                }
+            }
+            named.push(m);
+        }
+    }
+    assert!(missing.is_empty(), "design.md names modules that do not exist: {missing:?}");
+    let mut top: Vec<String> = std::fs::read_dir(repo().join("src"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match name.strip_suffix(".rs") {
+                Some("lib" | "main") => None,
+                Some(stem) => Some(stem.to_string()),
+                None if e.path().join("mod.rs").is_file() => Some(name),
+                None => None,
+            }
+        })
+        .collect();
+    top.sort();
+    let absent: Vec<&String> = top.iter().filter(|t| !named.contains(t)).collect();
+    assert!(absent.is_empty(), "design.md's module table leaves out: {absent:?}");
+    assert_eq!(named.len(), named.iter().collect::<std::collections::BTreeSet<_>>().len(), "a module has two rows");
+}
+
+#[test]
+fn the_design_table_checker_sees_a_missing_module() {
+    assert!(is_module("cache::obtain") && is_module("build") && !is_module("cache::pipeline"));
+    assert_eq!(named_submodules("x (`rules`), y (`index`, `arch`: z) and (not `this`)"), ["rules", "index", "arch"]);
+}

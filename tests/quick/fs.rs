@@ -3,7 +3,7 @@
 
 use super::harness::{Harness, Options, ME};
 use super::synthetic::{manifest, Kernel};
-use kpackfs::fs::namespace::Ino;
+use kpackfs::fs::ino::Ino;
 use kpackfs::fs::types::{FOREVER, NOW};
 use kpackfs::fs::{Errno, FileKind, Lookup};
 use std::time::Duration;
@@ -158,7 +158,7 @@ fn inodes_past_a_bundle_are_estale_and_files_are_not_directories() {
 #[test]
 fn status_names_the_failed_bundle_its_cause_and_the_retry_time() {
     let h = Harness::new(&["9.1.0-1-amd64"], 100, Options { backoff: Duration::from_secs(60), ..Options::default() });
-    h.source.add("linux-headers", kpackfs::source::Fault::Status(503), 0, None);
+    h.source.add("linux-headers", kpackfs::fetch::source::Fault::Status(503), 0, None);
     assert_eq!(h.resolve("debian/9.1.0-1-amd64/usr"), Err(Errno::EIO));
     let status = String::from_utf8(h.read_file(".kpackfs/status").unwrap()).unwrap();
     let line = status.lines().find(|l| l.contains("debian/9.1.0-1-amd64")).unwrap_or_else(|| panic!("{status}"));
@@ -254,7 +254,7 @@ fn the_tgz_of_known_packages_has_a_known_digest() {
 /// Issue 11 item 4: `/by-uname/<release>` links to the bundle serving
 /// that release; listing and reading the links builds nothing.
 #[test]
-fn item4_by_uname_lists_without_builds_and_links_to_the_bundle() {
+fn by_uname_lists_without_builds_and_links_to_the_bundle() {
     let h = Harness::new(&["9.1.0-1-amd64", "9.2.0-1-amd64"], 100, Options::default());
     assert!(h.list("").unwrap().contains(&"by-uname".to_string()));
     assert_eq!(h.list("by-uname").unwrap(), ["9.1.0-1-amd64", "9.2.0-1-amd64"]);

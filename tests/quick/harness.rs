@@ -2,11 +2,16 @@
 //! injectable faults: no FUSE, no root, no network.
 
 use super::synthetic::{manifest_ordered, Kernel};
+use kpackfs::build::{Bundles, Env};
 use kpackfs::cache::{Backoff, Cache, Settings};
-use kpackfs::fetch::{FetchConfig, Fetcher, PackageStore, RetryPolicy};
+use kpackfs::daemon::refresh::CrawlStates;
+use kpackfs::daemon::status::Status;
+use kpackfs::fetch::source::{DirSource, FaultySource};
+use kpackfs::fetch::{FetchConfig, Fetcher, RetryPolicy};
 use kpackfs::fs::{Caller, CallerProbe, Data, DirItem, Errno, FsCore, Invalidator, Lookup, Timed};
 use kpackfs::manifest::Manifest;
-use kpackfs::source::{DirSource, FaultySource};
+use kpackfs::namespace::{Current, Namespace};
+use kpackfs::observe::Counters;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -127,20 +132,31 @@ impl Harness {
         opts: &Options,
         runtime: &tokio::runtime::Runtime,
     ) -> (Arc<Cache>, Arc<FsCore>) {
-        let store = PackageStore::open(&cache_dir.join("packages")).unwrap();
-        let fetcher = Fetcher::new(opts.fetch.clone(), store, source.clone());
         let settings = Settings {
-            dir: cache_dir,
+            dir: cache_dir.clone(),
             budget: opts.budget,
-            limits: Default::default(),
             backoff: Backoff { base: opts.backoff, max: Duration::from_secs(300) },
             grace: opts.grace,
             min_free: kpackfs::util::FreeFloor::Bytes(0),
-            remote: opts.remote.clone(),
         };
-        let cache = Cache::open(settings, fetcher, runtime.handle().clone()).unwrap();
-        let ns = kpackfs::fs::namespace::Namespace::build(manifest, None);
-        let core = FsCore::new(cache.clone(), ns, PathBuf::from("/quick"), callers.clone());
+        let counters = Arc::new(Counters::default());
+        let cache = Cache::open(settings, counters.clone(), runtime.handle().clone()).unwrap();
+        let fetcher = Fetcher::new(opts.fetch.clone(), cache.store().clone(), source.clone())
+            .with_space_guard(cache.space_guard());
+        let env = Env {
+            fetcher,
+            tier: opts.remote.clone(),
+            limits: Default::default(),
+            sandbox: Default::default(),
+            counters: counters.clone(),
+            cache: None,
+        };
+        let bundles = Bundles::new(cache.clone(), env);
+        let current = Current::new(Namespace::build(manifest, None));
+        let tier = opts.remote.as_ref().map(|r| r.url().to_string());
+        let crawl = CrawlStates::open(&cache_dir);
+        let status = Status::new(cache.clone(), current.clone(), crawl, counters, PathBuf::from("/quick"), tier);
+        let core = FsCore::new(bundles, current, status, callers.clone());
         core.set_invalidator(Box::new(Recorder(invalidations.clone())));
         (cache, core)
     }
@@ -279,6 +295,11 @@ impl Harness {
             );
         }
         names
+    }
+
+    /// The counters status and metrics show.
+    pub fn counters(&self) -> &Counters {
+        self.cache.counters()
     }
 
     pub fn bundle_id(&self, i: usize) -> kpackfs::ids::BundleId {

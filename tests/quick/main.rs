@@ -3,12 +3,14 @@
 //! faults. No root, no FUSE, no network, no apt (`.ci/quick` runs this
 //! and the library's unit tests, under `unshare -n`).
 
+mod build;
 mod cache;
 mod docs;
 mod faults;
 mod fs;
 mod hardening;
 mod harness;
+mod layers;
 mod metrics;
 mod order;
 mod remote;

@@ -3,7 +3,7 @@
 //! the documentation lists exactly the series the code renders.
 
 use super::harness::{Harness, Options};
-use kpackfs::source::Fault;
+use kpackfs::fetch::source::Fault;
 use std::sync::Arc;
 use std::time::Duration;
 

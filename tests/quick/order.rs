@@ -6,8 +6,8 @@
 
 use super::harness::{Harness, Options, ME};
 use kpackfs::cache::BundleState;
+use kpackfs::fetch::source::Fault;
 use kpackfs::fs::Lookup;
-use kpackfs::source::Fault;
 use std::time::Duration;
 
 const U: [&str; 4] = ["9.1.0-1-amd64", "9.1.0-2-amd64", "9.1.0-3-amd64", "9.1.0-4-amd64"];
@@ -105,7 +105,7 @@ fn a_pinned_package_is_never_the_victim_even_when_it_is_the_oldest() {
         "the build found its pinned package"
     );
     assert_eq!(h.source.calls_for("linux-kbuild"), 1, "fetched once, never evicted mid-build");
-    assert!(h.cache.stats.evictions.load(std::sync::atomic::Ordering::Relaxed) >= 1, "eviction did run");
+    assert!(h.counters().evictions.load(std::sync::atomic::Ordering::Relaxed) >= 1, "eviction did run");
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn a_pack_copied_over_another_bundles_is_refused_and_rebuilt() {
     assert_eq!(String::from_utf8(checksum).unwrap(), b, "B's own tree, not A's");
     let uname = h.read_file(&format!("debian/{}/BUNDLE_UNAME", U[1])).unwrap();
     assert_eq!(uname, U[1].as_bytes());
-    assert!(h.cache.stats.damaged.load(std::sync::atomic::Ordering::Relaxed) >= 1, "counted as damaged");
+    assert!(h.counters().damaged.load(std::sync::atomic::Ordering::Relaxed) >= 1, "counted as damaged");
 }
 
 #[test]
@@ -153,6 +153,6 @@ fn a_truncated_cached_tgz_is_counted_as_damaged_and_rebuilt() {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(good.len() as u64 / 2).unwrap();
     });
-    assert_eq!(h.cache.stats.damaged.load(std::sync::atomic::Ordering::Relaxed), 1, "counted (and logged)");
+    assert_eq!(h.counters().damaged.load(std::sync::atomic::Ordering::Relaxed), 1, "counted (and logged)");
     assert_eq!(h.read_file(&tgz).unwrap(), good, "rebuilt whole");
 }

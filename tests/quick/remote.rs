@@ -35,7 +35,7 @@ fn written(dir: &Path, h: &Harness) {
 }
 
 #[test]
-fn item1_a_bundle_one_host_built_serves_the_next_without_packages() {
+fn a_bundle_one_host_built_serves_the_next_without_packages() {
     let bucket = tempfile::tempdir().unwrap();
     let remote = tier(bucket.path());
     let first = host(&remote);
@@ -48,15 +48,15 @@ fn item1_a_bundle_one_host_built_serves_the_next_without_packages() {
     let second = host(&tier(bucket.path()));
     assert_eq!(second.read_file(&file).unwrap(), content);
     assert!(second.source.calls().is_empty(), "no package download: {:?}", second.source.calls());
-    assert_eq!(second.cache.stats.remote_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(second.cache.stats.builds.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(second.counters().remote_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(second.counters().builds.load(std::sync::atomic::Ordering::Relaxed), 0);
     // The .tgz installed from the tier is the first host's, byte for byte.
     assert_eq!(second.read_file(&format!("debian/{UNAME}.tgz")).unwrap(), tgz_first);
     assert_eq!(std::fs::read(object(bucket.path(), id_key(&first.bundle_id(0)))).unwrap(), tgz_first);
 }
 
 #[test]
-fn item1_corrupted_objects_are_rejected_and_the_bundle_built_locally() {
+fn corrupted_objects_are_rejected_and_the_bundle_built_locally() {
     let bucket = tempfile::tempdir().unwrap();
     let remote = tier(bucket.path());
     let first = host(&remote);
@@ -88,8 +88,8 @@ fn item1_corrupted_objects_are_rejected_and_the_bundle_built_locally() {
         let h = host(&tier(bucket.path()));
         assert_eq!(h.read_file(&format!("debian/{UNAME}/BUNDLE_UNAME")).unwrap(), UNAME.as_bytes(), "{what}");
         assert!(!h.source.calls().is_empty(), "{what}: built from packages instead");
-        assert_eq!(h.cache.stats.remote_errors.load(std::sync::atomic::Ordering::Relaxed), 1, "{what}");
-        assert_eq!(h.cache.stats.remote_hits.load(std::sync::atomic::Ordering::Relaxed), 0, "{what}");
+        assert_eq!(h.counters().remote_errors.load(std::sync::atomic::Ordering::Relaxed), 1, "{what}");
+        assert_eq!(h.counters().remote_hits.load(std::sync::atomic::Ordering::Relaxed), 0, "{what}");
     }
     // A valid bundle of another id under this id: BUNDLE_CHECKSUM tells.
     let other = Harness::new(&["9.2.0-1-amd64"], 20_000, Options::default());
@@ -98,11 +98,11 @@ fn item1_corrupted_objects_are_rejected_and_the_bundle_built_locally() {
     std::fs::write(&digest, format!("{}  {}.tgz\n", kpackfs::util::sha256_hex(&other_tgz), id.hex())).unwrap();
     let h = host(&tier(bucket.path()));
     assert_eq!(h.read_file(&format!("debian/{UNAME}/BUNDLE_UNAME")).unwrap(), UNAME.as_bytes());
-    assert_eq!(h.cache.stats.remote_errors.load(std::sync::atomic::Ordering::Relaxed), 1, "BUNDLE_CHECKSUM mismatch");
+    assert_eq!(h.counters().remote_errors.load(std::sync::atomic::Ordering::Relaxed), 1, "BUNDLE_CHECKSUM mismatch");
 }
 
 #[test]
-fn item1_a_tier_that_fails_is_skipped_for_a_while() {
+fn a_tier_that_fails_is_skipped_for_a_while() {
     let bucket = tempfile::tempdir().unwrap();
     let remote = tier(bucket.path());
     // A digest that is not one: every read of the tier fails.
@@ -116,9 +116,9 @@ fn item1_a_tier_that_fails_is_skipped_for_a_while() {
     h.read_file(&format!("debian/{UNAME}/BUNDLE_UNAME")).unwrap();
     h.read_file("debian/9.2.0-1-amd64/BUNDLE_UNAME").unwrap();
     assert_eq!(
-        h.cache.stats.remote_errors.load(std::sync::atomic::Ordering::Relaxed),
+        h.counters().remote_errors.load(std::sync::atomic::Ordering::Relaxed),
         1,
         "the second read skipped the tier"
     );
-    assert!(!remote.health.can_read(Instant::now()));
+    assert!(!remote.health().can_read(Instant::now()));
 }

@@ -4,7 +4,7 @@
 //! failure client).
 
 use super::{Body, BoxFuture, PackageSource, Resume};
-use crate::fetch::FetchError;
+use crate::fetch::error::FetchError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,107 +1,36 @@
-//! The mount's namespace, derived from the manifest, and its inode numbers.
+//! What is served, derived from the manifest: type directories, each
+//! bundle as `<type>/<name>` and `<type>/<name>.tgz`, the flat `bundles/`,
+//! `by-uname/`; over the memory-mapped manifest index. The filesystem
+//! (`fs`) and the HTTP server (`serve`) both serve it.
 //!
-//! ```text
-//! /                               ino 1
-//! /<type>/                        ino 16 + type number
-//! /<type>/<name>/                 ino (slot+1) << 32 | 0     the bundle's tree (pack record 0)
-//! /<type>/<name>/<path>           ino (slot+1) << 32 | record index in the pack
-//! /<type>/<name>.tgz              ino (slot+1) << 32 | 0xffff_ffff
-//! /bundles/bundle-<name>.tgz      the same inode as /<type>/<name>.tgz
-//! /.kpackfs/status, status.json   ino 4, 5
-//! /by-uname/                      ino 6
-//! /.kpackfs/metrics               ino 7   (Prometheus text)
-//! /by-uname/<uname>               ino (slot+1) << 32 | 0xffff_fffe   a symlink: ../<type>/<name>
-//! ```
 //! Slots and type numbers are assigned once per id and type and never
-//! reused while mounted (a rebuilt namespace inherits them), so inode
-//! numbers stay valid across manifest refreshes. A bundle's pack is
-//! deterministic, so record indexes stay valid across eviction and rebuild.
+//! reused while mounted (a rebuilt namespace inherits them), so the
+//! filesystem's inode numbers, made from them, stay valid across
+//! manifest refreshes.
+//!
+//! - [`served`]: where the served manifest comes from, and its index.
+//! - [`Current`]: the namespace being served, swapped whole on reload.
+
+mod current;
+pub mod served;
+
+pub use current::Current;
 
 use crate::ids::BundleId;
 use crate::manifest::index::{self, Index, IndexBuilder};
 use crate::manifest::{BundleSpec, Manifest};
 use std::sync::{Arc, OnceLock};
 
-const ROOT: u64 = 1;
-const BUNDLES_DIR: u64 = 2;
-const META_DIR: u64 = 3;
-const STATUS: u64 = 4;
-const STATUS_JSON: u64 = 5;
-const BY_UNAME_DIR: u64 = 6;
-const METRICS: u64 = 7;
-const TYPE_BASE: u64 = 16;
-const TGZ: u32 = u32::MAX;
-const UNAME_LINK: u32 = u32::MAX - 1;
-
 pub const BUNDLES_NAME: &str = "bundles";
-pub const META_NAME: &str = ".kpackfs";
 pub const BY_UNAME_NAME: &str = "by-uname";
 
-/// What an inode number denotes.
+/// A directory of the namespace whose entries change on a refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Ino {
+pub enum Dir {
     Root,
-    BundlesDir,
-    MetaDir,
-    Status,
-    StatusJson,
-    Metrics,
-    ByUnameDir,
-    TypeDir(u32),
-    /// A node of a bundle's tree (index 0 is the bundle directory).
-    Node {
-        slot: u32,
-        index: u32,
-    },
-    Tgz {
-        slot: u32,
-    },
-    /// `/by-uname/<uname>`: a symlink to the bundle serving that release.
-    UnameLink {
-        slot: u32,
-    },
-}
-
-impl Ino {
-    pub fn decode(ino: u64) -> Option<Ino> {
-        let high = (ino >> 32) as u32;
-        let low = ino as u32;
-        if high == 0 {
-            return Some(match ino {
-                ROOT => Ino::Root,
-                BUNDLES_DIR => Ino::BundlesDir,
-                META_DIR => Ino::MetaDir,
-                STATUS => Ino::Status,
-                STATUS_JSON => Ino::StatusJson,
-                METRICS => Ino::Metrics,
-                BY_UNAME_DIR => Ino::ByUnameDir,
-                n if n >= TYPE_BASE => Ino::TypeDir((n - TYPE_BASE) as u32),
-                _ => return None,
-            });
-        }
-        let slot = high - 1;
-        Some(match low {
-            TGZ => Ino::Tgz { slot },
-            UNAME_LINK => Ino::UnameLink { slot },
-            index => Ino::Node { slot, index },
-        })
-    }
-
-    pub fn encode(self) -> u64 {
-        match self {
-            Ino::Root => ROOT,
-            Ino::BundlesDir => BUNDLES_DIR,
-            Ino::MetaDir => META_DIR,
-            Ino::Status => STATUS,
-            Ino::StatusJson => STATUS_JSON,
-            Ino::Metrics => METRICS,
-            Ino::ByUnameDir => BY_UNAME_DIR,
-            Ino::TypeDir(t) => TYPE_BASE + t as u64,
-            Ino::Node { slot, index } => ((slot as u64 + 1) << 32) | index as u64,
-            Ino::Tgz { slot } => ((slot as u64 + 1) << 32) | TGZ as u64,
-            Ino::UnameLink { slot } => ((slot as u64 + 1) << 32) | UNAME_LINK as u64,
-        }
-    }
+    Type(u32),
+    Bundles,
+    ByUname,
 }
 
 /// One bundle as the mount shows it.
@@ -141,10 +70,10 @@ pub struct Counts {
 /// What changed between two namespaces, for the kernel's caches.
 #[derive(Debug, Default)]
 pub struct Changes {
-    /// (parent inode, name) entries that now exist.
-    pub entries: Vec<(u64, String)>,
+    /// (directory, name) entries that now exist.
+    pub entries: Vec<(Dir, String)>,
     /// Directories whose listings changed.
-    pub dirs: Vec<u64>,
+    pub dirs: Vec<Dir>,
     pub added_bundles: usize,
 }
 
@@ -180,7 +109,7 @@ impl Namespace {
 
     /// Build an in-memory namespace from a manifest, keeping the slots and
     /// type numbers of `prev` (tests and small manifests; the daemon keeps
-    /// its index in the cache directory, see `daemon::refresh`).
+    /// its index in the cache directory, see [`served`]).
     pub fn build(manifest: &Manifest, prev: Option<&Namespace>) -> Namespace {
         let built = (|| -> anyhow::Result<Index> {
             let mut b = match prev {
@@ -369,7 +298,7 @@ impl Namespace {
         let mut root_changed = false;
         for (type_name, t) in &self.types {
             if old.type_len(*t).is_none() {
-                changes.entries.push((ROOT, type_name.clone()));
+                changes.entries.push((Dir::Root, type_name.clone()));
                 root_changed = true;
             }
             let mut changed = false;
@@ -377,66 +306,61 @@ impl Namespace {
             for i in 0..len {
                 let Some((_, name)) = self.index.type_at(*t as u16, i) else { continue };
                 if old.index.find_in_type(*t as u16, name).is_none() {
-                    changes.entries.push((Ino::TypeDir(*t).encode(), name.to_string()));
-                    changes.entries.push((Ino::TypeDir(*t).encode(), format!("{name}{TGZ_SUFFIX}")));
+                    changes.entries.push((Dir::Type(*t), name.to_string()));
+                    changes.entries.push((Dir::Type(*t), format!("{name}{TGZ_SUFFIX}")));
                     changes.added_bundles += 1;
                     changed = true;
                 }
             }
             if changed {
-                changes.dirs.push(Ino::TypeDir(*t).encode());
+                changes.dirs.push(Dir::Type(*t));
             }
         }
         let mut flat_changed = false;
         for i in 0..self.index.flat_len() {
             let Some((_, name)) = self.index.flat_at(i) else { continue };
             if old.index.find_flat(name).is_none() {
-                changes.entries.push((BUNDLES_DIR, format!("{FLAT_PREFIX}{name}{TGZ_SUFFIX}")));
+                changes.entries.push((Dir::Bundles, format!("{FLAT_PREFIX}{name}{TGZ_SUFFIX}")));
                 flat_changed = true;
             }
         }
         if flat_changed {
-            changes.dirs.push(BUNDLES_DIR);
+            changes.dirs.push(Dir::Bundles);
         }
         let mut uname_changed = false;
         for i in 0..self.index.uname_len() {
             let Some(uname) = self.index.uname_at(i).and_then(|s| self.index.uname(s)) else { continue };
             if old.index.find_uname(uname).is_empty() {
-                changes.entries.push((BY_UNAME_DIR, uname.to_string()));
+                changes.entries.push((Dir::ByUname, uname.to_string()));
                 uname_changed = true;
             }
         }
         if uname_changed {
-            changes.dirs.push(BY_UNAME_DIR);
+            changes.dirs.push(Dir::ByUname);
         }
         if root_changed {
-            changes.dirs.push(ROOT);
+            changes.dirs.push(Dir::Root);
         }
         changes
     }
+}
+
+/// The served slots of `index`, in (type, name) order.
+pub fn served_slots(index: &Index) -> Vec<u32> {
+    let mut types: Vec<(String, u16)> =
+        (0..index.type_count() as u16).filter_map(|t| Some((index.type_name(t)?.to_string(), t))).collect();
+    types.sort();
+    types
+        .iter()
+        .flat_map(|(_, t)| (0..index.type_len(*t).unwrap_or(0)).filter_map(move |i| index.type_at(*t, i)))
+        .map(|(slot, _)| slot)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::manifest::Package;
-
-    #[test]
-    fn inode_numbers_round_trip() {
-        for ino in [
-            Ino::Root,
-            Ino::Status,
-            Ino::Metrics,
-            Ino::TypeDir(3),
-            Ino::Node { slot: 0, index: 0 },
-            Ino::Node { slot: 6472, index: 99 },
-            Ino::Tgz { slot: 5 },
-            Ino::UnameLink { slot: 7 },
-            Ino::ByUnameDir,
-        ] {
-            assert_eq!(Ino::decode(ino.encode()), Some(ino));
-        }
-    }
 
     fn deb(dir: &str, sha: bool) -> BundleSpec {
         let mut p = Package::new(format!("http://x/{dir}/linux-headers-1.0-1-amd64_1_amd64.deb"));
@@ -492,14 +416,14 @@ mod tests {
         assert_eq!(ns2.type_child(t, "1.0-1-amd64.tgz"), Some(TypeChild::Tgz(slot)));
         let changes = ns2.changes_since(&ns);
         assert_eq!(changes.added_bundles, 1);
-        assert!(changes.entries.contains(&(Ino::TypeDir(t).encode(), "2.0-1-amd64".to_string())));
-        assert!(changes.dirs.contains(&BUNDLES_DIR));
-        assert!(changes.entries.contains(&(BY_UNAME_DIR, "2.0-1-amd64".to_string())), "/by-uname/ too");
-        assert!(changes.dirs.contains(&BY_UNAME_DIR));
+        assert!(changes.entries.contains(&(Dir::Type(t), "2.0-1-amd64".to_string())));
+        assert!(changes.dirs.contains(&Dir::Bundles));
+        assert!(changes.entries.contains(&(Dir::ByUname, "2.0-1-amd64".to_string())), "/by-uname/ too");
+        assert!(changes.dirs.contains(&Dir::ByUname));
     }
 
     #[test]
-    fn item9_one_flat_name_for_two_types_is_reported() {
+    fn one_flat_name_for_two_types_is_reported() {
         let mut m = Manifest::default();
         m.insert(deb("a", true));
         let mut garden = deb("g", true);

@@ -3,7 +3,7 @@
 //! copied archive).
 
 use super::{Body, BoxFuture, PackageSource, Resume};
-use crate::fetch::FetchError;
+use crate::fetch::error::FetchError;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 

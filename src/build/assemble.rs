@@ -1,10 +1,13 @@
-//! Package files → laid-out bundle tree: extract the packages in parallel
-//! (in memory), stage them in a fixed order, run the type's layout.
+//! Package files → laid-out bundle tree: check signatures, extract the
+//! packages in parallel (in memory), stage them in a fixed order, run the
+//! type's layout. Every failure has its class: a signature that does not
+//! verify is `refused`; a package or layout that breaks a rule or a bound
+//! is `hostile`.
 
+use crate::error::{BuildError, ErrorClass};
 use crate::layout::{self, Extracted, LaidOut, Request};
 use crate::package::{self, Budget, Limits};
 use crate::trust::keys::Keyring;
-use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 /// One package file of a bundle.
@@ -30,35 +33,19 @@ pub struct Job<'a> {
     pub threads: usize,
 }
 
-impl<'a> Job<'a> {
-    /// The job for a manifest entry whose packages are downloaded.
-    pub fn of(
-        spec: &'a crate::manifest::BundleSpec,
-        id: &'a str,
-        packages: Vec<PackageFile>,
-        limits: Limits,
-        threads: usize,
-    ) -> Self {
-        Job {
-            kind: &spec.kind,
-            id,
-            uname: spec.uname.as_deref(),
-            signed_by: spec.signed_by.as_deref(),
-            packages,
-            limits,
-            threads,
-        }
-    }
-}
-
 /// Check signatures, extract and lay out. Errors name the package and the cause.
-pub fn assemble(job: Job<'_>) -> Result<LaidOut> {
+pub fn assemble(job: Job<'_>) -> Result<LaidOut, BuildError> {
     let mut packages = job.packages;
     packages.sort_by(|a, b| a.order_key.cmp(&b.order_key));
     let budget = Budget::new(job.limits);
-    let key = job.signed_by.map(Keyring::from_reference).transpose().context("the entry's signed_by")?;
+    let key = job
+        .signed_by
+        .map(Keyring::from_reference)
+        .transpose()
+        .map_err(|e| BuildError::of(ErrorClass::Hostile, &e.context("the entry's signed_by")))?;
     let extracted = extract_all(&packages, &budget, key.as_ref(), job.threads)?;
-    layout::lay_out(&Request { kind: job.kind, checksum: job.id, uname: job.uname, limits: job.limits }, extracted)
+    let request = Request { kind: job.kind, checksum: job.id, uname: job.uname, limits: job.limits };
+    layout::lay_out(&request, extracted).map_err(|e| BuildError::of(ErrorClass::Hostile, &e))
 }
 
 /// Extract every package with up to `threads` threads, each after its
@@ -69,21 +56,23 @@ pub fn extract_all(
     budget: &Budget,
     key: Option<&Keyring>,
     threads: usize,
-) -> Result<Vec<Extracted>> {
+) -> Result<Vec<Extracted>, BuildError> {
     let threads = threads.min(packages.len()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut slots: Vec<Option<Result<Extracted>>> = (0..packages.len()).map(|_| None).collect();
+    let mut slots: Vec<Option<Result<Extracted, BuildError>>> = (0..packages.len()).map(|_| None).collect();
     let results = std::sync::Mutex::new(&mut slots);
     let work = || loop {
         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(p) = packages.get(i) else { return };
+        let named = |class, e: anyhow::Error| BuildError::of(class, &e.context(format!("package {}", p.display)));
         let checked = match key {
-            Some(key) => crate::trust::rpm_signature::check(&p.path, key).map(drop).context("gpgcheck"),
+            Some(key) => crate::trust::rpm_signature::check(&p.path, key)
+                .map(drop)
+                .map_err(|e| named(ErrorClass::Refused, e.context("gpgcheck"))),
             None => Ok(()),
         };
         let result = checked
-            .and_then(|()| package::read_package(&p.path, budget))
-            .with_context(|| format!("package {}", p.display))
+            .and_then(|()| package::read_package(&p.path, budget).map_err(|e| named(ErrorClass::Hostile, e)))
             .map(|members| Extracted { file_name: p.display.clone(), members });
         if let Ok(mut slots) = results.lock() {
             slots[i] = Some(result);
@@ -96,12 +85,18 @@ pub fn extract_all(
         }
         work();
     });
-    slots.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("extraction thread failed")))).collect()
+    slots
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(BuildError::new(ErrorClass::Internal, "extraction thread failed"))))
+        .collect()
 }
 
 /// Download a bundle's packages concurrently (through the store), in
 /// manifest order. Errors name the package and the cause.
-pub async fn download(fetcher: &crate::fetch::Fetcher, spec: &crate::manifest::BundleSpec) -> Result<Vec<PackageFile>> {
+pub async fn download(
+    fetcher: &crate::fetch::Fetcher,
+    spec: &crate::manifest::BundleSpec,
+) -> Result<Vec<PackageFile>, BuildError> {
     let tasks: Vec<_> = spec
         .packages
         .iter()
@@ -115,7 +110,9 @@ pub async fn download(fetcher: &crate::fetch::Fetcher, spec: &crate::manifest::B
     // build goes on in the background.
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
-        results.push(task.await.map_err(|e| anyhow::anyhow!("download task failed: {e}")).and_then(|r| r));
+        let joined = task.await;
+        results
+            .push(joined.unwrap_or_else(|e| Err(BuildError::new(ErrorClass::Internal, format!("download task: {e}")))));
     }
     let mut files = Vec::with_capacity(results.len());
     for (result, pkg) in results.into_iter().zip(&spec.packages) {

@@ -1,48 +1,16 @@
-//! Prometheus metrics, rendered from the same counters as the status
-//! report (so `/.kpackfs/metrics`, `--metrics ADDR` and `status.json`
-//! always agree) plus the duration histograms only metrics carry.
-//! prometheus-client (the Prometheus project's own Rust client) does the
-//! text format: names, HELP/TYPE lines, label escaping, `_total` suffixes.
+//! Prometheus text, rendered from the same report as status (so
+//! `/.kpackfs/metrics`, `--metrics ADDR` and `status.json` always agree)
+//! plus the duration histograms only metrics carry. prometheus-client (the
+//! Prometheus project's own Rust client) does the text format: names,
+//! HELP/TYPE lines, label escaping, `_total` suffixes.
 
-use crate::fs::status::Report;
+use super::{Counters, Labels, Report};
+use crate::error::ErrorClass;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::time::Duration;
-
-type Labels = Vec<(String, String)>;
-
-/// Durations of build phases (fetch, extract, compress, remote install):
-/// observed where each phase ends, kept for the daemon's life.
-pub struct Timings {
-    phases: Family<Labels, Histogram, fn() -> Histogram>,
-}
-
-fn phase_histogram() -> Histogram {
-    // 10 ms … ~160 s: a cached verify to a large cold build on a slow mirror.
-    Histogram::new(exponential_buckets(0.01, 2.0, 15))
-}
-
-impl Default for Timings {
-    fn default() -> Self {
-        Timings { phases: Family::new_with_constructor(phase_histogram as fn() -> Histogram) }
-    }
-}
-
-impl std::fmt::Debug for Timings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Timings")
-    }
-}
-
-impl Timings {
-    pub fn observe(&self, phase: &str, took: Duration) {
-        self.phases.get_or_create(&vec![("phase".to_string(), phase.to_string())]).observe(took.as_secs_f64());
-    }
-}
 
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     let c: Counter = Counter::default();
@@ -61,7 +29,7 @@ fn label(k: &str, v: &str) -> Labels {
 }
 
 /// The Prometheus text exposition of a status report and the timings.
-pub fn render(report: &Report, stats: &crate::cache::Stats) -> String {
+pub fn render(report: &Report, counters: &Counters) -> String {
     let mut r = Registry::with_prefix("kpackfs");
     let requests: Family<Labels, Counter> = Family::default();
     if let Some(ops) = report.requests.as_object() {
@@ -76,12 +44,12 @@ pub fn render(report: &Report, stats: &crate::cache::Stats) -> String {
     builds.get_or_create(&label("outcome", "ok")).inc_by(report.builds);
     builds.get_or_create(&label("outcome", "failed")).inc_by(report.failures);
     r.register("builds", "Bundle builds from packages, by outcome", builds);
-    counter(
-        &mut r,
-        "downloaded_bytes",
-        "Package bytes downloaded",
-        stats.downloaded_bytes.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let classes: Family<Labels, Counter> = Family::default();
+    for class in ErrorClass::ALL {
+        classes.get_or_create(&label("class", class.name())).inc_by(counters.failures_of(class));
+    }
+    r.register("build_failures", "Failed bundle builds, by class (docs/operations.md)", classes);
+    counter(&mut r, "downloaded_bytes", "Package bytes downloaded", Counters::get(&counters.downloaded_bytes));
     counter(&mut r, "evictions", "Cache entries evicted", report.evictions);
     counter(&mut r, "damaged", "Cached files found damaged and removed", report.damaged);
     gauge(&mut r, "cache_bytes", "Bytes the cache holds", report.cache_used);
@@ -105,7 +73,7 @@ pub fn render(report: &Report, stats: &crate::cache::Stats) -> String {
     }
     r.register("crawl_source_ok", "1 if the source's last crawl succeeded", ok);
     r.register("crawl_source_last_success_seconds", "Unix time of the source's last successful crawl", last_success);
-    r.register("phase_seconds", "Time spent per build phase", stats.timings.phases.clone());
+    r.register("phase_seconds", "Time spent per build phase", counters.timings.phases.clone());
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &r) {
         log::error!("rendering metrics: {e}");

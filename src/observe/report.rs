@@ -1,12 +1,9 @@
 //! The status report behind `/.kpackfs/status` (text) and `status.json`,
 //! which `kpackfs status MOUNTPOINT` prints: each known bundle's state,
-//! cache use, and hit/miss counts.
+//! cache use, and hit/miss counts. The daemon fills it in
+//! (`daemon::status`); this is the data and its renderings.
 
-use super::core::FsCore;
-use super::namespace::Counts;
-use crate::cache::BundleState;
 use serde::Serialize;
-use std::sync::atomic::Ordering;
 
 #[derive(Debug, Serialize)]
 pub struct BundleStatus {
@@ -18,6 +15,9 @@ pub struct BundleStatus {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    /// The failure's class (unreachable, not_found, refused, hostile, no_space, internal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_in_secs: Option<u64>,
     /// Seconds since a reader last used it (a bundle used within the
@@ -58,6 +58,8 @@ pub struct Report {
     pub misses: u64,
     pub builds: u64,
     pub failures: u64,
+    /// Failed builds per class (every class, zeros included).
+    pub failures_by_class: std::collections::BTreeMap<&'static str, u64>,
     pub evictions: u64,
     pub damaged: u64,
     /// The remote tier, and what it did: bundles installed from it, written
@@ -78,81 +80,6 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn collect(core: &FsCore) -> Report {
-        let ns = core.namespace();
-        let cache = core.cache();
-        let usage = cache.usage();
-        let disk = crate::util::disk_space(&cache.settings().dir);
-        let mut bundles = Vec::new();
-        for id in cache.known_ids() {
-            let label = ns.slot_of_id(&id).and_then(|s| ns.bundle(s)).map_or_else(|| id.hex(), |b| b.label());
-            let mut status = BundleStatus {
-                label,
-                id: id.hex(),
-                state: "absent",
-                bytes: None,
-                cause: None,
-                retry_in_secs: None,
-                idle_secs: None,
-            };
-            match cache.state_of(&id) {
-                BundleState::Absent => continue,
-                BundleState::Building(phase) => status.state = phase.name(),
-                BundleState::Ready { bytes } => {
-                    status.state = "ready";
-                    status.bytes = Some(bytes);
-                    status.idle_secs = cache.idle_for(&id).map(|d| d.as_secs_f64());
-                }
-                BundleState::Failed { cause, retry_in } => {
-                    status.state = "failed";
-                    status.cause = Some(cause);
-                    status.retry_in_secs = Some(retry_in.as_secs());
-                }
-            }
-            bundles.push(status);
-        }
-        bundles.sort_by(|a, b| a.label.cmp(&b.label));
-        let s = &cache.stats;
-        let Counts { shown, unnamed, shadowed, .. } = ns.counts.clone();
-        Report {
-            mountpoint: core.mountpoint().display().to_string(),
-            pid: std::process::id(),
-            uptime_secs: core.uptime().as_secs(),
-            manifest: core.manifest_note(),
-            metrics_addr: core.metrics_addr(),
-            bundles_total: shown,
-            bundles_unnamed: unnamed,
-            bundles_shadowed: shadowed,
-            flat_collisions: ns
-                .flat_clashes()
-                .iter()
-                .take(100)
-                .map(|(name, types)| FlatClash { name: name.clone(), types: types.clone() })
-                .collect(),
-            cache_dir: cache.settings().dir.display().to_string(),
-            cache_used: usage.used,
-            cache_budget: usage.budget,
-            disk_free: disk.map(|(_, avail)| avail),
-            disk_floor: disk.map(|(total, _)| cache.settings().min_free.bytes(total)),
-            cached_bundles: usage.bundles,
-            cached_packages: usage.packages,
-            hits: s.hits.load(Ordering::Relaxed),
-            misses: s.misses.load(Ordering::Relaxed),
-            builds: s.builds.load(Ordering::Relaxed),
-            failures: s.failures.load(Ordering::Relaxed),
-            evictions: s.evictions.load(Ordering::Relaxed),
-            damaged: s.damaged.load(Ordering::Relaxed),
-            remote: cache.settings().remote.as_ref().map(|r| r.url().to_string()),
-            remote_hits: s.remote_hits.load(Ordering::Relaxed),
-            remote_writes: s.remote_writes.load(Ordering::Relaxed),
-            remote_errors: s.remote_errors.load(Ordering::Relaxed),
-            waiting: core.waiting().len(),
-            requests: serde_json::to_value(&core.requests).unwrap_or_default(),
-            bundles,
-            crawl_sources: crate::crawl::state::read(&crate::crawl::state_path(&cache.settings().dir)),
-        }
-    }
-
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
     }
@@ -180,9 +107,17 @@ impl Report {
             out.push_str(&format!("; disk {} free, floor {}", human_bytes(free), human_bytes(floor)));
         }
         out.push('\n');
+        let classes: Vec<String> =
+            self.failures_by_class.iter().filter(|(_, n)| **n > 0).map(|(c, n)| format!("{n} {c}")).collect();
         out.push_str(&format!(
-            "requests: {} hits, {} misses; builds: {} done, {} failed; {} evictions, {} damaged files rebuilt\n",
-            self.hits, self.misses, self.builds, self.failures, self.evictions, self.damaged
+            "requests: {} hits, {} misses; builds: {} done, {} failed{}; {} evictions, {} damaged files rebuilt\n",
+            self.hits,
+            self.misses,
+            self.builds,
+            self.failures,
+            if classes.is_empty() { String::new() } else { format!(" ({})", classes.join(", ")) },
+            self.evictions,
+            self.damaged
         ));
         if let Some(remote) = &self.remote {
             out.push_str(&format!(
@@ -230,8 +165,9 @@ impl Report {
                     human_bytes(b.bytes.unwrap_or(0))
                 )),
                 "failed" => out.push_str(&format!(
-                    "  failed    {}  (retry allowed in {}s): {}\n",
+                    "  failed    {}  ({}; retry allowed in {}s): {}\n",
                     printable(&b.label),
+                    b.class.unwrap_or("internal"),
                     b.retry_in_secs.unwrap_or(0),
                     printable(b.cause.as_deref().unwrap_or(""))
                 )),

@@ -8,14 +8,16 @@
 //! fetcher the mount uses, without a network.
 
 mod dir;
+#[cfg(feature = "test-doubles")]
 mod faulty;
 mod http;
 
 pub use dir::DirSource;
+#[cfg(feature = "test-doubles")]
 pub use faulty::{Fault, FaultySource};
 pub use http::HttpSource;
 
-use crate::fetch::FetchError;
+use crate::fetch::error::FetchError;
 use std::future::Future;
 use std::pin::Pin;
 

@@ -1,7 +1,8 @@
 //! Packages over HTTP(S), with the mirror map applied at request time.
 
 use super::{Body, BoxFuture, PackageSource, Resume};
-use crate::fetch::{error_chain, FetchError, MirrorMap};
+use crate::fetch::error::{error_chain, FetchError};
+use crate::fetch::mirror::MirrorMap;
 use reqwest::header;
 
 pub struct HttpSource {

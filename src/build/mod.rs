@@ -1,0 +1,238 @@
+//! The one build path, shared by the mount, `kpackfs serve`, `kpackfs
+//! bundle` and `kpackfs publish`: [`build`] takes a bundle from the remote
+//! tier (a lower cache layer) or makes it from its inputs (its [`Recipe`]),
+//! writes the outputs asked for (a pack, a .tgz), and writes what it made
+//! back to the tier. Every failure is a [`BuildError`] with its class.
+//!
+//! A stored file's check on first use is the cache's (it only stores, and
+//! knows its files); [`cached`] hands the cache the producers that call
+//! this build for the mount and `serve`.
+
+pub mod assemble;
+pub mod cached;
+pub mod output;
+pub mod recipe;
+pub mod source;
+
+pub use assemble::{extract_all, PackageFile};
+pub use cached::Bundles;
+pub use output::{Outputs, TgzOut, TgzWritten, Written};
+pub use recipe::{Inputs, Recipe};
+
+use crate::cache::{Cache, Phase};
+use crate::error::{BuildError, ErrorClass};
+use crate::fetch::Fetcher;
+use crate::ids::BundleId;
+use crate::layout::Meta;
+use crate::observe::{bump, Counters};
+use crate::package::Limits;
+use crate::remote::{Remote, TierRead, Wrote};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every build runs with.
+#[derive(Clone)]
+pub struct Env {
+    pub fetcher: Fetcher,
+    /// The shared tier: read before building, written after.
+    pub tier: Option<Arc<Remote>>,
+    pub limits: Limits,
+    /// Bounds on a sandboxed source build.
+    pub sandbox: source::sandbox::Limits,
+    pub counters: Arc<Counters>,
+    /// The cache the build is for (the mount, serve): phases for status,
+    /// package pins, scratch space. None for `bundle` and `publish`.
+    pub cache: Option<Arc<Cache>>,
+}
+
+/// One bundle to build.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: BundleId,
+    /// `type/name`, for logs.
+    pub label: String,
+    pub inputs: Inputs,
+}
+
+/// Where the bundle came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The remote tier had it (verified).
+    Tier,
+    /// Made here from its inputs.
+    Built,
+}
+
+/// A .tgz to write back, when it exists (the mount's, from its cache).
+pub type TgzLater =
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(PathBuf, String), BuildError>> + Send>> + Send>;
+
+/// Whether, and from what, a bundle made here goes to the tier.
+pub enum WriteBack {
+    /// Not written (the caller writes the tier itself, or must not).
+    Never,
+    /// From the .tgz output file, before [`build`] returns.
+    Output,
+    /// In the background, from the .tgz this gives (the mount answers its
+    /// readers first).
+    Later(TgzLater),
+}
+
+/// A build's result.
+pub struct Built {
+    pub origin: Origin,
+    pub meta: Meta,
+    /// Entries of the tree.
+    pub entries: usize,
+    pub written: Written,
+    /// What writing back to the tier did (with [`WriteBack::Output`]).
+    pub wrote_back: Option<Wrote>,
+}
+
+/// The one build: tier → inputs (gather, make) → outputs → write back.
+pub async fn build(env: &Env, job: &Job, outputs: Outputs, write_back: WriteBack) -> Result<Built, BuildError> {
+    // A type nothing can make fails before the tier or a download.
+    let recipe = Recipe::of(job.inputs.kind())?;
+    let tier = env.tier.clone().filter(|_| matches!(job.inputs, Inputs::Entry(_)));
+    let mut result = make(env, job, recipe, tier.as_deref(), outputs).await;
+    match (&mut result, &tier) {
+        (Ok(built), Some(tier)) if built.origin == Origin::Built => {
+            built.wrote_back = write_back_to(env, job, tier, built, write_back).await;
+        }
+        // Waiting hosts build it themselves rather than wait out the claim.
+        (Err(_), Some(tier)) => tier.release(&job.id).await,
+        _ => {}
+    }
+    result
+}
+
+fn phase(env: &Env, id: BundleId, phase: Phase) {
+    if let Some(cache) = &env.cache {
+        cache.set_phase(id, phase);
+    }
+}
+
+/// A private directory for what the tier sends: the cache's `tmp/`, else
+/// the system's temporary directory.
+fn scratch(env: &Env) -> Result<tempfile::TempDir, BuildError> {
+    let made = match &env.cache {
+        Some(cache) => cache.scratch("remote."),
+        None => crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-remote."),
+    };
+    made.map_err(|e| BuildError::of(ErrorClass::Internal, &e))
+}
+
+async fn make(
+    env: &Env,
+    job: &Job,
+    recipe: Recipe,
+    tier: Option<&Remote>,
+    outputs: Outputs,
+) -> Result<Built, BuildError> {
+    let started = Instant::now();
+    let cores = crate::cpu::cores();
+    if let Some(tier) = tier {
+        phase(env, job.id, Phase::Remote);
+        let dir = scratch(env)?;
+        if let TierRead::Found(tree) = tier.read_layer(&job.id, &job.label, dir.path(), env.limits, &env.counters).await
+        {
+            let meta = Meta::from_tree(&tree)
+                .ok_or_else(|| BuildError::new(ErrorClass::Hostile, "the tier's bundle has no BUNDLE_* files"))?;
+            let entries = tree.items.len();
+            let want = if outputs.tgz.is_some() { cores } else { 1 };
+            let written = crate::cpu::run(want, move |threads| output::write(&tree, outputs, threads)).await?;
+            log::info!(
+                "installed bundle {} from the remote tier: {} in {:.2}s",
+                job.label,
+                crate::util::human_bytes(size_of(&written)),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(Built { origin: Origin::Tier, meta, entries, written, wrote_back: None });
+        }
+    }
+    let downloaded_before = env.counters.downloaded_bytes.load(Ordering::Relaxed);
+    let gathered = recipe.gather(env, &job.id, &job.inputs).await?;
+    let fetch_took = started.elapsed();
+    env.counters.timings.observe("fetch", fetch_took);
+    phase(env, job.id, Phase::Extracting);
+    let extract_started = Instant::now();
+    let (inputs, limits, hex, count) = (job.inputs.clone(), (env.limits, env.sandbox), job.id.hex(), gathered.count());
+    // A build nobody awaits any more (its future dropped) stops its sandbox.
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(cancel.clone());
+    let (meta, entries, written) = crate::cpu::run(cores, move |threads| {
+        let laid_out = recipe.make(&gathered, &hex, &inputs, limits, threads, &cancel)?;
+        let entries = laid_out.tree.items.len();
+        output::write(&laid_out.tree, outputs, threads).map(|written| (laid_out.meta, entries, written))
+    })
+    .await?;
+    let extract_took = extract_started.elapsed();
+    env.counters.timings.observe("extract", extract_took);
+    bump(&env.counters.builds);
+    // Approximate under concurrent builds: the counter is shared.
+    let downloaded = env.counters.downloaded_bytes.load(Ordering::Relaxed).saturating_sub(downloaded_before);
+    log::info!(
+        "built bundle {} from {count} package(s) ({} downloaded): {} in {:.2}s (fetch {:.2}s, extract {:.2}s)",
+        job.label,
+        crate::util::human_bytes(downloaded),
+        crate::util::human_bytes(size_of(&written)),
+        started.elapsed().as_secs_f64(),
+        fetch_took.as_secs_f64(),
+        extract_took.as_secs_f64()
+    );
+    Ok(Built { origin: Origin::Built, meta, entries, written, wrote_back: None })
+}
+
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn size_of(written: &Written) -> u64 {
+    written.pack.as_ref().map(|(_, bytes)| *bytes).or(written.tgz.as_ref().map(|t| t.size)).unwrap_or(0)
+}
+
+/// Write a bundle made here to the tier (create-only; a failure is the
+/// tier's, never the build's), or drop this host's claim.
+async fn write_back_to(
+    env: &Env,
+    job: &Job,
+    tier: &Arc<Remote>,
+    built: &Built,
+    write_back: WriteBack,
+) -> Option<Wrote> {
+    match write_back {
+        WriteBack::Output => match &built.written.tgz {
+            Some(TgzWritten { sha256, path: Some(path), .. }) => {
+                return Some(tier.write_layer(&job.id, &job.label, path, sha256, &env.counters).await)
+            }
+            _ => tier.release(&job.id).await,
+        },
+        WriteBack::Later(tgz) if tier.accepts_writes() => {
+            let (tier, id, label, counters) = (tier.clone(), job.id, job.label.clone(), env.counters.clone());
+            tokio::spawn(async move {
+                match tgz().await {
+                    Ok((path, sha256)) => drop(tier.write_layer(&id, &label, &path, &sha256, &counters).await),
+                    Err(e) => {
+                        tier.release(&id).await;
+                        log::warn!("bundle {label}: not written to the remote tier {}: {e}", tier.url());
+                    }
+                }
+            });
+        }
+        // The mount answers its readers first: the claim goes in the background.
+        WriteBack::Later(_) => {
+            let (tier, id) = (tier.clone(), job.id);
+            tokio::spawn(async move { tier.release(&id).await });
+        }
+        WriteBack::Never => tier.release(&job.id).await,
+    }
+    None
+}

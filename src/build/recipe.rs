@@ -1,0 +1,232 @@
+//! How a bundle is made from its inputs: the one place a new kind of
+//! bundle plugs in. Today every type with a layout is made from header
+//! packages (downloaded, checked, extracted, laid out); a kernel built
+//! from source with its config, and a disk image's headers, are the next
+//! recipes: each gathers its inputs and makes the same bundle tree, and
+//! everything around it (the tier, the outputs, the cache, write-back,
+//! errors) stays as it is. Kernels with no headers package (COS, minikube,
+//! linuxkit, `kpackfs bundle --type source`) are prepared from their
+//! source and config ([`super::source`]).
+
+use super::assemble::{self, PackageFile};
+use super::source::{self, ConfigInput, Release, SourceJob};
+use super::Env;
+use crate::cache::{Phase, Pinned};
+use crate::error::{BuildError, ErrorClass};
+use crate::ids::Sha256;
+use crate::layout::{Family, LaidOut};
+use crate::manifest::BundleSpec;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What a bundle is made from.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    /// A manifest entry (its packages are downloaded).
+    Entry(Arc<BundleSpec>),
+    /// Local package files of a layout type (`kpackfs bundle --type`).
+    Files { kind: String, files: Vec<PackageFile> },
+    /// A local source tarball and config (`kpackfs bundle --type source`).
+    Source { tarball: PathBuf, config: PathBuf, release: String },
+}
+
+impl Inputs {
+    pub fn kind(&self) -> &str {
+        match self {
+            Inputs::Entry(spec) => &spec.kind,
+            Inputs::Files { kind, .. } => kind,
+            Inputs::Source { .. } => "source",
+        }
+    }
+}
+
+/// How to make a bundle of a type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipe {
+    /// Header packages, extracted and laid out by the type's family.
+    Packages(Family),
+    /// A kernel source tree prepared with its config.
+    Source(SourceKind),
+}
+
+/// Where a source build's tarball, config and release come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Given as files, with the release.
+    Files,
+    /// `kernel-src.tar.gz`, the config inside `kernel-headers.tgz` (else
+    /// the fallback config kpackfs ships), release `x.y.z+`.
+    Cos,
+    /// A kernel.org tarball and the minikube ISO's defconfig; the release
+    /// is the tree's own.
+    Minikube,
+    /// A kernel.org tarball and the config of the linuxkit kernel image
+    /// (shipped), release `x.y.z-linuxkit`.
+    Linuxkit,
+}
+
+/// What a recipe gathered, kept (pinned in the cache) while it is used.
+pub struct Gathered {
+    files: Vec<PackageFile>,
+    _pinned: Option<Pinned>,
+}
+
+impl Gathered {
+    pub fn count(&self) -> usize {
+        self.files.len()
+    }
+}
+
+impl Recipe {
+    /// The recipe for a type: a type nothing can make fails here, before
+    /// anything is downloaded.
+    pub fn of(kind: &str) -> Result<Recipe, BuildError> {
+        Ok(match kind {
+            "source" => Recipe::Source(SourceKind::Files),
+            "cos" => Recipe::Source(SourceKind::Cos),
+            "minikube" => Recipe::Source(SourceKind::Minikube),
+            "linuxkit" => Recipe::Source(SourceKind::Linuxkit),
+            _ => Family::of(kind).map(Recipe::Packages).map_err(|e| BuildError::of(ErrorClass::Hostile, &e))?,
+        })
+    }
+
+    /// Gather the inputs: download an entry's packages through the store
+    /// (pinned in the cache, when there is one, from before the lookup
+    /// until dropped).
+    pub async fn gather(&self, env: &Env, id: &crate::ids::BundleId, inputs: &Inputs) -> Result<Gathered, BuildError> {
+        match inputs {
+            Inputs::Files { files, .. } => Ok(Gathered { files: files.clone(), _pinned: None }),
+            Inputs::Source { .. } => Ok(Gathered { files: Vec::new(), _pinned: None }),
+            Inputs::Entry(spec) => {
+                if let Some(cache) = &env.cache {
+                    cache.set_phase(*id, Phase::Fetching);
+                }
+                let known: Vec<Sha256> =
+                    spec.packages.iter().filter_map(|p| Sha256::parse(&env.fetcher.store().known_sha(p)?)).collect();
+                let mut pinned = env.cache.as_ref().map(|c| c.pin(known));
+                let files = assemble::download(&env.fetcher, spec).await?;
+                if let Some(pinned) = &mut pinned {
+                    let shas: Vec<(Sha256, std::path::PathBuf)> = files
+                        .iter()
+                        .filter_map(|f| {
+                            let sha = Sha256::parse(&f.path.file_name()?.to_string_lossy())?;
+                            Some((sha, f.path.clone()))
+                        })
+                        .collect();
+                    pinned.add(&shas);
+                }
+                Ok(Gathered { files, _pinned: pinned })
+            }
+        }
+    }
+
+    /// Make the tree from what was gathered, with `threads` (the caller's lease).
+    pub fn make(
+        &self,
+        gathered: &Gathered,
+        id: &str,
+        inputs: &Inputs,
+        (limits, sandbox): (crate::package::Limits, source::sandbox::Limits),
+        threads: usize,
+        cancel: &AtomicBool,
+    ) -> Result<LaidOut, BuildError> {
+        if let Recipe::Source(kind) = self {
+            return make_source(kind, gathered, (id, inputs), (limits, sandbox), threads, cancel);
+        }
+        let (uname, signed_by) = match inputs {
+            Inputs::Entry(spec) => (spec.uname.as_deref(), spec.signed_by.as_deref()),
+            Inputs::Files { .. } | Inputs::Source { .. } => (None, None),
+        };
+        assemble::assemble(assemble::Job {
+            kind: inputs.kind(),
+            id,
+            uname,
+            signed_by,
+            packages: gathered.files.clone(),
+            limits,
+            threads,
+        })
+    }
+}
+
+/// The fallback COS config kernel-packer used for builds without a
+/// headers tarball (kernel-package-lists/configs/README.md).
+const COS_FALLBACK_CONFIG: &str = include_str!("../../kernel-package-lists/configs/cos/config");
+
+/// The linuxkit kernel configs kernel-packer shipped, by kernel version.
+const LINUXKIT_CONFIGS: &[(&str, &str)] = &[
+    ("4.9.125", include_str!("../../kernel-package-lists/configs/linuxkit/4.9.125-config")),
+    ("4.9.184", include_str!("../../kernel-package-lists/configs/linuxkit/4.9.184-config")),
+    ("4.14.131", include_str!("../../kernel-package-lists/configs/linuxkit/4.14.131-config")),
+    ("4.19.76", include_str!("../../kernel-package-lists/configs/linuxkit/4.19.76-config")),
+];
+
+fn is_tarball(name: &str) -> bool {
+    [".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar.zst", ".tar"].iter().any(|s| name.ends_with(s))
+}
+
+/// A source build's inputs by role, from the files an entry lists.
+fn make_source(
+    kind: &SourceKind,
+    gathered: &Gathered,
+    (id, inputs): (&str, &Inputs),
+    (limits, sandbox): (crate::package::Limits, source::sandbox::Limits),
+    threads: usize,
+    cancel: &AtomicBool,
+) -> Result<LaidOut, BuildError> {
+    let missing = |what: &str| BuildError::new(ErrorClass::Hostile, format!("the entry has no {what}"));
+    let find = |pred: &dyn Fn(&str) -> bool| gathered.files.iter().find(|f| pred(&f.display)).map(|f| f.path.as_path());
+    let job = |tarball, config, release, name: &'static str| SourceJob {
+        kind: name,
+        id,
+        tarball,
+        config,
+        release,
+        limits,
+        sandbox,
+        threads,
+        cancel,
+    };
+    let (tarball, config, release, name) = match (kind, inputs) {
+        (SourceKind::Files, Inputs::Source { tarball, config, release }) => {
+            (tarball.as_path(), ConfigInput::File(config), Release::Exact(release.clone()), "source")
+        }
+        (SourceKind::Cos, Inputs::Entry(_)) => {
+            let tarball = find(&|n| n.ends_with("kernel-src.tar.gz")).ok_or_else(|| missing("kernel-src.tar.gz"))?;
+            let config = match find(&|n| n.ends_with("kernel-headers.tgz")) {
+                Some(headers) => ConfigInput::File(headers),
+                None => ConfigInput::Shipped { name: "fallback COS config", text: COS_FALLBACK_CONFIG },
+            };
+            (tarball, config, Release::Suffix("+".into()), "cos")
+        }
+        (SourceKind::Minikube, Inputs::Entry(_)) => {
+            let tarball = find(&|n| is_tarball(n)).ok_or_else(|| missing("kernel tarball"))?;
+            let config = find(&|n| !is_tarball(n)).ok_or_else(|| missing("minikube defconfig"))?;
+            (tarball, ConfigInput::File(config), Release::Suffix(String::new()), "minikube")
+        }
+        (SourceKind::Linuxkit, Inputs::Entry(_)) => {
+            let tarball = find(&|n| is_tarball(n)).ok_or_else(|| missing("kernel tarball"))?;
+            let version = tarball
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .and_then(|_| gathered.files.iter().find(|f| is_tarball(&f.display)))
+                .and_then(|f| {
+                    f.display.strip_prefix("linux-").map(|v| v.split(".tar").next().unwrap_or("").to_string())
+                })
+                .ok_or_else(|| missing("linux-<version> tarball"))?;
+            let text =
+                LINUXKIT_CONFIGS.iter().find(|(v, _)| *v == version).map(|(_, text)| *text).ok_or_else(|| {
+                    BuildError::new(ErrorClass::Refused, format!("kpackfs has no linuxkit config for {version}"))
+                })?;
+            (
+                tarball,
+                ConfigInput::Shipped { name: "linuxkit config", text },
+                Release::Suffix("-linuxkit".into()),
+                "linuxkit",
+            )
+        }
+        _ => return Err(BuildError::new(ErrorClass::Internal, "a source recipe was given package inputs")),
+    };
+    source::make(job(tarball, config, release, name))
+}

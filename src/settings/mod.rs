@@ -1,0 +1,155 @@
+//! Every setting of the daemon and the commands, typed: parsed once from a
+//! flag (`--cache-size 20G`), a mount option (`-o cache_size=20G`) or the
+//! configuration file (`cache_size: 20G`) by the same functions
+//! ([`parse`]), through one table of keys ([`keys`]). Flags override mount
+//! options, which override the file, which overrides the defaults
+//! (`defaults.rs`). Runtime objects (the fetcher, the remote tier) are made
+//! from settings elsewhere (`daemon`, `cli`), never here.
+
+pub mod file;
+pub mod keys;
+pub mod parse;
+
+pub use keys::KEYS;
+
+use crate::defaults::Defaults;
+use crate::fetch::{FetchConfig, MirrorMap};
+use crate::util::FreeFloor;
+use anyhow::{anyhow, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a mount (and `bundle`, `crawl`, `publish`, `serve`) runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cache_dir: PathBuf,
+    pub cache_size: u64,
+    pub min_free: FreeFloor,
+    pub evict_grace: Duration,
+    pub retry_backoff: Duration,
+    pub max_bundle_size: u64,
+    pub source_timeout: Duration,
+    pub source_memory: u64,
+    /// FUSE worker threads (default: one per core).
+    pub threads: usize,
+    /// None: no background crawl.
+    pub crawl_interval: Option<Duration>,
+    pub sources: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+    pub lists_dir: Option<PathBuf>,
+    /// Use the host's apt Debian and Ubuntu mirrors for those archives' URLs.
+    pub apt_mirrors: bool,
+    /// Where apt's configuration is read (sources.list, sources.list.d).
+    pub apt_dir: PathBuf,
+    pub fetch: FetchConfig,
+    /// The shared bundle tier (s3://, gs://, az://, file://, http(s)://).
+    pub remote: Option<String>,
+    /// Read the tier, never write it.
+    pub remote_read_only: bool,
+    /// Serve Prometheus metrics over HTTP here (GET /metrics).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl Settings {
+    pub fn defaults() -> Settings {
+        let d = Defaults::get();
+        Settings {
+            cache_dir: crate::defaults::cache_dir(),
+            cache_size: d.cache_size,
+            min_free: d.min_free,
+            evict_grace: d.evict_grace,
+            retry_backoff: d.retry_backoff,
+            max_bundle_size: d.max_bundle_size,
+            source_timeout: d.source_timeout,
+            source_memory: d.source_memory,
+            threads: crate::cpu::cores(),
+            crawl_interval: d.crawl_interval,
+            sources: None,
+            manifest: None,
+            lists_dir: None,
+            apt_mirrors: true,
+            apt_dir: PathBuf::from(d.apt_dir),
+            fetch: FetchConfig::default(),
+            remote: None,
+            remote_read_only: false,
+            metrics: None,
+        }
+    }
+
+    /// Set one setting from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let Some(k) = keys::find(key) else {
+            let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+            return Err(anyhow!("unknown setting {key:?} (known: {})", known.join(", ")));
+        };
+        k.apply(self, value).map_err(|e| anyhow!("{}: {e}", k.name))
+    }
+
+    /// Add the host's apt mirrors (unless turned off), under explicit rules.
+    /// Once, after every source of settings.
+    pub fn finish(mut self) -> Settings {
+        if self.apt_mirrors {
+            let canonical = crate::crawl::sources::canonical_bases();
+            self.fetch.mirrors.add_defaults(&MirrorMap::from_apt(&self.apt_dir, &canonical));
+        }
+        self
+    }
+
+    /// What one bundle may expand to.
+    pub fn limits(&self) -> crate::package::Limits {
+        crate::package::Limits { max_total_bytes: self.max_bundle_size, ..Default::default() }
+    }
+
+    /// What one sandboxed source build may use.
+    pub fn sandbox_limits(&self) -> crate::build::source::sandbox::Limits {
+        crate::build::source::sandbox::Limits {
+            wall: self.source_timeout,
+            memory_bytes: self.source_memory,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_parser_for_every_setting() {
+        let mut s = Settings::defaults();
+        s.set("cache_size", "20G").unwrap();
+        s.set("crawl_interval", "off").unwrap();
+        s.set("min_rate", "10K").unwrap();
+        s.set("mirror", "http://a.test/x=http://127.0.0.1:1/y").unwrap();
+        s.set("retries", "5").unwrap();
+        s.set("evict-grace", "5s").unwrap();
+        assert_eq!(s.cache_size, 20 << 30);
+        assert_eq!(s.crawl_interval, None);
+        assert_eq!(s.fetch.min_rate, 10 << 10);
+        assert_eq!(s.fetch.retry.retries, 5);
+        assert_eq!(s.evict_grace, Duration::from_secs(5));
+        assert_eq!(s.fetch.mirrors.rewrite("http://a.test/x/p.deb"), "http://127.0.0.1:1/y/p.deb");
+        let err = s.set("cache_sise", "1G").unwrap_err().to_string();
+        assert!(err.contains("unknown setting") && err.contains("cache_size"), "{err}");
+        assert!(s.set("threads", "0").is_err());
+        for key in ["stall_timeout", "download_deadline"] {
+            let err = s.set(key, "0s").unwrap_err().to_string();
+            assert!(err.contains("must be more than 0"), "{key}: {err}");
+        }
+        for key in KEYS {
+            let mut fresh = Settings::defaults();
+            let sample = match key.name {
+                "mirror" => "http://a/=http://b/",
+                "apt_mirrors" | "remote_read_only" => "false",
+                "remote" => "file:///tmp/x",
+                "metrics" => "127.0.0.1:9101",
+                "threads" | "retries" => "2",
+                "min_free" => "5%",
+                k if k.ends_with("size") || k == "min_rate" || k == "source_memory" => "1M",
+                k if k.contains("dir") || k == "sources" || k == "manifest" => "/tmp/x",
+                _ => "30s",
+            };
+            fresh.set(key.name, sample).unwrap_or_else(|e| panic!("{}: {e}", key.name));
+        }
+    }
+}

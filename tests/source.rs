@@ -1,0 +1,229 @@
+//! Source bundles: a kernel source tarball and its config, prepared in the
+//! sandbox. The live test is the oracle: Debian's own source, config and
+//! compiler give Debian's own generated headers and vermagic. The others
+//! run a stand-in kernel tree whose Makefile probes the sandbox.
+
+mod common;
+
+use common::pkgs::{real_debian, real_debian_source};
+use common::{build_hello, gnu_tar_extract, kpackfs, read, run_err, run_ok, sh, sha256_file, tempdir};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const GENERATED: &[&str] = &[
+    "include/generated/autoconf.h",
+    "include/generated/utsrelease.h",
+    "include/config/auto.conf",
+    "include/generated/uapi/linux/version.h",
+    ".config",
+    "Module.symvers",
+];
+
+#[test]
+fn live_a_source_bundle_from_debians_source_has_debians_headers_and_vermagic() {
+    let deb = real_debian();
+    let source = real_debian_source(&deb);
+    let headers = &deb.packages.iter().find(|p| p.name == format!("linux-headers-{}", deb.uname)).unwrap().path;
+    let work = tempdir();
+    let tgz = work.path().join("source.tgz");
+    let bundle = |out: &Path, cache: &str| {
+        run_ok(
+            kpackfs()
+                .args(["bundle", "--cache-dir"])
+                .arg(work.path().join(cache))
+                .args(["--type", "source", "--release", &deb.uname, "-o"])
+                .arg(out)
+                .arg(&source)
+                .arg(headers),
+        )
+    };
+    bundle(&tgz, "cache-a");
+    let built = work.path().join("built");
+    gnu_tar_extract(&tgz, &built);
+    assert_eq!(read(&built.join("BUNDLE_UNAME")), deb.uname);
+    assert_eq!(read(&built.join("BUNDLE_DISTRO")), "source");
+    assert_eq!(read(&built.join("BUNDLE_BUILD_DIR")), ".");
+    // Debian's own headers, as dpkg unpacks them.
+    let unpacked = work.path().join("debian");
+    run_ok(Command::new("dpkg-deb").arg("-x").arg(headers).arg(&unpacked));
+    let debian_tree = unpacked.join(format!("usr/src/linux-headers-{}", deb.uname));
+    for file in GENERATED {
+        let (ours, theirs) = (std::fs::read(built.join(file)), std::fs::read(debian_tree.join(file)));
+        assert!(ours.is_ok() && ours.as_ref().ok() == theirs.as_ref().ok(), "{file} differs from Debian's headers");
+    }
+    // No C but kbuild's own, no objects.
+    let stray = sh(&format!(
+        "cd {} && find . -type f \\( -name '*.o' -o -name '*.cmd' -o \\( -name '*.c' ! -path './scripts/*' \\) \\) | head -5",
+        built.display()
+    ));
+    assert!(stray.trim().is_empty(), "objects or sources left: {stray}");
+    // A module built against it and one built against the packaged bundle
+    // carry one vermagic.
+    let packaged_tgz = work.path().join("packaged.tgz");
+    run_ok(kpackfs().args(["bundle", "--type", "debian", "-o"]).arg(&packaged_tgz).args(deb.files()));
+    let packaged = work.path().join("packaged");
+    gnu_tar_extract(&packaged_tgz, &packaged);
+    let ours = build_hello(&built, &work.path().join("hello-source"));
+    let theirs = build_hello(&packaged, &work.path().join("hello-packaged"));
+    assert!(ours.starts_with(&format!("{} ", deb.uname)), "vermagic {ours:?}");
+    assert_eq!(ours, theirs, "vermagic of the source bundle and of the packaged one");
+    // Deterministic: a second build from an empty cache gives the same bytes.
+    let again = work.path().join("again.tgz");
+    bundle(&again, "cache-b");
+    assert_eq!(sha256_file(&tgz), sha256_file(&again), "two builds of one source bundle differ");
+}
+
+/// The host compiler's banner, which a stand-in config names.
+fn gcc_banner() -> String {
+    sh("gcc-12 --version | head -1").trim().to_string()
+}
+
+fn stand_in_config(banner: &str) -> String {
+    let mut config =
+        String::from("#\n# Automatically generated file; DO NOT EDIT.\n# Linux/x86 6.1.0 Kernel Configuration\n#\n");
+    config.push_str(&format!("CONFIG_CC_VERSION_TEXT=\"{banner}\"\nCONFIG_CC_IS_GCC=y\nCONFIG_GCC_VERSION=120200\n"));
+    for opt in ["X86_64", "X86", "64BIT", "MODULES", "MODVERSIONS", "SMP", "PREEMPT", "BPF", "BPF_SYSCALL", "KPROBES"] {
+        config.push_str(&format!("CONFIG_{opt}=y\n"));
+    }
+    config.push_str("# CONFIG_DEBUG_STUFF is not set\n");
+    config
+}
+
+/// A stand-in kernel tree `linux-6.1.0/` whose `modules_prepare` runs
+/// `recipe` (make syntax, one command per line) after writing the files
+/// a prepared tree has.
+fn stand_in_source(dir: &Path, olddefconfig: &str, recipe: &str) -> PathBuf {
+    let tree = dir.join("linux-6.1.0");
+    std::fs::create_dir_all(tree.join("include/linux")).unwrap();
+    std::fs::create_dir_all(tree.join("arch/x86/include/asm")).unwrap();
+    std::fs::write(tree.join("include/linux/module.h"), "/* stand-in */\n").unwrap();
+    std::fs::write(tree.join("Kconfig"), "# stand-in\n").unwrap();
+    let tab = |body: &str| body.lines().map(|l| format!("\t{l}\n")).collect::<String>();
+    let makefile = format!(
+        "kernelversion:\n\t@echo 6.1.0\nolddefconfig:\n{}modules_prepare:\n\tmkdir -p include/generated include/config\n\techo '#define UTS_RELEASE \"$(KERNELRELEASE)\"' > include/generated/utsrelease.h\n{}",
+        tab(if olddefconfig.is_empty() { "@true" } else { olddefconfig }),
+        tab(recipe)
+    );
+    std::fs::write(tree.join("Makefile"), makefile).unwrap();
+    let tarball = dir.join("linux-6.1.0.tar.gz");
+    run_ok(Command::new("tar").arg("-czf").arg(&tarball).arg("-C").arg(dir).arg("linux-6.1.0"));
+    tarball
+}
+
+fn bundle_source(work: &Path, tarball: &Path, config: &str, extra_settings: &str) -> Command {
+    let config_path = work.join("config");
+    std::fs::write(&config_path, config).unwrap();
+    let settings = work.join("kpackfs.yml");
+    std::fs::write(&settings, format!("cache_dir: {}\n{extra_settings}", work.join("cache").display())).unwrap();
+    let mut cmd = kpackfs();
+    cmd.arg("--config").arg(&settings);
+    cmd.args(["bundle", "--type", "source", "--release", "6.1.0-stand-in", "-o"]).arg(work.join("out.tgz"));
+    cmd.arg(tarball).arg(&config_path);
+    cmd
+}
+
+#[test]
+fn the_sandbox_runs_unprivileged_without_network_host_files_or_writes_outside() {
+    let work = tempdir();
+    let secret = PathBuf::from(format!("/root/kpackfs-secret-{}", std::process::id()));
+    std::fs::write(&secret, "the secret").unwrap();
+    let _cleanup = Cleanup(secret.clone());
+    let outside = work.path().join("written-from-the-sandbox");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let recipe = format!(
+        "id -u > probe-uid\n\
+         -cat {secret} > probe-root 2>&1\n\
+         -bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}' > probe-net 2>&1; echo \"exit $$?\" >> probe-net\n\
+         -touch {outside} > probe-write 2>&1; echo \"exit $$?\" >> probe-write\n\
+         -touch /usr/kpackfs-probe > probe-usr 2>&1; echo \"exit $$?\" >> probe-usr\n\
+         -ls /etc/passwd /home > probe-etc 2>&1; echo \"exit $$?\" >> probe-etc",
+        secret = secret.display(),
+        outside = outside.display()
+    );
+    let tarball = stand_in_source(work.path(), "", &recipe);
+    run_ok(&mut bundle_source(work.path(), &tarball, &stand_in_config(&gcc_banner()), ""));
+    let tree = work.path().join("tree");
+    gnu_tar_extract(&work.path().join("out.tgz"), &tree);
+    let probe = |name: &str| std::fs::read_to_string(tree.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let uid: u64 = probe("probe-uid").trim().parse().unwrap();
+    assert!((1_500_000_000..1_501_000_000).contains(&uid), "the build runs as an unprivileged user of its own: {uid}");
+    assert!(!probe("probe-root").contains("the secret"), "the build read /root: {}", probe("probe-root"));
+    assert!(!probe("probe-net").ends_with("exit 0\n"), "the build reached the network: {}", probe("probe-net"));
+    assert!(listener.accept().is_err(), "a connection reached the host's loopback");
+    assert!(!outside.exists(), "the build wrote {} on the host", outside.display());
+    assert!(!Path::new("/usr/kpackfs-probe").exists() && !probe("probe-usr").ends_with("exit 0\n"));
+    assert!(!probe("probe-etc").ends_with("exit 0\n"), "the build sees /etc/passwd or /home: {}", probe("probe-etc"));
+    assert_eq!(read(&tree.join("BUNDLE_UNAME")), "6.1.0-stand-in");
+}
+
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_build_that_forks_without_end_is_killed_at_its_deadline_with_every_process() {
+    let work = tempdir();
+    let marker = format!("kpackfs-fork-bomb-{}", std::process::id());
+    let tarball = stand_in_source(work.path(), "", &format!("bash -c 'f() {{ f | f & }}; f; sleep 600' {marker}"));
+    let started = Instant::now();
+    let err =
+        run_err(&mut bundle_source(work.path(), &tarball, &stand_in_config(&gcc_banner()), "source_timeout: 8s\n"));
+    assert!(started.elapsed() < Duration::from_secs(60), "the deadline held: {:?}", started.elapsed());
+    assert!(err.contains("deadline"), "{err}");
+    // Every process of the build is gone (the pid namespace died with it).
+    std::thread::sleep(Duration::from_millis(500));
+    // pgrep itself, not through a shell whose own command line has the marker.
+    let left = String::from_utf8_lossy(&Command::new("pgrep").args(["-c", "-f", &marker]).output().unwrap().stdout)
+        .into_owned();
+    assert_eq!(left.trim(), "0", "build processes left behind");
+    assert!(!work.path().join("out.tgz").exists(), "nothing partial is written");
+}
+
+#[test]
+fn a_config_the_build_would_change_is_refused_naming_the_options() {
+    let work = tempdir();
+    let tarball = stand_in_source(work.path(), "echo CONFIG_RUSTC_VERSION=109500 >> .config", "true");
+    let mut cmd = bundle_source(work.path(), &tarball, &stand_in_config(&gcc_banner()), "");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "refused: {stderr}");
+    assert!(stderr.contains("CONFIG_RUSTC_VERSION: n → 109500"), "{stderr}");
+}
+
+#[test]
+fn a_kernel_built_with_a_compiler_this_host_lacks_is_refused_naming_it() {
+    let work = tempdir();
+    let tarball = stand_in_source(work.path(), "", "true");
+    let config = stand_in_config("gcc-99 (Imaginary 99.1.0-1) 99.1.0").replace("120200", "990100");
+    let out = bundle_source(work.path(), &tarball, &config, "").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "refused: {stderr}");
+    assert!(stderr.contains("install gcc-99"), "{stderr}");
+}
+
+#[test]
+fn a_source_with_a_path_out_of_the_tree_is_refused() {
+    let work = tempdir();
+    let tree = work.path().join("t");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("x"), "x").unwrap();
+    let tarball = work.path().join("evil.tar");
+    // GNU tar writes the path as given with -P.
+    run_ok(
+        Command::new("tar")
+            .arg("-cPf")
+            .arg(&tarball)
+            .arg("--transform=s|.*/t/x|linux-6.1.0/../../escape|")
+            .arg(tree.join("x")),
+    );
+    let out = bundle_source(work.path(), &tarball, &stand_in_config(&gcc_banner()), "").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "hostile: {stderr}");
+    assert!(!work.path().join("escape").exists() && !Path::new("/escape").exists());
+}
