@@ -877,3 +877,88 @@ fn the_same_packages_through_two_archives_are_one_entry_with_fallbacks() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(tgz.exists());
 }
+
+/// One page of a bucket's XML listing, as GCS writes it.
+fn listing_page(keys: &[&str], next: Option<&str>) -> String {
+    let contents: String = keys
+        .iter()
+        .map(|k| {
+            format!("<Contents><Key>{k}</Key><Generation>1</Generation><Size>10</Size><ETag>\"x\"</ETag></Contents>")
+        })
+        .collect();
+    let (truncated, marker) = match next {
+        Some(n) => ("true", format!("<NextMarker>{n}</NextMarker>")),
+        None => ("false", String::new()),
+    };
+    format!("<?xml version='1.0' encoding='UTF-8'?><ListBucketResult xmlns='http://doc.s3.amazonaws.com/2006-03-01'><Name>cos-tools</Name><Prefix></Prefix><Marker></Marker>{marker}<IsTruncated>{truncated}</IsTruncated>{contents}</ListBucketResult>")
+}
+
+#[test]
+fn a_paged_cos_bucket_listing_gives_one_bundle_per_build_and_a_recrawl_adds_new_ones() {
+    let work = tempdir();
+    let bucket = work.path().join("www/cos-tools");
+    std::fs::create_dir_all(&bucket).unwrap();
+    // Two pages; the marker of the second is the last key of the first.
+    let page = |marker: &str, body: String| std::fs::write(bucket.join(format!("?marker={marker}")), body).unwrap();
+    page(
+        "",
+        listing_page(
+            &["10527.0.0/kernel-src.tar.gz", "12739.68.0/kernel-headers.tgz", "12739.68.0/kernel-src.tar.gz"],
+            Some("12739.68.0/kernel-src.tar.gz"),
+        ),
+    );
+    page(
+        "12739.68.0%2Fkernel-src.tar.gz",
+        listing_page(
+            &["12739.68.0/kernel-src.tar.gz.md5", "16919.235.36/kernel-src.tar.gz", "16919.235.36/kernel-headers.tgz"],
+            None,
+        ),
+    );
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let source = format!("- name: cos\n  type: cos\n  kind: gcs\n  url: {}\n  grouping: build\n", url_of("/cos-tools"));
+    let sources = sources_file(work.path(), &[source]);
+    let p = paths(work.path());
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["cos"]));
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    let mut builds: Vec<(String, usize)> =
+        manifest.entries.values().map(|e| (e.name.clone().unwrap_or_default(), e.packages.len())).collect();
+    builds.sort();
+    assert_eq!(
+        builds,
+        [("10527.0.0".to_string(), 1), ("12739.68.0".to_string(), 2), ("16919.235.36".to_string(), 2)],
+        "one bundle per build with a source tarball, its headers tarball beside it"
+    );
+    assert!(manifest.entries.values().all(|e| e.kind == "cos"));
+    // A new build on the last page appears on the next crawl.
+    page(
+        "12739.68.0%2Fkernel-src.tar.gz",
+        listing_page(
+            &["16919.235.36/kernel-src.tar.gz", "16919.235.36/kernel-headers.tgz", "17412.294.62/kernel-src.tar.gz"],
+            None,
+        ),
+    );
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["cos"]));
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    assert_eq!(manifest.entries.len(), 4, "the new build is added, the others stay");
+}
+
+#[test]
+fn a_bucket_listing_that_does_not_advance_is_refused_and_adds_nothing() {
+    let work = tempdir();
+    let bucket = work.path().join("www/cos-tools");
+    std::fs::create_dir_all(&bucket).unwrap();
+    // A hostile listing: truncated, and its next marker is its own.
+    std::fs::write(bucket.join("?marker="), listing_page(&["1.2.3/kernel-src.tar.gz"], Some("a"))).unwrap();
+    std::fs::write(bucket.join("?marker=a"), listing_page(&["1.2.3/kernel-src.tar.gz"], Some("a"))).unwrap();
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let source = format!("- name: cos\n  type: cos\n  kind: gcs\n  url: {}\n  grouping: build\n", url_of("/cos-tools"));
+    let sources = sources_file(work.path(), &[source]);
+    let p = paths(work.path());
+    let err = run_err(&mut crawl(&sources, &p, &server, CANONICAL, &["cos"]));
+    assert!(err.contains("does not advance"), "{err}");
+    assert!(server.count("cos-tools") <= 3, "the loop stopped at once: {}", server.count("cos-tools"));
+    let entries = Manifest::load(&p.manifest, None).map(|m| m.entries.len()).unwrap_or(0);
+    assert_eq!(entries, 0, "nothing from a refused listing reaches the manifest");
+}

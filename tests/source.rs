@@ -227,3 +227,126 @@ fn a_source_with_a_path_out_of_the_tree_is_refused() {
     assert_eq!(out.status.code(), Some(65), "hostile: {stderr}");
     assert!(!work.path().join("escape").exists() && !Path::new("/escape").exists());
 }
+
+/// Debian's source repacked in the shapes COS and kernel.org publish
+/// (made once per source version): `kernel-src.tar.gz` (flat),
+/// `kernel-headers.tgz` (the config and Module.symvers under
+/// `usr/src/linux-headers-<version>/`), and the plain tarball.
+struct Repacked {
+    cos_src: PathBuf,
+    cos_headers: PathBuf,
+    tarball: PathBuf,
+    config: PathBuf,
+}
+
+fn repacked(source_deb: &Path, headers_deb: &Path) -> Repacked {
+    let name = source_deb.file_name().unwrap().to_string_lossy().into_owned();
+    let dir = common::pkgs::test_cache().join(format!("repacked-{name}"));
+    let done = dir.join("done");
+    common::pkgs::with_lock(&common::pkgs::test_cache().join("repacked.lock"), || {
+        if !done.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("headers")).unwrap();
+            run_ok(Command::new("dpkg-deb").arg("-x").arg(headers_deb).arg(dir.join("headers")));
+            sh(&format!(
+                "set -e; cd {d}; dpkg-deb --fsys-tarfile {src} | tar -xO --wildcards '*/linux-source-*.tar.xz' > linux.tar.xz
+                 h=$(ls -d headers/usr/src/linux-headers-*-amd64); cp $h/.config config
+                 v={v}
+                 mkdir -p cos/usr/src/linux-headers-$v && cp config cos/usr/src/linux-headers-$v/.config && cp $h/Module.symvers cos/usr/src/linux-headers-$v/
+                 tar -czf kernel-headers.tgz -C cos usr
+                 xz -dc linux.tar.xz | python3 -c '
+import sys, tarfile
+src = tarfile.open(fileobj=sys.stdin.buffer, mode=\"r|*\")
+dst = tarfile.open(fileobj=sys.stdout.buffer, mode=\"w|\", format=tarfile.GNU_FORMAT)
+for m in src:
+    parts = m.name.split(\"/\", 1)
+    if len(parts) < 2 or not parts[1]:
+        continue
+    m.name = parts[1]
+    if m.islnk():
+        m.linkname = m.linkname.split(\"/\", 1)[1]
+    dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+dst.close()' | pigz > kernel-src.tar.gz
+                 touch done",
+                d = dir.display(),
+                src = source_deb.display(),
+                // The upstream version: linux-source-6.1_6.1.192-3_all.deb → 6.1.192.
+                v = name.split('_').nth(1).and_then(|v| v.split('-').next()).unwrap()
+            ));
+        }
+    });
+    Repacked {
+        cos_src: dir.join("kernel-src.tar.gz"),
+        cos_headers: dir.join("kernel-headers.tgz"),
+        tarball: dir.join("linux.tar.xz"),
+        config: dir.join("config"),
+    }
+}
+
+/// The one URL of a kernel-packer package list that contains `needle`.
+fn listed_url(list: &str, needle: &str) -> String {
+    let text = std::fs::read_to_string(common::kernel_packer_fixtures().join(list)).unwrap();
+    let found: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+    assert_eq!(found.len(), 1, "{list}: one URL with {needle}: {found:?}");
+    found[0].to_string()
+}
+
+/// Serve `file` on `server` where `url` points, and the `--mirror` rule for it.
+fn serve_as(server: &common::http::Server, root: &Path, url: &str, file: &Path) -> [String; 2] {
+    let parsed = url::Url::parse(url).unwrap();
+    let (dir, name) = parsed.path().rsplit_once('/').unwrap();
+    let local = root.join(parsed.host_str().unwrap()).join(dir.trim_start_matches('/'));
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::copy(file, local.join(name)).unwrap();
+    let prefix = format!("/{}{dir}", parsed.host_str().unwrap());
+    server.mount(&prefix, &local);
+    let canonical = format!("{}://{}{dir}", parsed.scheme(), parsed.host_str().unwrap());
+    ["--mirror".to_string(), format!("{canonical}={}", server.url(&prefix))]
+}
+
+#[test]
+fn live_kernel_packers_cos_minikube_and_linuxkit_entries_answer_through_the_mount_from_a_loopback_copy() {
+    let deb = real_debian();
+    let source = real_debian_source(&deb);
+    let headers = &deb.packages.iter().find(|p| p.name == format!("linux-headers-{}", deb.uname)).unwrap().path;
+    let r = repacked(&source, headers);
+    let work = tempdir();
+    let server = common::http::Server::start();
+    let root = work.path().join("mirror");
+    let mut args = vec!["--no-apt-mirrors".to_string(), "--lists-dir".to_string()];
+    args.push(common::kernel_packer_fixtures().display().to_string());
+    // A COS build with both tarballs, a minikube release, a linuxkit kernel.
+    let cos = "16919.235.36";
+    args.extend(serve_as(&server, &root, &listed_url("cos.txt", &format!("{cos}/kernel-src")), &r.cos_src));
+    args.extend(serve_as(&server, &root, &listed_url("cos.txt", &format!("{cos}/kernel-headers")), &r.cos_headers));
+    let defconfig = listed_url("minikube.txt", "v1.29.0/");
+    args.extend(serve_as(&server, &root, &defconfig, &r.config));
+    args.extend(serve_as(&server, &root, &listed_url("minikube.txt", "linux-5.10.57.tar"), &r.tarball));
+    args.extend(serve_as(&server, &root, &listed_url("linuxkit.txt", "linux-4.19.76.tar"), &r.tarball));
+    let m = common::mirror::Mounted::start(&common::kernel_packer_fixtures().join("manifest.yml"), None, &args);
+    let tree_version =
+        sh(&format!("ls {}/cos/usr/src", r.cos_src.parent().unwrap().display())).trim().replace("linux-headers-", "");
+    assert!(!tree_version.is_empty());
+
+    // COS: release x.y.z+, the config from the headers tarball, a module builds.
+    let cos_root = m.path(&format!("cos/{cos}"));
+    assert_eq!(read(&cos_root.join("BUNDLE_UNAME")), format!("{tree_version}+"), "{}", m.log());
+    assert_eq!(read(&cos_root.join("BUNDLE_DISTRO")), "cos");
+    assert!(cos_root.join("Module.symvers").exists(), "the headers tarball's Module.symvers is kept");
+    let vermagic = build_hello(&cos_root, &work.path().join("hello-cos"));
+    assert!(vermagic.starts_with(&format!("{tree_version}+ ")), "{vermagic}");
+
+    // minikube: the tree's own release, the defconfig as its config.
+    let minikube_root = m.path("minikube/v1.29.0");
+    assert_eq!(read(&minikube_root.join("BUNDLE_UNAME")), tree_version, "{}", m.log());
+    let vermagic = build_hello(&minikube_root, &work.path().join("hello-minikube"));
+    assert!(vermagic.starts_with(&format!("{tree_version} ")), "{vermagic}");
+
+    // linuxkit: kernel-packer's 4.x config cannot prepare this 6.1 tree
+    // faithfully: EIO, and the cause names the options that would change.
+    let err = std::fs::read(m.path("linuxkit/4.19.76/BUNDLE_UNAME")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let log = m.log();
+    assert!(log.contains("linuxkit/4.19.76") && log.contains("would change") && log.contains("(refused)"), "{log}");
+    assert!(m.alive(), "the daemon goes on serving");
+}

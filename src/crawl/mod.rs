@@ -13,6 +13,7 @@
 
 pub mod apt;
 pub mod freshness;
+pub mod gcs;
 pub mod http;
 pub mod report;
 pub mod sources;
@@ -87,6 +88,7 @@ async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Prog
     match src.kind {
         Kind::Apt => apt::crawl(src, fetch, &step).await,
         Kind::Yum => yum::crawl(src, fetch, &step).await,
+        Kind::Gcs => gcs::crawl(src, fetch, &step).await,
     }
 }
 

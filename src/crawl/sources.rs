@@ -69,6 +69,8 @@ pub const SHIPPED_SOURCES: &str = include_str!("../../kernel-package-lists/sourc
 pub enum Kind {
     Apt,
     Yum,
+    /// A bucket's XML listing of COS builds ([`super::gcs`]).
+    Gcs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -81,6 +83,8 @@ pub enum Grouping {
     Single,
     /// kernel-<flavour>-devel with the kernel-devel of the same version (SUSE).
     Suse,
+    /// The files of one build directory (COS: kernel-src.tar.gz and kernel-headers.tgz).
+    Build,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +191,9 @@ impl Source {
         if self.kind == Kind::Yum && !self.gpgcheck {
             out.push("gpgcheck: false (package signatures are not checked)");
         }
+        if self.kind == Kind::Gcs {
+            out.push("a bucket listing is not signed (what it lists is trusted on its HTTPS transport)");
+        }
         out
     }
 
@@ -240,7 +247,13 @@ impl Source {
         if self.kind == Kind::Yum && (self.security_url.is_some() || self.ports_url.is_some()) {
             bail!("source {n}: security_url and ports_url are apt settings");
         }
-        crate::layout::Family::of(&self.layout).with_context(|| format!("source {n}"))?;
+        match self.kind {
+            Kind::Gcs if self.layout != "cos" => bail!("source {n}: bucket listings (kind: gcs) are for type cos"),
+            Kind::Gcs => {}
+            _ => {
+                crate::layout::Family::of(&self.layout).with_context(|| format!("source {n}"))?;
+            }
+        }
         match self.kind {
             Kind::Apt if self.suites.is_empty() || self.components.is_empty() || self.architectures.is_empty() => {
                 bail!("source {n}: apt sources need suites, components and architectures")
@@ -257,7 +270,10 @@ impl Source {
         if let Some(skew) = &self.clock_skew {
             crate::util::parse_duration(skew).map_err(|e| anyhow!("source {n}: clock_skew: {e}"))?;
         }
-        if self.keyring.is_none() && !self.insecure {
+        if self.kind == Kind::Gcs && self.grouping != Grouping::Build {
+            bail!("source {n}: bucket listings group by build (grouping: build)");
+        }
+        if self.keyring.is_none() && !self.insecure && self.kind != Kind::Gcs {
             bail!("source {n}: no keyring; give one, or set insecure: true to crawl it unsigned");
         }
         if self.kind == Kind::Apt && (!self.signed_index || !self.gpgcheck) {

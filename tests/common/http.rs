@@ -178,8 +178,12 @@ fn serve_connection(conn: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resul
         }
         let mut parts = request_line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("/").split('?').next().unwrap_or("/").to_string();
-        let keep_going = respond(&mut out, &method, &path, &headers, &state)?;
+        let target = parts.next().unwrap_or("/");
+        let path = target.split('?').next().unwrap_or("/").to_string();
+        // A query selects the file `<name>?<query>` where one exists (a
+        // paged listing's pages), else it is ignored.
+        let query = target.split_once('?').map(|(_, q)| q.to_string());
+        let keep_going = respond(&mut out, &method, &path, query.as_deref(), &headers, &state)?;
         if !keep_going {
             return Ok(());
         }
@@ -190,6 +194,7 @@ fn respond(
     out: &mut TcpStream,
     method: &str,
     path: &str,
+    query: Option<&str>,
     headers: &HashMap<String, String>,
     state: &Arc<Mutex<State>>,
 ) -> std::io::Result<bool> {
@@ -203,7 +208,9 @@ fn respond(
             if !(rest.is_empty() || rest.starts_with('/')) || rest.contains("..") {
                 return None;
             }
-            Some(dir.join(rest.trim_start_matches('/')))
+            let file = dir.join(rest.trim_start_matches('/'));
+            let paged = query.map(|q| PathBuf::from(format!("{}?{q}", file.display())));
+            Some(paged.filter(|p| p.is_file()).unwrap_or(file))
         });
         (file, fault, s.no_validators)
     };

@@ -25,6 +25,9 @@ pub struct Wanted {
 
 impl Wanted {
     pub fn of(config: &Config) -> Result<Wanted, String> {
+        if config.is_empty() {
+            return Err("the config has no options".into());
+        }
         let text = config.text("CONFIG_CC_VERSION_TEXT");
         let family =
             if config.is_set("CONFIG_CC_IS_CLANG") || text.as_deref().is_some_and(|t| t.contains("clang version")) {
@@ -36,17 +39,19 @@ impl Wanted {
             Family::Gcc => config.number("CONFIG_GCC_VERSION"),
             Family::Clang => config.number("CONFIG_CLANG_VERSION"),
         } / 10000;
+        // Kernels before 4.18 name no compiler: any of the family, and the
+        // config comparison decides (major 0).
         let major = text.as_deref().and_then(major_of).or((from_number > 0).then_some(from_number as u32));
-        match major {
-            Some(major) => Ok(Wanted { family, major, text }),
-            None => Err("the config names no compiler version (CONFIG_CC_VERSION_TEXT, CONFIG_GCC_VERSION)".into()),
-        }
+        Ok(Wanted { family, major: major.unwrap_or(0), text })
     }
 
     /// What to install, for messages.
     pub fn describe(&self) -> String {
         match (&self.text, self.family) {
             (Some(text), _) => format!("{text:?}"),
+            (None, Family::Gcc) if self.major == 0 => {
+                "the gcc of the kernel's time (its config does not say which)".into()
+            }
             (None, Family::Gcc) => format!("gcc {}", self.major),
             (None, Family::Clang) => format!("clang {}", self.major),
         }
@@ -112,7 +117,9 @@ pub fn choose(wanted: &Wanted, dirs: &[PathBuf]) -> Result<Chosen, String> {
             names.push(first.to_string());
         }
     }
-    names.push(format!("{base}-{}", wanted.major));
+    if wanted.major > 0 {
+        names.push(format!("{base}-{}", wanted.major));
+    }
     names.push(base.to_string());
     let mut fallback = None;
     for name in &names {
@@ -126,13 +133,15 @@ pub fn choose(wanted: &Wanted, dirs: &[PathBuf]) -> Result<Chosen, String> {
                 return Ok(Chosen { path, family: wanted.family, exact: true, banner });
             }
             let family_matches = (wanted.family == Family::Clang) == banner.contains("clang version");
-            if fallback.is_none() && family_matches && major_of(&banner) == Some(wanted.major) {
+            let major_matches = wanted.major == 0 || major_of(&banner) == Some(wanted.major);
+            if fallback.is_none() && family_matches && major_matches {
                 fallback = Some(Chosen { path, family: wanted.family, exact: false, banner });
             }
         }
     }
-    fallback.ok_or_else(|| {
-        format!("the kernel was built with {}; install {base}-{} on this host", wanted.describe(), wanted.major)
+    fallback.ok_or_else(|| match wanted.major {
+        0 => format!("the kernel was built with {}; install {base} on this host", wanted.describe()),
+        major => format!("the kernel was built with {}; install {base}-{major} on this host", wanted.describe()),
     })
 }
 
@@ -168,9 +177,11 @@ mod tests {
         );
         let old = Config::parse("CONFIG_GCC_VERSION=80300\n");
         assert_eq!(Wanted::of(&old).unwrap().major, 8);
+        // Before 4.18 a config names no compiler: any gcc, the comparison decides.
+        assert_eq!(Wanted::of(&Config::parse("CONFIG_MODULES=y\n")).unwrap().major, 0);
         let clang = Config::parse("CONFIG_CC_IS_CLANG=y\nCONFIG_CLANG_VERSION=160006\n");
         assert_eq!(Wanted::of(&clang).unwrap().family, Family::Clang);
-        assert!(Wanted::of(&Config::parse("CONFIG_MODULES=y\n")).is_err());
+        assert!(Wanted::of(&Config::parse("")).is_err());
     }
 
     #[test]
