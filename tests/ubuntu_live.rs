@@ -50,7 +50,10 @@ impl Chroot {
         let root = dir.join(release);
         let archive = kpackfs::crawl::sources::canonical_bases().ubuntu_archive.unwrap();
         let keyring = repo().join("kernel-package-lists/keys/ubuntu-archive-keyring.gpg");
-        run_ok(
+        // The live archive is sometimes mid-sync (apt-get update fails on a
+        // hash mismatch): a few attempts before the failure counts.
+        let attempt = || {
+            let _ = std::fs::remove_dir_all(&root);
             Command::new("mmdebstrap")
                 .args(["--variant=apt", "--quiet"])
                 .arg(format!("--include=make,libc6-dev,libelf1t64,kmod,{cc}"))
@@ -58,8 +61,19 @@ impl Chroot {
                 .arg(release)
                 .arg(&root)
                 .arg(format!("deb {archive} {release} main universe"))
-                .arg(format!("deb {archive} {release}-updates main universe")),
-        );
+                .arg(format!("deb {archive} {release}-updates main universe"))
+                .output()
+                .unwrap()
+        };
+        let mut out = attempt();
+        for _ in 0..2 {
+            if out.status.success() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            out = attempt();
+        }
+        assert!(out.status.success(), "mmdebstrap {release}: {}", String::from_utf8_lossy(&out.stderr));
         for d in ["kernels", "work", "proc"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }

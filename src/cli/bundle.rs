@@ -83,7 +83,7 @@ pub fn run(args: BundleArgs, base: &Settings) -> Result<ExitCode> {
         fetcher: Fetcher::http(settings.fetch.clone(), PackageStore::open(&settings.cache_dir.join("packages"))?)?,
         tier: crate::daemon::open_tier(&settings)?,
         limits: settings.limits(),
-        sandbox: settings.sandbox_limits(),
+        sandbox: crate::build::source::sandbox::Limits::of(&settings),
         counters: Arc::default(),
         cache: None,
     };

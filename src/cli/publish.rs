@@ -98,7 +98,7 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
         fetcher: crate::fetch::Fetcher::http(settings.fetch.clone(), store)?,
         tier: Some(remote.clone()),
         limits: settings.limits(),
-        sandbox: settings.sandbox_limits(),
+        sandbox: crate::build::source::sandbox::Limits::of(&settings),
         counters: Arc::default(),
         cache: None,
     };

@@ -52,7 +52,7 @@ pub fn env_for(cache: &Arc<Cache>, settings: &Settings, counters: &Arc<Counters>
         fetcher,
         tier: open_tier(settings)?,
         limits: settings.limits(),
-        sandbox: settings.sandbox_limits(),
+        sandbox: crate::build::source::sandbox::Limits::of(settings),
         counters: counters.clone(),
         cache: Some(cache.clone()),
     })

@@ -99,15 +99,6 @@ impl Settings {
     pub fn limits(&self) -> crate::package::Limits {
         crate::package::Limits { max_total_bytes: self.max_bundle_size, ..Default::default() }
     }
-
-    /// What one sandboxed source build may use.
-    pub fn sandbox_limits(&self) -> crate::build::source::sandbox::Limits {
-        crate::build::source::sandbox::Limits {
-            wall: self.source_timeout,
-            memory_bytes: self.source_memory,
-            ..Default::default()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,13 @@ pub struct Limits {
     pub scratch_bytes: u64,
 }
 
+impl Limits {
+    /// The limits the settings give (`source_timeout`, `source_memory`).
+    pub fn of(settings: &crate::settings::Settings) -> Limits {
+        Limits { wall: settings.source_timeout, memory_bytes: settings.source_memory, ..Limits::default() }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
