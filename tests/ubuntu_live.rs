@@ -51,7 +51,8 @@ impl Chroot {
         let archive = kpackfs::crawl::sources::canonical_bases().ubuntu_archive.unwrap();
         let keyring = repo().join("kernel-package-lists/keys/ubuntu-archive-keyring.gpg");
         // The live archive is sometimes mid-sync (apt-get update fails on a
-        // hash mismatch): a few attempts before the failure counts.
+        // hash mismatch): apt retries each file, and the whole chroot is
+        // tried four times, 30 s apart, before the failure counts.
         let attempt = || {
             let _ = std::fs::remove_dir_all(&root);
             Command::new("mmdebstrap")
@@ -66,14 +67,25 @@ impl Chroot {
                 .unwrap()
         };
         let mut out = attempt();
-        for _ in 0..2 {
+        for _ in 0..3 {
             if out.status.success() {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_secs(20));
+            std::thread::sleep(std::time::Duration::from_secs(30));
             out = attempt();
         }
-        assert!(out.status.success(), "mmdebstrap {release}: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: String = stderr
+            .lines()
+            .filter(|l| !l.starts_with("I:"))
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(out.status.success(), "mmdebstrap {release}: {tail}");
         for d in ["kernels", "work", "proc"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
