@@ -16,6 +16,8 @@ pub struct Defaults {
     /// A source bundle's sandboxed build: wall-clock deadline and memory per process.
     pub source_timeout: Duration,
     pub source_memory: u64,
+    /// The largest decompressed disk image (coreos bundles).
+    pub image_max_size: u64,
     pub crawl_interval: Option<Duration>,
     pub connect_timeout: Duration,
     pub stall_timeout: Duration,
@@ -38,6 +40,7 @@ impl Defaults {
             max_bundle_size: 2 << 30,
             source_timeout: Duration::from_secs(30 * 60),
             source_memory: 4 << 30,
+            image_max_size: 16 << 30,
             crawl_interval: Some(Duration::from_secs(6 * 3600)),
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),

@@ -283,27 +283,6 @@ dst.close()' | pigz > kernel-src.tar.gz
     }
 }
 
-/// The one URL of a kernel-packer package list that contains `needle`.
-fn listed_url(list: &str, needle: &str) -> String {
-    let text = std::fs::read_to_string(common::kernel_packer_fixtures().join(list)).unwrap();
-    let found: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
-    assert_eq!(found.len(), 1, "{list}: one URL with {needle}: {found:?}");
-    found[0].to_string()
-}
-
-/// Serve `file` on `server` where `url` points, and the `--mirror` rule for it.
-fn serve_as(server: &common::http::Server, root: &Path, url: &str, file: &Path) -> [String; 2] {
-    let parsed = url::Url::parse(url).unwrap();
-    let (dir, name) = parsed.path().rsplit_once('/').unwrap();
-    let local = root.join(parsed.host_str().unwrap()).join(dir.trim_start_matches('/'));
-    std::fs::create_dir_all(&local).unwrap();
-    std::fs::copy(file, local.join(name)).unwrap();
-    let prefix = format!("/{}{dir}", parsed.host_str().unwrap());
-    server.mount(&prefix, &local);
-    let canonical = format!("{}://{}{dir}", parsed.scheme(), parsed.host_str().unwrap());
-    ["--mirror".to_string(), format!("{canonical}={}", server.url(&prefix))]
-}
-
 #[test]
 fn live_kernel_packers_cos_minikube_and_linuxkit_entries_answer_through_the_mount_from_a_loopback_copy() {
     let deb = real_debian();
@@ -317,12 +296,32 @@ fn live_kernel_packers_cos_minikube_and_linuxkit_entries_answer_through_the_moun
     args.push(common::kernel_packer_fixtures().display().to_string());
     // A COS build with both tarballs, a minikube release, a linuxkit kernel.
     let cos = "16919.235.36";
-    args.extend(serve_as(&server, &root, &listed_url("cos.txt", &format!("{cos}/kernel-src")), &r.cos_src));
-    args.extend(serve_as(&server, &root, &listed_url("cos.txt", &format!("{cos}/kernel-headers")), &r.cos_headers));
-    let defconfig = listed_url("minikube.txt", "v1.29.0/");
-    args.extend(serve_as(&server, &root, &defconfig, &r.config));
-    args.extend(serve_as(&server, &root, &listed_url("minikube.txt", "linux-5.10.57.tar"), &r.tarball));
-    args.extend(serve_as(&server, &root, &listed_url("linuxkit.txt", "linux-4.19.76.tar"), &r.tarball));
+    args.extend(common::http::serve_as(
+        &server,
+        &root,
+        &common::listed_url("cos.txt", &format!("{cos}/kernel-src")),
+        &r.cos_src,
+    ));
+    args.extend(common::http::serve_as(
+        &server,
+        &root,
+        &common::listed_url("cos.txt", &format!("{cos}/kernel-headers")),
+        &r.cos_headers,
+    ));
+    let defconfig = common::listed_url("minikube.txt", "v1.29.0/");
+    args.extend(common::http::serve_as(&server, &root, &defconfig, &r.config));
+    args.extend(common::http::serve_as(
+        &server,
+        &root,
+        &common::listed_url("minikube.txt", "linux-5.10.57.tar"),
+        &r.tarball,
+    ));
+    args.extend(common::http::serve_as(
+        &server,
+        &root,
+        &common::listed_url("linuxkit.txt", "linux-4.19.76.tar"),
+        &r.tarball,
+    ));
     let m = common::mirror::Mounted::start(&common::kernel_packer_fixtures().join("manifest.yml"), None, &args);
     let tree_version =
         sh(&format!("ls {}/cos/usr/src", r.cos_src.parent().unwrap().display())).trim().replace("linux-headers-", "");

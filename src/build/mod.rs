@@ -10,6 +10,7 @@
 
 pub mod assemble;
 pub mod cached;
+pub mod image;
 pub mod output;
 pub mod recipe;
 pub mod source;
@@ -43,6 +44,8 @@ pub struct Env {
     pub limits: Limits,
     /// Bounds on a sandboxed source build.
     pub sandbox: source::sandbox::Limits,
+    /// Bounds on reading a disk image.
+    pub image: image::Limits,
     pub counters: Arc<Counters>,
     /// The cache the build is for (the mount, serve): phases for status,
     /// package pins, scratch space. None for `bundle` and `publish`.
@@ -116,12 +119,12 @@ fn phase(env: &Env, id: BundleId, phase: Phase) {
     }
 }
 
-/// A private directory for what the tier sends: the cache's `tmp/`, else
-/// the system's temporary directory.
-fn scratch(env: &Env) -> Result<tempfile::TempDir, BuildError> {
+/// A private directory (what the tier sends, a raw image): the cache's
+/// `tmp/`, else the system's temporary directory.
+fn scratch(env: &Env, prefix: &str) -> Result<tempfile::TempDir, BuildError> {
     let made = match &env.cache {
-        Some(cache) => cache.scratch("remote."),
-        None => crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-remote."),
+        Some(cache) => cache.scratch(prefix),
+        None => crate::files::private_temp_dir(&std::env::temp_dir(), &format!("kpackfs-{prefix}")),
     };
     made.map_err(|e| BuildError::of(ErrorClass::Internal, &e))
 }
@@ -137,7 +140,7 @@ async fn make(
     let cores = crate::cpu::cores();
     if let Some(tier) = tier {
         phase(env, job.id, Phase::Remote);
-        let dir = scratch(env)?;
+        let dir = scratch(env, "remote.")?;
         if let TierRead::Found(tree) = tier.read_layer(&job.id, &job.label, dir.path(), env.limits, &env.counters).await
         {
             let meta = Meta::from_tree(&tree)
@@ -160,7 +163,8 @@ async fn make(
     env.counters.timings.observe("fetch", fetch_took);
     phase(env, job.id, Phase::Extracting);
     let extract_started = Instant::now();
-    let (inputs, limits, hex, count) = (job.inputs.clone(), (env.limits, env.sandbox), job.id.hex(), gathered.count());
+    let (inputs, limits, hex, count) =
+        (job.inputs.clone(), (env.limits, env.sandbox, env.image), job.id.hex(), gathered.count());
     // A build nobody awaits any more (its future dropped) stops its sandbox.
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(cancel.clone());

@@ -48,6 +48,9 @@ pub enum Recipe {
     Packages(Family),
     /// A kernel source tree prepared with its config.
     Source(SourceKind),
+    /// The build tree inside a disk image (Flatcar's and CoreOS's
+    /// developer containers).
+    Image,
 }
 
 /// Where a source build's tarball, config and release come from.
@@ -70,6 +73,8 @@ pub enum SourceKind {
 pub struct Gathered {
     files: Vec<PackageFile>,
     _pinned: Option<Pinned>,
+    /// A directory kpackfs made for what the recipe unpacks (an image).
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Gathered {
@@ -87,6 +92,7 @@ impl Recipe {
             "cos" => Recipe::Source(SourceKind::Cos),
             "minikube" => Recipe::Source(SourceKind::Minikube),
             "linuxkit" => Recipe::Source(SourceKind::Linuxkit),
+            "coreos" => Recipe::Image,
             _ => Family::of(kind).map(Recipe::Packages).map_err(|e| BuildError::of(ErrorClass::Hostile, &e))?,
         })
     }
@@ -95,9 +101,22 @@ impl Recipe {
     /// (pinned in the cache, when there is one, from before the lookup
     /// until dropped).
     pub async fn gather(&self, env: &Env, id: &crate::ids::BundleId, inputs: &Inputs) -> Result<Gathered, BuildError> {
+        let mut gathered = self.gather_inputs(env, id, inputs).await?;
+        if *self == Recipe::Image {
+            gathered.scratch = Some(super::scratch(env, "image.")?);
+        }
+        Ok(gathered)
+    }
+
+    async fn gather_inputs(
+        &self,
+        env: &Env,
+        id: &crate::ids::BundleId,
+        inputs: &Inputs,
+    ) -> Result<Gathered, BuildError> {
         match inputs {
-            Inputs::Files { files, .. } => Ok(Gathered { files: files.clone(), _pinned: None }),
-            Inputs::Source { .. } => Ok(Gathered { files: Vec::new(), _pinned: None }),
+            Inputs::Files { files, .. } => Ok(Gathered { files: files.clone(), _pinned: None, scratch: None }),
+            Inputs::Source { .. } => Ok(Gathered { files: Vec::new(), _pinned: None, scratch: None }),
             Inputs::Entry(spec) => {
                 if let Some(cache) = &env.cache {
                     cache.set_phase(*id, Phase::Fetching);
@@ -116,7 +135,7 @@ impl Recipe {
                         .collect();
                     pinned.add(&shas);
                 }
-                Ok(Gathered { files, _pinned: pinned })
+                Ok(Gathered { files, _pinned: pinned, scratch: None })
             }
         }
     }
@@ -127,12 +146,15 @@ impl Recipe {
         gathered: &Gathered,
         id: &str,
         inputs: &Inputs,
-        (limits, sandbox): (crate::package::Limits, source::sandbox::Limits),
+        (limits, sandbox, image): (crate::package::Limits, source::sandbox::Limits, super::image::Limits),
         threads: usize,
         cancel: &AtomicBool,
     ) -> Result<LaidOut, BuildError> {
         if let Recipe::Source(kind) = self {
             return make_source(kind, gathered, (id, inputs), (limits, sandbox), threads, cancel);
+        }
+        if *self == Recipe::Image {
+            return make_image(gathered, (id, inputs), (limits, image), threads, cancel);
         }
         let (uname, signed_by) = match inputs {
             Inputs::Entry(spec) => (spec.uname.as_deref(), spec.signed_by.as_deref()),
@@ -148,6 +170,37 @@ impl Recipe {
             threads,
         })
     }
+}
+
+/// An image bundle from the one image an entry (or `--type coreos`) gives.
+fn make_image(
+    gathered: &Gathered,
+    (id, inputs): (&str, &Inputs),
+    (limits, image_limits): (crate::package::Limits, super::image::Limits),
+    threads: usize,
+    cancel: &AtomicBool,
+) -> Result<LaidOut, BuildError> {
+    let [image] = gathered.files.as_slice() else {
+        return Err(BuildError::new(ErrorClass::Hostile, "an image bundle takes exactly one image file"));
+    };
+    let scratch = gathered
+        .scratch
+        .as_ref()
+        .ok_or_else(|| BuildError::new(ErrorClass::Internal, "no scratch directory for the image"))?;
+    let release = match inputs {
+        Inputs::Entry(spec) => spec.uname.as_deref(),
+        _ => None,
+    };
+    super::image::make(super::image::ImageJob {
+        id,
+        image: &image.path,
+        scratch: scratch.path(),
+        release,
+        limits,
+        image_limits,
+        threads,
+        cancel,
+    })
 }
 
 /// The fallback COS config kernel-packer used for builds without a

@@ -84,6 +84,7 @@ pub fn run(args: BundleArgs, base: &Settings) -> Result<ExitCode> {
         tier: crate::daemon::open_tier(&settings)?,
         limits: settings.limits(),
         sandbox: crate::build::source::sandbox::Limits::of(&settings),
+        image: crate::build::image::Limits::of(&settings),
         counters: Arc::default(),
         cache: None,
     };

@@ -99,6 +99,7 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
         tier: Some(remote.clone()),
         limits: settings.limits(),
         sandbox: crate::build::source::sandbox::Limits::of(&settings),
+        image: crate::build::image::Limits::of(&settings),
         counters: Arc::default(),
         cache: None,
     };

@@ -53,6 +53,7 @@ pub fn env_for(cache: &Arc<Cache>, settings: &Settings, counters: &Arc<Counters>
         tier: open_tier(settings)?,
         limits: settings.limits(),
         sandbox: crate::build::source::sandbox::Limits::of(settings),
+        image: crate::build::image::Limits::of(settings),
         counters: counters.clone(),
         cache: Some(cache.clone()),
     })

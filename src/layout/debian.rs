@@ -57,7 +57,7 @@ fn relocate_makefiles(engine: &mut Engine<'_>) {
 
 /// Rewrite absolute paths on `include /…` and `MAKEARGS := -C /…` lines.
 /// `None` when nothing changed.
-fn relocate_text(text: &str, mut map: impl FnMut(&str) -> Option<String>) -> Option<String> {
+pub(super) fn relocate_text(text: &str, mut map: impl FnMut(&str) -> Option<String>) -> Option<String> {
     let mut changed = false;
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {

@@ -10,6 +10,7 @@
 //!
 //! See docs/layouts.md.
 
+pub mod coreos;
 mod debian;
 mod engine;
 mod meta;

@@ -7,7 +7,7 @@
 
 mod cpio;
 mod deb;
-mod decompress;
+pub mod decompress;
 mod paths;
 pub mod rpm;
 mod tarball;
@@ -76,7 +76,7 @@ impl Budget {
     }
 
     /// Account for one entry of `size` bytes, refusing it past a limit.
-    fn take(&self, path: &str, size: u64) -> Result<()> {
+    pub fn take(&self, path: &str, size: u64) -> Result<()> {
         if size > self.limits.max_file_bytes {
             bail!("entry {path} is {size} bytes, over the {} byte limit per file", self.limits.max_file_bytes);
         }

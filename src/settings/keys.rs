@@ -61,6 +61,14 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "image_max_size",
+        help: "largest decompressed disk image of a coreos bundle (a scratch file in the cache's tmp/), e.g. 16G",
+        set: |s, v| {
+            s.image_max_size = parse::size(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "evict_grace",
         help: "a bundle used this recently is not evicted",
         set: |s, v| {

@@ -313,3 +313,17 @@ fn respond(
         }
     }
 }
+
+/// Serve `file` on `server` where `url` points (a copy under `root`), and
+/// the `--mirror` rule for it.
+pub fn serve_as(server: &Server, root: &std::path::Path, url: &str, file: &std::path::Path) -> [String; 2] {
+    let parsed = url::Url::parse(url).unwrap();
+    let (dir, name) = parsed.path().rsplit_once('/').unwrap();
+    let local = root.join(parsed.host_str().unwrap()).join(dir.trim_start_matches('/'));
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::copy(file, local.join(name)).unwrap();
+    let prefix = format!("/{}{dir}", parsed.host_str().unwrap());
+    server.mount(&prefix, &local);
+    let canonical = format!("{}://{}{dir}", parsed.scheme(), parsed.host_str().unwrap());
+    ["--mirror".to_string(), format!("{canonical}={}", server.url(&prefix))]
+}

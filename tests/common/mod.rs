@@ -157,3 +157,11 @@ impl Drop for SmallDisk {
         let _ = Command::new("umount").arg("-l").arg(&self.0).output();
     }
 }
+
+/// The one URL of a kernel-packer package list that contains `needle`.
+pub fn listed_url(list: &str, needle: &str) -> String {
+    let text = std::fs::read_to_string(kernel_packer_fixtures().join(list)).unwrap();
+    let found: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+    assert_eq!(found.len(), 1, "{list}: one URL with {needle}: {found:?}");
+    found[0].to_string()
+}

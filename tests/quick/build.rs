@@ -142,6 +142,7 @@ fn a_tier_object_that_fails_verification_is_built_around() {
         tier: Some(file_tier(bucket.path())),
         limits: Default::default(),
         sandbox: Default::default(),
+        image: Default::default(),
         counters: Arc::default(),
         cache: None,
     };

@@ -148,6 +148,7 @@ impl Harness {
             tier: opts.remote.clone(),
             limits: Default::default(),
             sandbox: Default::default(),
+            image: Default::default(),
             counters: counters.clone(),
             cache: None,
         };
