@@ -385,3 +385,89 @@ fn an_input_left_by_an_aborted_run_is_kept_and_reported() {
     assert!(!in_progress.exists());
     let _ = std::fs::remove_file(kept);
 }
+
+/// Small disk images made with the real tools: a bare ext4 filesystem
+/// and the same in a GPT partition, each holding a tiny kernel tree.
+fn image_seeds() -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+        r=$1/root; b=$r/usr/lib/modules/6.1.0-seed/build
+        mkdir -p $b/include/generated $r/usr/lib/modules/6.1.0-seed/source
+        ln -s usr/lib $r/lib; ln -s ../source $b/src; echo 'include ../source/Makefile' > $b/Makefile
+        echo '#define UTS_RELEASE "6.1.0-seed"' > $b/include/generated/utsrelease.h
+        mkfs.ext4 -q -F -b 1024 -N 32 -O ^has_journal -d $r $1/bare.img 256K
+        truncate -s $(( (34 + 512 + 40) * 512 )) $1/gpt.img
+        sgdisk -a 1 -n 1:34:545 -c 1:ROOT $1/gpt.img >/dev/null
+        dd if=$1/bare.img of=$1/gpt.img bs=512 seek=34 conv=notrunc status=none
+    "#;
+    let ok = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script, "seeds"])
+        .arg(dir.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "making the image seeds (mkfs.ext4, sgdisk)");
+    ["bare.img", "gpt.img"].iter().map(|f| std::fs::read(dir.path().join(f)).unwrap()).collect()
+}
+
+#[test]
+fn fuzz_disk_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.raw");
+    let limits = kpackfs::package::Limits { max_file_bytes: 1 << 20, max_total_bytes: 16 << 20, max_entries: 10_000 };
+    let seeds = image_seeds();
+    for seed in &seeds {
+        // The seeds reach the tree reader: mutations start deep.
+        std::fs::write(&path, seed).unwrap();
+        let found = kpackfs::build::image::read_raw(
+            std::fs::File::open(&path).unwrap(),
+            seed.len() as u64,
+            None,
+            limits,
+            &std::sync::atomic::AtomicBool::new(false),
+        );
+        assert_eq!(found.map(|f| f.release).as_deref(), Ok("6.1.0-seed"));
+    }
+    fuzz("image", seeds, |input| {
+        std::fs::write(&path, input).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let _ = kpackfs::build::image::read_raw(file, input.len() as u64, None, limits, &cancel);
+    });
+}
+
+#[test]
+fn fuzz_parallel_bzip2() {
+    let text: Vec<u8> =
+        (0..300_000u32).map(|i| b"kernel headers, one path away "[(i % 30) as usize] ^ (i / 7000) as u8).collect();
+    let seeds = [1u32, 9]
+        .iter()
+        .map(|&level| {
+            use std::io::Write;
+            let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
+            enc.write_all(&text).unwrap();
+            enc.finish().unwrap()
+        })
+        .collect();
+    fuzz("bunzip", seeds, |input| {
+        let mut out = LimitedSink(0);
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let _ = kpackfs::build::image::bunzip::decode(&mut std::io::Cursor::new(input), &mut out, 2, &cancel);
+    });
+}
+
+/// Counts what it is given and refuses past 256 MiB (a bomb stops there).
+struct LimitedSink(u64);
+
+impl std::io::Write for LimitedSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        if self.0 > 256 << 20 {
+            return Err(std::io::Error::other("over the test's limit"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -51,13 +51,13 @@ ln -s /$s $r/lib/modules/$u/source
 /// 9 (type `$3`); `$4` adds a first partition without a filesystem.
 const DISK: &str = r#"
 r=$1; img=$2; type=$3; other=$4
-kb=$(du -sk --apparent-size $r | cut -f1)
+kb=$(du -sk $r | cut -f1)
 mkfs.ext4 -q -F -L ROOT -d $r $img.fs $(( kb * 13 / 10 + 16384 ))K
 n=$(( $(stat -c %s $img.fs) / 512 ))
 truncate -s $(( (4096 + n + 2048) * 512 )) $img
 if [ "$other" = yes ]; then sgdisk -n 1:2048:4095 -c 1:EFI-SYSTEM -t 1:EF00 $img >/dev/null; fi
 sgdisk -n 9:4096:$(( 4096 + n - 1 )) -c 9:ROOT -t 9:$type $img >/dev/null
-dd if=$img.fs of=$img bs=512 seek=4096 conv=notrunc status=none
+dd if=$img.fs of=$img bs=512 seek=4096 conv=notrunc,sparse status=none
 rm $img.fs
 "#;
 
