@@ -962,3 +962,61 @@ fn a_bucket_listing_that_does_not_advance_is_refused_and_adds_nothing() {
     let entries = Manifest::load(&p.manifest, None).map(|m| m.entries.len()).unwrap_or(0);
     assert_eq!(entries, 0, "nothing from a refused listing reaches the manifest");
 }
+
+#[test]
+fn a_flatcar_channel_index_gives_one_image_bundle_per_release_with_its_kernel_release() {
+    let work = tempdir();
+    let board = work.path().join("www/stable/amd64-usr");
+    // The directory index as Flatcar's server writes it, with a `current`
+    // link and a release without a package list (skipped).
+    std::fs::create_dir_all(&board).unwrap();
+    std::fs::write(
+        board.join("index.html"),
+        "<html><head><title>Index of /amd64-usr/</title></head><body><pre><a href=\"../\">../</a>\n\
+         <a href=\"3510.2.0/\">3510.2.0/</a>  25-Jul-2023 10:00 -\n<a href=\"3602.2.0/\">3602.2.0/</a>  25-Sep-2023 10:00 -\n\
+         <a href=\"3760.1.0/\">3760.1.0/</a>\n<a href=\"current/\">current/</a>\n</pre></body></html>",
+    )
+    .unwrap();
+    for (version, kernel) in [("3510.2.0", "5.15.119"), ("3602.2.0", "5.15.133-r1")] {
+        std::fs::create_dir_all(board.join(version)).unwrap();
+        std::fs::write(
+            board.join(version).join("flatcar_production_image_packages.txt"),
+            format!("app-shells/bash-5.1_p16-r2::portage-stable\nsys-kernel/coreos-firmware-20230625::coreos-overlay\nsys-kernel/coreos-kernel-{kernel}::coreos-overlay\n"),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(board.join("3760.1.0")).unwrap();
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let source = format!(
+        "- name: flatcar-stable\n  type: coreos\n  kind: flatcar\n  url: {}\n  grouping: single\n",
+        url_of("/stable/amd64-usr")
+    );
+    let sources = sources_file(work.path(), &[source]);
+    let p = paths(work.path());
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["flatcar-stable"]));
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    let mut got: Vec<(String, String, String)> = manifest
+        .entries
+        .values()
+        .map(|e| (e.name.clone().unwrap_or_default(), e.uname.clone().unwrap_or_default(), e.packages[0].url.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "flatcar-3510.2.0".to_string(),
+                "5.15.119-flatcar".to_string(),
+                url_of("/stable/amd64-usr/3510.2.0/flatcar_developer_container.bin.bz2")
+            ),
+            (
+                "flatcar-3602.2.0".to_string(),
+                "5.15.133-flatcar".to_string(),
+                url_of("/stable/amd64-usr/3602.2.0/flatcar_developer_container.bin.bz2")
+            ),
+        ],
+        "one bundle per release with a package list, named before any image is downloaded"
+    );
+    assert_eq!(server.count("flatcar_developer_container"), 0, "no image is downloaded by a crawl");
+}

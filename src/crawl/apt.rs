@@ -367,7 +367,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
             );
         }
     }
-    Ok(Found { bundles })
+    Ok(Found { bundles, ..Found::default() })
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         match page.next {
             Some(next) if Some(&next) != marker.as_ref() => marker = Some(next),
             Some(_) => bail!("{url}: the listing does not advance"),
-            None => return Ok(Found { bundles: group(base, &keys) }),
+            None => return Ok(Found { bundles: group(base, &keys), ..Found::default() }),
         }
     }
     bail!("{base}: the listing has more than {MAX_PAGES} pages")

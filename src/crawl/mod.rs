@@ -12,6 +12,7 @@
 //! See docs/crawl.md.
 
 pub mod apt;
+pub mod flatcar;
 pub mod freshness;
 pub mod gcs;
 pub mod http;
@@ -35,6 +36,9 @@ use std::time::Instant;
 #[derive(Debug, Default)]
 pub struct Found {
     pub bundles: Vec<Vec<Package>>,
+    /// The kernel release of a bundle, by its first package's URL, where
+    /// the index says it (Flatcar's package lists).
+    pub unames: std::collections::BTreeMap<String, String>,
 }
 
 impl Found {
@@ -89,6 +93,7 @@ async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Prog
         Kind::Apt => apt::crawl(src, fetch, &step).await,
         Kind::Yum => yum::crawl(src, fetch, &step).await,
         Kind::Gcs => gcs::crawl(src, fetch, &step).await,
+        Kind::Flatcar => flatcar::crawl(src, fetch, &step).await,
     }
 }
 
@@ -154,7 +159,7 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
                     let entry = BundleSpec {
                         kind: src.layout.clone(),
                         name: None,
-                        uname: None,
+                        uname: packages.first().and_then(|p| found.unames.get(&p.url)).cloned(),
                         signed_by: src.package_key().map(|k| k.reference()),
                         packages: packages.clone(),
                     };

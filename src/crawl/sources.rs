@@ -71,6 +71,8 @@ pub enum Kind {
     Yum,
     /// A bucket's XML listing of COS builds ([`super::gcs`]).
     Gcs,
+    /// Flatcar's release server for one channel and board ([`super::flatcar`]).
+    Flatcar,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -194,6 +196,11 @@ impl Source {
         if self.kind == Kind::Gcs {
             out.push("a bucket listing is not signed (what it lists is trusted on its HTTPS transport)");
         }
+        if self.kind == Kind::Flatcar {
+            out.push(
+                "Flatcar's release index and package lists are not checked against a signature (trusted on HTTPS)",
+            );
+        }
         out
     }
 
@@ -250,6 +257,10 @@ impl Source {
         match self.kind {
             Kind::Gcs if self.layout != "cos" => bail!("source {n}: bucket listings (kind: gcs) are for type cos"),
             Kind::Gcs => {}
+            Kind::Flatcar if self.layout != "coreos" => {
+                bail!("source {n}: Flatcar release servers (kind: flatcar) are for type coreos")
+            }
+            Kind::Flatcar => {}
             _ => {
                 crate::layout::Family::of(&self.layout).with_context(|| format!("source {n}"))?;
             }
@@ -273,7 +284,10 @@ impl Source {
         if self.kind == Kind::Gcs && self.grouping != Grouping::Build {
             bail!("source {n}: bucket listings group by build (grouping: build)");
         }
-        if self.keyring.is_none() && !self.insecure && self.kind != Kind::Gcs {
+        if self.kind == Kind::Flatcar && self.grouping != Grouping::Single {
+            bail!("source {n}: a Flatcar release is one image (grouping: single)");
+        }
+        if self.keyring.is_none() && !self.insecure && !matches!(self.kind, Kind::Gcs | Kind::Flatcar) {
             bail!("source {n}: no keyring; give one, or set insecure: true to crawl it unsigned");
         }
         if self.kind == Kind::Apt && (!self.signed_index || !self.gpgcheck) {

@@ -261,7 +261,7 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         }
         _ => found.iter().map(|f| vec![to_package(f)]).collect(),
     };
-    Ok(Found { bundles })
+    Ok(Found { bundles, ..Found::default() })
 }
 
 #[cfg(test)]

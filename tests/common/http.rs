@@ -210,6 +210,8 @@ fn respond(
             }
             let file = dir.join(rest.trim_start_matches('/'));
             let paged = query.map(|q| PathBuf::from(format!("{}?{q}", file.display())));
+            // A directory answers with its index.html, as web servers do.
+            let file = if file.is_dir() { file.join("index.html") } else { file };
             Some(paged.filter(|p| p.is_file()).unwrap_or(file))
         });
         (file, fault, s.no_validators)
