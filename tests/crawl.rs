@@ -1020,3 +1020,76 @@ fn a_flatcar_channel_index_gives_one_image_bundle_per_release_with_its_kernel_re
     );
     assert_eq!(server.count("flatcar_developer_container"), 0, "no image is downloaded by a crawl");
 }
+
+#[test]
+fn garden_releases_and_their_component_descriptors_give_kernel_packers_garden_bundles() {
+    let work = tempdir();
+    let api = work.path().join("www/repos/gardenlinux/gardenlinux");
+    std::fs::create_dir_all(&api).unwrap();
+    let release = |tag: &str, descriptor: Option<&str>| {
+        let assets = match descriptor {
+            Some(path) => format!(
+                r#"[{{"name":"rootfs.tar.xz","browser_download_url":"{}"}},{{"name":"component-descriptor","browser_download_url":"{}"}}]"#,
+                url_of("/dl/rootfs.tar.xz"),
+                url_of(path)
+            ),
+            None => "[]".to_string(),
+        };
+        format!(r#"{{"tag_name":"{tag}","name":"{tag}","draft":false,"assets":{assets}}}"#)
+    };
+    // A full first page (30, as the API pages them), then a short one.
+    let mut first: Vec<String> = (0..29).map(|i| release(&format!("0.{i}.0"), None)).collect();
+    first.push(release("934.9.0", Some("/dl/934.9.0/component-descriptor")));
+    std::fs::write(api.join("releases?page=1&per_page=30"), format!("[{}]", first.join(","))).unwrap();
+    let second =
+        [release("1312.1.0", Some("/dl/1312.1.0/component-descriptor")), release("1312.0.0", Some("/dl/missing"))];
+    std::fs::write(api.join("releases?page=2&per_page=30"), format!("[{}]", second.join(","))).unwrap();
+    let descriptor = |kernel: &str, version: &str| {
+        format!(
+            "component:\n  name: github.com/gardenlinux/gardenlinux\n  resources:\n  - name: rootfs\n    labels:\n    - name: gardener.cloud/gardenlinux/ci/build-metadata\n      value:\n        debianPackages:\n        - adduser 3.118\n        - linux-image-{kernel}-cloud-amd64 {version}\n"
+        )
+    };
+    for (tag, kernel, version) in [
+        ("934.9.0", "5.15.114-gardenlinux", "5.15.114-0gardenlinux3"),
+        ("1312.1.0", "6.6.21-gardenlinux", "6.6.21-0gardenlinux1"),
+    ] {
+        let dir = work.path().join("www/dl").join(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("component-descriptor"), descriptor(kernel, version)).unwrap();
+    }
+    let server = Server::start();
+    server.mount("/", &work.path().join("www"));
+    let source = format!(
+        "- name: garden\n  type: garden\n  kind: garden\n  url: {}\n  pool_url: {}\n  grouping: depends\n",
+        url_of("/repos/gardenlinux/gardenlinux/releases"),
+        url_of("/gardenlinux/pool/main/l")
+    );
+    let sources = sources_file(work.path(), &[source]);
+    let p = paths(work.path());
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["garden"]));
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    let mut names: Vec<String> = manifest.entries.values().map(|e| e.name.clone().unwrap_or_default()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "5.15.114-gardenlinux-amd64",
+            "5.15.114-gardenlinux-cloud-amd64",
+            "6.6.21-gardenlinux-amd64",
+            "6.6.21-gardenlinux-cloud-amd64"
+        ],
+        "kernel-packer's Garden naming, two flavours per kernel"
+    );
+    assert!(manifest.entries.values().all(|e| e.kind == "garden" && e.packages.len() == 3));
+    // The same bundle as kernel-packer's manifest has for 5.15.114 cloud.
+    let listed = std::fs::read_to_string(common::kernel_packer_fixtures().join("gardenlinux.txt")).unwrap();
+    let cloud =
+        manifest.entries.values().find(|e| e.name.as_deref() == Some("5.15.114-gardenlinux-cloud-amd64")).unwrap();
+    for package in &cloud.packages {
+        let file = package.url.rsplit('/').next().unwrap();
+        assert!(
+            listed.lines().any(|l| l.ends_with(&format!("/linux-5.15/{file}"))),
+            "{file} is in kernel-packer's list"
+        );
+    }
+}

@@ -14,6 +14,7 @@
 pub mod apt;
 pub mod flatcar;
 pub mod freshness;
+pub mod garden;
 pub mod gcs;
 pub mod http;
 pub mod report;
@@ -94,6 +95,7 @@ async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Prog
         Kind::Yum => yum::crawl(src, fetch, &step).await,
         Kind::Gcs => gcs::crawl(src, fetch, &step).await,
         Kind::Flatcar => flatcar::crawl(src, fetch, &step).await,
+        Kind::Garden => garden::crawl(src, fetch, &step).await,
     }
 }
 

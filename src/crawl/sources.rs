@@ -73,6 +73,8 @@ pub enum Kind {
     Gcs,
     /// Flatcar's release server for one channel and board ([`super::flatcar`]).
     Flatcar,
+    /// Garden Linux's GitHub releases and component descriptors ([`super::garden`]).
+    Garden,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,6 +107,9 @@ pub struct Source {
     /// and i386 (Ubuntu's ports archive); see the module documentation.
     #[serde(default)]
     pub ports_url: Option<String>,
+    /// garden: the package pool the kernels' .debs are in (`…/pool/main/l`).
+    #[serde(default)]
+    pub pool_url: Option<String>,
     #[serde(default)]
     pub suites: Vec<String>,
     #[serde(default)]
@@ -196,6 +201,9 @@ impl Source {
         if self.kind == Kind::Gcs {
             out.push("a bucket listing is not signed (what it lists is trusted on its HTTPS transport)");
         }
+        if self.kind == Kind::Garden {
+            out.push("Garden Linux's releases and component descriptors are not signed and give no checksums (packages trusted on HTTPS)");
+        }
         if self.kind == Kind::Flatcar {
             out.push(
                 "Flatcar's release index and package lists are not checked against a signature (trusted on HTTPS)",
@@ -261,6 +269,11 @@ impl Source {
                 bail!("source {n}: Flatcar release servers (kind: flatcar) are for type coreos")
             }
             Kind::Flatcar => {}
+            Kind::Garden if self.layout != "garden" => {
+                bail!("source {n}: Garden Linux releases (kind: garden) are for type garden")
+            }
+            Kind::Garden if self.pool_url.is_none() => bail!("source {n}: garden sources need pool_url"),
+            Kind::Garden => {}
             _ => {
                 crate::layout::Family::of(&self.layout).with_context(|| format!("source {n}"))?;
             }
@@ -287,7 +300,7 @@ impl Source {
         if self.kind == Kind::Flatcar && self.grouping != Grouping::Single {
             bail!("source {n}: a Flatcar release is one image (grouping: single)");
         }
-        if self.keyring.is_none() && !self.insecure && !matches!(self.kind, Kind::Gcs | Kind::Flatcar) {
+        if self.keyring.is_none() && !self.insecure && !matches!(self.kind, Kind::Gcs | Kind::Flatcar | Kind::Garden) {
             bail!("source {n}: no keyring; give one, or set insecure: true to crawl it unsigned");
         }
         if self.kind == Kind::Apt && (!self.signed_index || !self.gpgcheck) {
