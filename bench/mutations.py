@@ -132,6 +132,14 @@ MUTATIONS = [
      "                        if self.roots.iter().any(|r| under(r, &to)) {",
      "                        if false && self.roots.iter().any(|r| under(r, &to)) {",
      ["--test", "image", "hostile_trees_inside_the_image_are_bounded"]),
+    ("a COS file's published .md5 is not compared", "src/build/source/cos.rs",
+     "    if actual != want {",
+     "    if false && actual != want {",
+     ["--test", "source", "live_a_cos_kernel_builds_with_the_toolchain_published_beside_it_fetched_once_and_md5_checked"]),
+    ("the toolchain published beside a COS kernel is not fetched", "src/build/recipe.rs",
+     "    let Some(toolchain) = source::cos::toolchain(&env.fetcher, &src.url).await? else { return Ok(()) };",
+     "    let Some(toolchain) = None::<source::cos::Toolchain> else { return Ok(()) };",
+     ["--test", "source", "live_a_cos_kernel_builds_with_the_toolchain_published_beside_it_fetched_once_and_md5_checked"]),
 ]
 
 

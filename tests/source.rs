@@ -283,17 +283,26 @@ dst.close()' | pigz > kernel-src.tar.gz
     }
 }
 
-#[test]
-fn live_kernel_packers_cos_minikube_and_linuxkit_entries_answer_through_the_mount_from_a_loopback_copy() {
+/// Debian's source repacked, a work directory, a loopback server, where
+/// it serves from, and the mount arguments for kernel-packer's lists.
+fn kernel_packer_loopback() -> (Repacked, tempfile::TempDir, common::http::Server, PathBuf, Vec<String>) {
     let deb = real_debian();
     let source = real_debian_source(&deb);
     let headers = &deb.packages.iter().find(|p| p.name == format!("linux-headers-{}", deb.uname)).unwrap().path;
     let r = repacked(&source, headers);
     let work = tempdir();
-    let server = common::http::Server::start();
     let root = work.path().join("mirror");
-    let mut args = vec!["--no-apt-mirrors".to_string(), "--lists-dir".to_string()];
-    args.push(common::kernel_packer_fixtures().display().to_string());
+    let args = vec![
+        "--no-apt-mirrors".to_string(),
+        "--lists-dir".to_string(),
+        common::kernel_packer_fixtures().display().to_string(),
+    ];
+    (r, work, common::http::Server::start(), root, args)
+}
+
+#[test]
+fn live_kernel_packers_cos_minikube_and_linuxkit_entries_answer_through_the_mount_from_a_loopback_copy() {
+    let (r, work, server, root, mut args) = kernel_packer_loopback();
     // A COS build with both tarballs, a minikube release, a linuxkit kernel.
     let cos = "16919.235.36";
     args.extend(common::http::serve_as(
@@ -348,4 +357,116 @@ fn live_kernel_packers_cos_minikube_and_linuxkit_entries_answer_through_the_moun
     let log = m.log();
     assert!(log.contains("linuxkit/4.19.76") && log.contains("would change") && log.contains("(refused)"), "{log}");
     assert!(m.alive(), "the daemon goes on serving");
+}
+
+/// The banner of the stand-in for the toolchain COS publishes beside a
+/// build: a compiler this host does not have by that name (it runs the
+/// host's gcc-12 underneath, so the config's other options stay Debian's).
+const COS_TOOLCHAIN_BANNER: &str = "x86_64-cros-linux-gnu-gcc (kpackfs stand-in toolchain) 12.2.0";
+
+/// A toolchain tarball shaped as COS's (`bin/<triple>-gcc`), and a
+/// `kernel-headers.tgz` whose config names its compiler.
+fn cos_toolchain_inputs(r: &Repacked, dir: &Path) -> (PathBuf, PathBuf) {
+    let tree = dir.join("toolchain");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    let cc = tree.join("bin/x86_64-cros-linux-gnu-gcc");
+    std::fs::write(
+        &cc,
+        format!("#!/bin/sh\ncase \" $* \" in *\" --version \"*) echo '{COS_TOOLCHAIN_BANNER}'; exit 0;; esac\nexec gcc-12 \"$@\"\n"),
+    )
+    .unwrap();
+    sh(&format!("chmod 755 {}", cc.display()));
+    let tarball = dir.join("x86_64-cros-linux-gnu-2026.11.01.tar.xz");
+    run_ok(Command::new("tar").arg("-cJf").arg(&tarball).arg("-C").arg(&tree).arg("."));
+    let config = read(&r.config);
+    let line = config.lines().find(|l| l.starts_with("CONFIG_CC_VERSION_TEXT=")).unwrap();
+    let config = config.replace(line, &format!("CONFIG_CC_VERSION_TEXT=\"{COS_TOOLCHAIN_BANNER}\""));
+    let headers = dir.join("headers");
+    sh(&format!("mkdir -p {h} && tar -xzf {src} -C {h}", h = headers.display(), src = r.cos_headers.display()));
+    let tree_config = sh(&format!("ls -d {}/usr/src/linux-headers-*/.config", headers.display()));
+    std::fs::write(tree_config.trim(), config).unwrap();
+    let tgz = dir.join("kernel-headers.tgz");
+    run_ok(Command::new("tar").arg("-czf").arg(&tgz).arg("-C").arg(&headers).arg("usr"));
+    (tarball, tgz)
+}
+
+/// Serve `file` at `url` with the `.md5` COS publishes beside it (`md5`
+/// overrides the digest).
+fn serve_with_md5(
+    server: &common::http::Server,
+    root: &Path,
+    url: &str,
+    file: &Path,
+    md5: Option<&str>,
+) -> [String; 2] {
+    let digest = md5.map(str::to_string).unwrap_or_else(|| sh(&format!("md5sum {}", file.display()))[..32].to_string());
+    let note = root.with_extension(format!("md5-{}", sha256_file(file)));
+    std::fs::write(&note, format!("{digest}\n")).unwrap();
+    common::http::serve_as(server, root, &format!("{url}.md5"), &note);
+    common::http::serve_as(server, root, url, file)
+}
+
+#[test]
+fn live_a_cos_kernel_builds_with_the_toolchain_published_beside_it_fetched_once_and_md5_checked() {
+    let (r, work, server, root, mut args) = kernel_packer_loopback();
+    let (toolchain, headers_tgz) = cos_toolchain_inputs(&r, work.path());
+    // A: the kernel; B: the same toolchain and a source that is not a
+    // tarball; C: a kernel-src whose published .md5 differs.
+    let (a, b, c) = ("17162.210.40", "16623.341.40", "16623.461.40");
+    let src_url = |build: &str| common::listed_url("cos.txt", &format!("{build}/kernel-src"));
+    let origin = url::Url::parse(&src_url(a)).unwrap().origin().ascii_serialization();
+    let toolchain_url = format!("{origin}/cos-sdk/2026/11/{}", toolchain.file_name().unwrap().to_string_lossy());
+    let not_a_tarball = work.path().join("not-a-tarball.tar.gz");
+    sh(&format!("echo 'not a tarball' | gzip > {}", not_a_tarball.display()));
+    let notes = work.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("toolchain_env"), "CC=x86_64-cros-linux-gnu-gcc\nCXX=x86_64-cros-linux-gnu-g++\n")
+        .unwrap();
+    std::fs::write(
+        notes.join("toolchain.tar.xz.gcs"),
+        format!("bucket: cos-sdk\npath: 2026/11/{}\n", toolchain.file_name().unwrap().to_string_lossy()),
+    )
+    .unwrap();
+    for (build, src, md5) in
+        [(a, &r.cos_src, None), (b, &not_a_tarball, None), (c, &r.cos_src, Some("0123456789abcdef0123456789abcdef"))]
+    {
+        args.extend(serve_with_md5(&server, &root, &src_url(build), src, md5));
+        let headers_url = common::listed_url("cos.txt", &format!("{build}/kernel-headers"));
+        args.extend(serve_with_md5(&server, &root, &headers_url, &headers_tgz, None));
+        for note in ["toolchain_env", "toolchain.tar.xz.gcs"] {
+            let url = src_url(build).replace("kernel-src.tar.gz", note);
+            common::http::serve_as(&server, &root, &url, &notes.join(note));
+        }
+    }
+    args.extend(serve_with_md5(&server, &root, &toolchain_url, &toolchain, None));
+    let m = common::mirror::Mounted::start(&common::kernel_packer_fixtures().join("manifest.yml"), None, &args);
+    let tree_version =
+        sh(&format!("ls {}/cos/usr/src", r.cos_src.parent().unwrap().display())).trim().replace("linux-headers-", "");
+
+    // A: prepared with the toolchain's compiler (the config names it, the
+    // host has no compiler of that banner), a module builds against it.
+    let a_root = m.path(&format!("cos/{a}"));
+    assert_eq!(read(&a_root.join("BUNDLE_UNAME")), format!("{tree_version}+"), "{}", m.log());
+    let config = read(&a_root.join(".config"));
+    assert!(config.contains(&format!("CONFIG_CC_VERSION_TEXT=\"{COS_TOOLCHAIN_BANNER}\"")), "the toolchain's compiler");
+    let vermagic = build_hello(&a_root, &work.path().join("hello-cos-toolchain"));
+    assert!(vermagic.starts_with(&format!("{tree_version}+ ")), "{vermagic}");
+    assert!(m.log().contains("the kernel's toolchain is"), "{}", m.log());
+    let toolchain_gets = || server.log().iter().filter(|l| l.contains(".tar.xz ")).count();
+    assert_eq!(toolchain_gets(), 1, "the toolchain is downloaded: {:?}", server.log());
+
+    // B: the same toolchain is not downloaded again; the bad source is EIO.
+    let err = std::fs::read(m.path(&format!("cos/{b}/BUNDLE_UNAME"))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert_eq!(toolchain_gets(), 1, "the toolchain is downloaded once");
+    assert!(m.log().contains(&format!("cos/{b}")), "{}", m.log());
+
+    // C: an .md5 that differs is refused before anything is built.
+    let err = std::fs::read(m.path(&format!("cos/{c}/BUNDLE_UNAME"))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let log = m.log();
+    let line =
+        log.lines().find(|l| l.contains(&format!("cos/{c}")) && l.contains(".md5")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("(refused)") && line.contains("0123456789abcdef"), "{line}");
+    assert!(m.alive());
 }

@@ -75,6 +75,8 @@ pub struct Gathered {
     _pinned: Option<Pinned>,
     /// A directory kpackfs made for what the recipe unpacks (an image).
     scratch: Option<tempfile::TempDir>,
+    /// The toolchain published beside a COS kernel, when it is needed.
+    toolchain: Option<source::cos::Toolchain>,
 }
 
 impl Gathered {
@@ -115,8 +117,10 @@ impl Recipe {
         inputs: &Inputs,
     ) -> Result<Gathered, BuildError> {
         match inputs {
-            Inputs::Files { files, .. } => Ok(Gathered { files: files.clone(), _pinned: None, scratch: None }),
-            Inputs::Source { .. } => Ok(Gathered { files: Vec::new(), _pinned: None, scratch: None }),
+            Inputs::Files { files, .. } => {
+                Ok(Gathered { files: files.clone(), _pinned: None, scratch: None, toolchain: None })
+            }
+            Inputs::Source { .. } => Ok(Gathered { files: Vec::new(), _pinned: None, scratch: None, toolchain: None }),
             Inputs::Entry(spec) => {
                 if let Some(cache) = &env.cache {
                     cache.set_phase(*id, Phase::Fetching);
@@ -135,7 +139,11 @@ impl Recipe {
                         .collect();
                     pinned.add(&shas);
                 }
-                Ok(Gathered { files, _pinned: pinned, scratch: None })
+                let mut gathered = Gathered { files, _pinned: pinned, scratch: None, toolchain: None };
+                if *self == Recipe::Source(SourceKind::Cos) {
+                    cos_extras(env, spec, &mut gathered).await?;
+                }
+                Ok(gathered)
             }
         }
     }
@@ -170,6 +178,43 @@ impl Recipe {
             threads,
         })
     }
+}
+
+/// What COS publishes beside a build: every file's `.md5` is compared,
+/// and where this host has no compiler whose banner is the config's, the
+/// toolchain the kernel was built with is fetched (once: it is a package
+/// in the store, pinned while the build uses it).
+async fn cos_extras(env: &Env, spec: &BundleSpec, gathered: &mut Gathered) -> Result<(), BuildError> {
+    for (package, file) in spec.packages.iter().zip(&gathered.files) {
+        source::cos::check_md5(&env.fetcher, &package.url, &file.path).await?;
+    }
+    let Some(src) = spec.packages.iter().find(|p| p.url.ends_with("kernel-src.tar.gz")) else { return Ok(()) };
+    let headers = gathered.files.iter().find(|f| f.display.ends_with("kernel-headers.tgz")).map(|f| f.path.clone());
+    let text = match headers {
+        Some(path) => {
+            let read = crate::cpu::run(1, move |_| source::input::config_from(&path)).await;
+            match read {
+                Ok(files) => files.text,
+                // The build reports a bad config with its context.
+                Err(_) => return Ok(()),
+            }
+        }
+        None => COS_FALLBACK_CONFIG.to_string(),
+    };
+    let Ok(wanted) = source::toolchain::Wanted::of(&source::kconfig::Config::parse(&text)) else { return Ok(()) };
+    if source::toolchain::choose(&wanted, &source::tool_dirs()).is_ok_and(|c| c.exact) {
+        return Ok(());
+    }
+    let Some(toolchain) = source::cos::toolchain(&env.fetcher, &src.url).await? else { return Ok(()) };
+    if let (Some(pinned), Some(sha)) =
+        (gathered._pinned.as_mut(), toolchain.tarball.file_name().and_then(|n| Sha256::parse(&n.to_string_lossy())))
+    {
+        pinned.add(&[(sha, toolchain.tarball.clone())]);
+    }
+    let name = spec.name.as_deref().unwrap_or("?");
+    log::info!("bundle {}/{name}: the kernel's toolchain is {}", spec.kind, toolchain.url);
+    gathered.toolchain = Some(toolchain);
+    Ok(())
 }
 
 /// An image bundle from the one image an entry (or `--type coreos`) gives.
@@ -240,6 +285,7 @@ fn make_source(
         sandbox,
         threads,
         cancel,
+        toolchain: gathered.toolchain.as_ref(),
     };
     let (tarball, config, release, name) = match (kind, inputs) {
         (SourceKind::Files, Inputs::Source { tarball, config, release }) => {
@@ -259,15 +305,14 @@ fn make_source(
             (tarball, ConfigInput::File(config), Release::Suffix(String::new()), "minikube")
         }
         (SourceKind::Linuxkit, Inputs::Entry(_)) => {
-            let tarball = find(&|n| is_tarball(n)).ok_or_else(|| missing("kernel tarball"))?;
-            let version = tarball
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .and_then(|_| gathered.files.iter().find(|f| is_tarball(&f.display)))
-                .and_then(|f| {
-                    f.display.strip_prefix("linux-").map(|v| v.split(".tar").next().unwrap_or("").to_string())
-                })
+            let file =
+                gathered.files.iter().find(|f| is_tarball(&f.display)).ok_or_else(|| missing("kernel tarball"))?;
+            let version = file
+                .display
+                .strip_prefix("linux-")
+                .map(|v| v.split(".tar").next().unwrap_or("").to_string())
                 .ok_or_else(|| missing("linux-<version> tarball"))?;
+            let tarball = file.path.as_path();
             let text =
                 LINUXKIT_CONFIGS.iter().find(|(v, _)| *v == version).map(|(_, text)| *text).ok_or_else(|| {
                     BuildError::new(ErrorClass::Refused, format!("kpackfs has no linuxkit config for {version}"))

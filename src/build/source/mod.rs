@@ -5,6 +5,7 @@
 //! recipe for kernels with no headers package (COS, minikube, linuxkit,
 //! any vanilla kernel); see docs/layouts.md for what such a bundle lacks.
 
+pub mod cos;
 pub mod input;
 pub mod kconfig;
 pub mod sandbox;
@@ -45,6 +46,9 @@ pub struct SourceJob<'a> {
     pub threads: usize,
     /// Set when nobody waits for the build any more.
     pub cancel: &'a AtomicBool,
+    /// The toolchain published beside the kernel, where the host has no
+    /// compiler whose banner is the config's.
+    pub toolchain: Option<&'a cos::Toolchain>,
 }
 
 pub enum ConfigInput<'a> {
@@ -56,11 +60,23 @@ pub enum ConfigInput<'a> {
     },
 }
 
-/// The script the sandbox runs: extract stdin, prepare, write the tree to
-/// fd 3 (stdout; the log goes to stderr).
+/// The script the sandbox runs: extract the toolchain from fd 4 when
+/// there is one (inside the sandbox: a hostile tarball never touches the
+/// host's disk; the SDK's Rust parts are left out, as COS's devenv does),
+/// extract stdin, prepare, write the tree to fd 3 (stdout; the log goes
+/// to stderr).
 const SCRIPT: &str = r#"set -eu
 exec 3>&1 1>&2
-release="$1"; suffix="$2"; jobs="$3"; shift 3
+release="$1"; suffix="$2"; jobs="$3"; toolchain="$4"; shift 4
+if [ -n "$toolchain" ]; then
+  echo "kpackfs: extracting the toolchain"
+  mkdir /build/toolchain
+  tar -x --no-same-owner --no-same-permissions -C /build/toolchain -f /proc/self/fd/4 \
+    --exclude='usr/lib64/rustlib' --exclude='usr/lib64/libstd-*.so' --exclude='lib/libstd-*.so' \
+    --exclude='lib/librustc*' --exclude='usr/lib64/librustc*'
+  exec 4<&-
+  "${toolchain}" --version | head -n 1
+fi
 mkdir /build/src
 cd /build/src
 tar -x --no-same-owner -f -
@@ -72,7 +88,7 @@ tar -c --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -f - . >&3
 "#;
 
 /// Where compilers and tools are looked for (the sandbox sees `/usr`).
-fn tool_dirs() -> Vec<PathBuf> {
+pub(crate) fn tool_dirs() -> Vec<PathBuf> {
     vec![PathBuf::from("/usr/bin")]
 }
 
@@ -111,7 +127,18 @@ pub fn make(job: SourceJob<'_>) -> Result<LaidOut, BuildError> {
     }
     let arch = srcarch(&kernel).map_err(refused)?;
     let wanted = toolchain::Wanted::of(&kernel).map_err(refused)?;
-    let compiler = toolchain::choose(&wanted, &tool_dirs()).map_err(refused)?;
+    let compiler = match job.toolchain {
+        Some(published) => {
+            let host_cc = toolchain::host_cc(&tool_dirs())
+                .ok_or_else(|| refused("a C compiler for the bundle's host programs (gcc) is not installed".into()))?;
+            toolchain::published(&wanted, &kernel, &published.cc, published.cxx.as_deref(), &host_cc)
+        }
+        None => toolchain::choose(&wanted, &tool_dirs()).map_err(refused)?,
+    };
+    let path = match job.toolchain {
+        Some(_) => "/build/toolchain/bin:/build/toolchain/usr/bin:/usr/bin:/bin",
+        None => "/usr/bin:/bin",
+    };
     let masked: Vec<PathBuf> = toolchain::probed_tools(&kernel)
         .into_iter()
         .filter(|(_, wanted)| !wanted)
@@ -122,7 +149,7 @@ pub fn make(job: SourceJob<'_>) -> Result<LaidOut, BuildError> {
         limits: job.sandbox,
         masked,
         env: [
-            ("PATH", "/usr/bin:/bin"),
+            ("PATH", path),
             ("HOME", "/build"),
             ("LC_ALL", "C"),
             ("TMPDIR", "/tmp"),
@@ -134,6 +161,7 @@ pub fn make(job: SourceJob<'_>) -> Result<LaidOut, BuildError> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
+        fd4: job.toolchain.map(|t| t.tarball.clone()),
     };
     let (release, suffix) = match &job.release {
         Release::Exact(r) => (r.clone(), String::new()),
@@ -142,7 +170,8 @@ pub fn make(job: SourceJob<'_>) -> Result<LaidOut, BuildError> {
     if !release.is_empty() && !valid_release(&release) {
         return Err(BuildError::new(ErrorClass::Hostile, format!("release {release:?} is not a kernel release")));
     }
-    let mut args = vec![release, suffix, job.threads.max(1).to_string(), format!("ARCH={arch}")];
+    let toolchain_cc = job.toolchain.map(|t| t.cc.clone()).unwrap_or_default();
+    let mut args = vec![release, suffix, job.threads.max(1).to_string(), toolchain_cc, format!("ARCH={arch}")];
     args.extend(compiler.make_args());
     let source_limits =
         input::SourceLimits { max_bytes: sandbox.limits.scratch_bytes / 2, max_entries: job.limits.max_entries };

@@ -73,6 +73,9 @@ pub struct Sandbox {
     /// Host paths the build must not see (replaced by an empty file).
     pub masked: Vec<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// A file the build reads on fd 4 (a toolchain tarball): opened here,
+    /// so the build user needs no access to where it is kept.
+    pub fd4: Option<PathBuf>,
 }
 
 /// Why a sandboxed build failed, with the tail of its log.
@@ -179,9 +182,23 @@ pub fn run<T: Send>(
     command.env_clear().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let limits = sandbox.limits;
     let uid = build_uid();
+    let fd4 = match &sandbox.fd4 {
+        Some(path) => {
+            Some(std::fs::File::open(path).map_err(|e| Failure::host(format!("opening {}: {e}", path.display())))?)
+        }
+        None => None,
+    };
+    let fd4_raw = fd4.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     // SAFETY: between fork and exec only async-signal-safe calls.
     unsafe {
         command.pre_exec(move || {
+            if let Some(raw) = fd4_raw {
+                // dup2 clears close-on-exec; the same number needs it cleared by hand.
+                let done = if raw == 4 { libc::fcntl(4, libc::F_SETFD, 0) } else { libc::dup2(raw, 4) };
+                if done < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::geteuid() == 0
                 && (libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(uid) != 0 || libc::setuid(uid) != 0)
             {
@@ -198,6 +215,7 @@ pub fn run<T: Send>(
         });
     }
     let mut child = command.spawn().map_err(|e| Failure::host(format!("starting {}: {e}", bwrap.display())))?;
+    drop(fd4);
     let (mut stdin, mut stdout, mut stderr) = match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
         (Some(i), Some(o), Some(e)) => (i, o, e),
         _ => {
@@ -297,8 +315,12 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 
 /// Whether a sandbox can start here (bwrap present, user namespaces allowed).
 pub fn available() -> Result<(), String> {
-    let sandbox =
-        Sandbox { limits: Limits { wall: Duration::from_secs(30), ..Limits::default() }, masked: vec![], env: vec![] };
+    let sandbox = Sandbox {
+        limits: Limits { wall: Duration::from_secs(30), ..Limits::default() },
+        masked: vec![],
+        env: vec![],
+        fd4: None,
+    };
     let never = AtomicBool::new(false);
     run(&sandbox, "exit 0", &[], &never, |_| Ok(()), |_| Ok(()))
         .map_err(|f| format!("{} {}", f.cause, f.log_tail.trim()))

@@ -79,11 +79,16 @@ pub struct Chosen {
     /// Its `--version` banner equals the config's text.
     pub exact: bool,
     pub banner: String,
+    /// make's arguments, for a toolchain published beside the kernel.
+    pub published: Option<Vec<String>>,
 }
 
 impl Chosen {
     /// make arguments that select it: `CC=`/`HOSTCC=` for gcc, `LLVM=` for clang.
     pub fn make_args(&self) -> Vec<String> {
+        if let Some(args) = &self.published {
+            return args.clone();
+        }
         let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         match self.family {
             Family::Gcc => vec![format!("CC={name}"), format!("HOSTCC={name}")],
@@ -130,12 +135,12 @@ pub fn choose(wanted: &Wanted, dirs: &[PathBuf]) -> Result<Chosen, String> {
             }
             let Some(banner) = banner(&path) else { continue };
             if wanted.text.as_deref() == Some(banner.as_str()) {
-                return Ok(Chosen { path, family: wanted.family, exact: true, banner });
+                return Ok(Chosen { path, family: wanted.family, exact: true, banner, published: None });
             }
             let family_matches = (wanted.family == Family::Clang) == banner.contains("clang version");
             let major_matches = wanted.major == 0 || major_of(&banner) == Some(wanted.major);
             if fallback.is_none() && family_matches && major_matches {
-                fallback = Some(Chosen { path, family: wanted.family, exact: false, banner });
+                fallback = Some(Chosen { path, family: wanted.family, exact: false, banner, published: None });
             }
         }
     }
@@ -143,6 +148,55 @@ pub fn choose(wanted: &Wanted, dirs: &[PathBuf]) -> Result<Chosen, String> {
         0 => format!("the kernel was built with {}; install {base} on this host", wanted.describe()),
         major => format!("the kernel was built with {}; install {base}-{major} on this host", wanted.describe()),
     })
+}
+
+/// The host's C compiler for the programs the bundle carries (`scripts/`:
+/// fixdep, modpost), which run on the hosts that build modules: the
+/// toolchain's own host compiler links against its SDK's libraries.
+pub fn host_cc(dirs: &[PathBuf]) -> Option<String> {
+    let named = ["cc", "gcc"].iter().map(|n| n.to_string());
+    let versioned = dirs.iter().flat_map(|d| {
+        let mut found: Vec<String> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.strip_prefix("gcc-").is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())))
+            .collect();
+        found.sort();
+        found
+    });
+    named.chain(versioned).find(|n| dirs.iter().any(|d| d.join(n).is_file()))
+}
+
+/// The compiler of a toolchain published beside the kernel (COS's, named
+/// by its `toolchain_env`), selected as COS's kernel-devenv does: `CC`,
+/// and for clang the linker and assembler the config says the kernel had
+/// (`LD_IS_LLD`, `AS_IS_LLVM`) with LLVM's binary tools.
+pub fn published(wanted: &Wanted, config: &Config, cc: &str, cxx: Option<&str>, host_cc: &str) -> Chosen {
+    let mut args = vec![format!("CC={cc}")];
+    if let Some(cxx) = cxx {
+        args.push(format!("CXX={cxx}"));
+    }
+    args.push(format!("HOSTCC={host_cc}"));
+    if wanted.family == Family::Clang {
+        // `x86_64-cros-linux-gnu-clang` → the `x86_64-cros-linux-gnu-` tools.
+        let prefix = cc.strip_suffix("clang").filter(|p| p.ends_with('-')).unwrap_or("");
+        if config.is_set("CONFIG_LD_IS_LLD") {
+            args.push(format!("LD={prefix}ld.lld"));
+        }
+        args.extend(["OBJCOPY=llvm-objcopy".to_string(), "STRIP=llvm-strip".to_string()]);
+        if config.is_set("CONFIG_AS_IS_LLVM") {
+            args.push("LLVM_IAS=1".into());
+        }
+    }
+    Chosen {
+        path: PathBuf::from(cc),
+        family: wanted.family,
+        exact: true,
+        banner: format!("{cc} of the toolchain published beside the kernel"),
+        published: Some(args),
+    }
 }
 
 /// Tools Kconfig probes whose presence becomes an option, and whether the
@@ -193,8 +247,39 @@ mod tests {
 
     #[test]
     fn clang_is_selected_with_the_llvm_tool_set_of_its_suffix() {
-        let chosen = |p: &str| Chosen { path: p.into(), family: Family::Clang, exact: true, banner: String::new() };
+        let chosen = |p: &str| Chosen {
+            path: p.into(),
+            family: Family::Clang,
+            exact: true,
+            banner: String::new(),
+            published: None,
+        };
         assert_eq!(chosen("/usr/bin/clang-16").make_args(), ["LLVM=-16"]);
         assert_eq!(chosen("/usr/bin/clang").make_args(), ["LLVM=1"]);
+    }
+
+    #[test]
+    fn a_published_clang_toolchain_gets_the_tools_its_config_names() {
+        let config = Config::parse(
+            "CONFIG_CC_IS_CLANG=y\nCONFIG_CLANG_VERSION=170000\nCONFIG_LD_IS_LLD=y\nCONFIG_AS_IS_LLVM=y\n",
+        );
+        let wanted = Wanted::of(&config).unwrap();
+        let cc = "x86_64-cros-linux-gnu-clang";
+        let args = published(&wanted, &config, cc, Some("x86_64-cros-linux-gnu-clang++"), "gcc").make_args();
+        assert_eq!(
+            args,
+            [
+                "CC=x86_64-cros-linux-gnu-clang",
+                "CXX=x86_64-cros-linux-gnu-clang++",
+                "HOSTCC=gcc",
+                "LD=x86_64-cros-linux-gnu-ld.lld",
+                "OBJCOPY=llvm-objcopy",
+                "STRIP=llvm-strip",
+                "LLVM_IAS=1"
+            ]
+        );
+        let gcc = Config::parse("CONFIG_CC_IS_GCC=y\nCONFIG_GCC_VERSION=120200\n");
+        let args = published(&Wanted::of(&gcc).unwrap(), &gcc, "x86_64-cros-linux-gnu-gcc", None, "cc").make_args();
+        assert_eq!(args, ["CC=x86_64-cros-linux-gnu-gcc", "HOSTCC=cc"]);
     }
 }
