@@ -140,6 +140,14 @@ MUTATIONS = [
      "    let Some(toolchain) = source::cos::toolchain(&env.fetcher, &src.url).await? else { return Ok(()) };",
      "    let Some(toolchain) = None::<source::cos::Toolchain> else { return Ok(()) };",
      ["--test", "source", "live_a_cos_kernel_builds_with_the_toolchain_published_beside_it_fetched_once_and_md5_checked"]),
+    ("source_scratch does not bound the build's tmpfs", "src/build/source/sandbox.rs",
+     "            scratch_bytes: settings.source_scratch,\n",
+     "",
+     ["--test", "source", "a_build_that_fills_its_scratch_fails_with_the_cause_and_writes_nothing"]),
+    ("a failed source build's log is not kept", "src/build/source/mod.rs",
+     "        let kept = job.keep_log.and_then(|keep| keep(&f.log_tail));",
+     "        let kept: Option<PathBuf> = job.keep_log.and(None);",
+     ["--test", "source", "a_failed_source_build_through_the_mount_is_eio_with_its_log_kept_in_the_cache"]),
 ]
 
 

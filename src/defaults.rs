@@ -16,6 +16,7 @@ pub struct Defaults {
     /// A source bundle's sandboxed build: wall-clock deadline and memory per process.
     pub source_timeout: Duration,
     pub source_memory: u64,
+    pub source_scratch: u64,
     /// The largest decompressed disk image (coreos bundles).
     pub image_max_size: u64,
     pub crawl_interval: Option<Duration>,
@@ -40,6 +41,7 @@ impl Defaults {
             max_bundle_size: 2 << 30,
             source_timeout: Duration::from_secs(30 * 60),
             source_memory: 4 << 30,
+            source_scratch: 4 << 30,
             image_max_size: 16 << 30,
             crawl_interval: Some(Duration::from_secs(6 * 3600)),
             connect_timeout: Duration::from_secs(10),

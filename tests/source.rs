@@ -228,6 +228,75 @@ fn a_source_with_a_path_out_of_the_tree_is_refused() {
     assert!(!work.path().join("escape").exists() && !Path::new("/escape").exists());
 }
 
+/// Run a stand-in build whose `modules_prepare` runs `recipe` under
+/// `settings`: it must fail as the build's own doing (65), with nothing
+/// written; its stderr.
+fn failing_build(recipe: &str, settings: &str) -> String {
+    let work = tempdir();
+    let tarball = stand_in_source(work.path(), "", recipe);
+    let out = bundle_source(work.path(), &tarball, &stand_in_config(&gcc_banner()), settings).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(!work.path().join("out.tgz").exists(), "nothing partial is written");
+    stderr
+}
+
+#[test]
+fn a_build_that_fills_its_scratch_fails_with_the_cause_and_writes_nothing() {
+    let stderr = failing_build("dd if=/dev/zero of=fill bs=1M count=512", "source_scratch: 64M\n");
+    assert!(stderr.contains("No space left on device"), "the cause, from the build's log: {stderr}");
+}
+
+#[test]
+fn a_build_that_wants_more_memory_than_its_limit_fails_inside_it() {
+    let stderr = failing_build("python3 -c 'b = bytearray(1 << 30); print(len(b))'", "source_memory: 256M\n");
+    assert!(stderr.contains("MemoryError"), "the cause, from the build's log: {stderr}");
+}
+
+#[test]
+fn a_config_step_that_never_ends_is_stopped_at_the_deadline() {
+    let work = tempdir();
+    let tarball = stand_in_source(work.path(), "while :; do echo CONFIG_LOOP=y >> .config; sleep 0.1; done", "true");
+    let started = Instant::now();
+    let config = stand_in_config(&gcc_banner());
+    let err = run_err(&mut bundle_source(work.path(), &tarball, &config, "source_timeout: 5s\n"));
+    assert!(started.elapsed() < Duration::from_secs(60), "the deadline held: {:?}", started.elapsed());
+    assert!(err.contains("over its 5s deadline"), "{err}");
+}
+
+#[test]
+fn a_failed_source_build_through_the_mount_is_eio_with_its_log_kept_in_the_cache() {
+    let work = tempdir();
+    let files = work.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    stand_in_source(&files, "", "echo kpackfs-marker-from-the-build\nfalse");
+    std::fs::write(files.join("defconfig"), stand_in_config(&gcc_banner())).unwrap();
+    let server = common::http::Server::start();
+    server.mount("/files", &files);
+    let urls = [server.url("/files/linux-6.1.0.tar.gz"), server.url("/files/defconfig")];
+    let id = kpackfs::manifest::bundle_id(urls.iter().map(String::as_str));
+    let manifest = work.path().join("manifest.yml");
+    std::fs::write(
+        &manifest,
+        format!("{id}:\n  type: minikube\n  name: stand-in\n  packages:\n  - url: {}\n  - url: {}\n", urls[0], urls[1]),
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    let m = common::mirror::Mounted::start(&manifest, Some(&cache), &["--no-apt-mirrors".to_string()]);
+    let err = std::fs::read(m.path("minikube/stand-in/BUNDLE_UNAME")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let log = m.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("minikube/stand-in") && l.contains("its last 16 KiB: "))
+        .unwrap_or_else(|| panic!("one line with the cause and where the log is: {log}"));
+    assert!(line.contains("exited with status"), "{line}");
+    let kept = line.split("its last 16 KiB: ").nth(1).unwrap().split(')').next().unwrap();
+    assert!(Path::new(kept).starts_with(cache.join("logs")), "{kept}");
+    assert!(read(Path::new(kept)).contains("kpackfs-marker-from-the-build"), "the kept log is the build's");
+    assert!(m.alive());
+}
+
 /// Debian's source repacked in the shapes COS and kernel.org publish
 /// (made once per source version): `kernel-src.tar.gz` (flat),
 /// `kernel-headers.tgz` (the config and Module.symvers under

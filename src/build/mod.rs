@@ -174,6 +174,9 @@ async fn make(
         output::write(&laid_out.tree, outputs, threads).map(|written| (laid_out.meta, entries, written))
     })
     .await?;
+    if let Some(cache) = &env.cache {
+        cache.forget_log(&job.id);
+    }
     let extract_took = extract_started.elapsed();
     env.counters.timings.observe("extract", extract_took);
     bump(&env.counters.builds);

@@ -77,6 +77,8 @@ pub struct Gathered {
     scratch: Option<tempfile::TempDir>,
     /// The toolchain published beside a COS kernel, when it is needed.
     toolchain: Option<source::cos::Toolchain>,
+    /// Where a failed source build's log goes (the cache's).
+    keep_log: Option<Box<source::KeepLog>>,
 }
 
 impl Gathered {
@@ -107,6 +109,16 @@ impl Recipe {
         if *self == Recipe::Image {
             gathered.scratch = Some(super::scratch(env, "image.")?);
         }
+        if let (Recipe::Source(_), Some(cache)) = (self, &env.cache) {
+            let (cache, id) = (cache.clone(), *id);
+            gathered.keep_log = Some(Box::new(move |text: &str| match cache.keep_log(&id, text) {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    log::warn!("bundle {id}: the build log was not kept: {e:#}");
+                    None
+                }
+            }));
+        }
         Ok(gathered)
     }
 
@@ -118,9 +130,11 @@ impl Recipe {
     ) -> Result<Gathered, BuildError> {
         match inputs {
             Inputs::Files { files, .. } => {
-                Ok(Gathered { files: files.clone(), _pinned: None, scratch: None, toolchain: None })
+                Ok(Gathered { files: files.clone(), _pinned: None, scratch: None, toolchain: None, keep_log: None })
             }
-            Inputs::Source { .. } => Ok(Gathered { files: Vec::new(), _pinned: None, scratch: None, toolchain: None }),
+            Inputs::Source { .. } => {
+                Ok(Gathered { files: Vec::new(), _pinned: None, scratch: None, toolchain: None, keep_log: None })
+            }
             Inputs::Entry(spec) => {
                 if let Some(cache) = &env.cache {
                     cache.set_phase(*id, Phase::Fetching);
@@ -139,7 +153,7 @@ impl Recipe {
                         .collect();
                     pinned.add(&shas);
                 }
-                let mut gathered = Gathered { files, _pinned: pinned, scratch: None, toolchain: None };
+                let mut gathered = Gathered { files, _pinned: pinned, scratch: None, toolchain: None, keep_log: None };
                 if *self == Recipe::Source(SourceKind::Cos) {
                     cos_extras(env, spec, &mut gathered).await?;
                 }
@@ -286,6 +300,7 @@ fn make_source(
         threads,
         cancel,
         toolchain: gathered.toolchain.as_ref(),
+        keep_log: gathered.keep_log.as_deref(),
     };
     let (tarball, config, release, name) = match (kind, inputs) {
         (SourceKind::Files, Inputs::Source { tarball, config, release }) => {

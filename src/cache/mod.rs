@@ -10,6 +10,7 @@
 //!   bundles/<id>.pack     a bundle's tree as one file (pack.rs)
 //!   bundles/<id>.tgz      its .tgz, written from the pack on first use
 //!   tmp/                  files being written; emptied at start
+//!   logs/<id>.log         the log tail of a failed source build (the newest 256)
 //! ```
 //! - One byte budget covers packs, .tgz files, packages and downloads in
 //!   progress ([`accounting`]). Over it, or when the disk falls under its
@@ -87,6 +88,7 @@ pub struct Cache {
     settings: Settings,
     bundles_dir: PathBuf,
     tmp_dir: PathBuf,
+    logs_dir: PathBuf,
     index: index::Index,
     store: PackageStore,
     /// Where producers run (the caller of `obtain` never waits).
@@ -104,7 +106,8 @@ impl Cache {
         crate::files::create_owned_dir_all(dir)?;
         let bundles_dir = dir.join("bundles");
         let tmp_dir = dir.join("tmp");
-        for d in [&bundles_dir, &tmp_dir] {
+        let logs_dir = dir.join("logs");
+        for d in [&bundles_dir, &tmp_dir, &logs_dir] {
             crate::files::create_private_dir_all(d)?;
         }
         // Leftovers of writes interrupted by a crash: never served, removed.
@@ -129,6 +132,7 @@ impl Cache {
         let cache = Arc::new_cyclic(|weak: &Weak<Cache>| Cache {
             bundles_dir,
             tmp_dir,
+            logs_dir,
             index,
             store,
             runtime,

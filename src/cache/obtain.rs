@@ -17,6 +17,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How many failed builds' logs the cache keeps (each at most 16 KiB).
+pub const KEPT_LOGS: usize = 256;
+
 /// What a producer made: the artefact, and the bytes it wrote into the cache.
 pub struct Produced<T> {
     pub value: Arc<T>,
@@ -226,6 +229,30 @@ impl Cache {
     /// into place by its commit.
     pub fn new_file(&self, id: &BundleId, kind: Kind) -> anyhow::Result<AtomicFile> {
         AtomicFile::create_in(&self.path_of(id, kind), &self.tmp_dir)
+    }
+
+    /// Keep the log of a failed build (`logs/<id>.log`, replacing an older
+    /// one), and only the newest [`KEPT_LOGS`]. Returns where it is.
+    pub fn keep_log(&self, id: &BundleId, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.logs_dir.join(format!("{id}.log"));
+        crate::util::write_atomic(&path, text.as_bytes())?;
+        let mut logs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.logs_dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        if logs.len() > KEPT_LOGS {
+            logs.sort();
+            for (_, old) in &logs[..logs.len() - KEPT_LOGS] {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+        Ok(path)
+    }
+
+    /// Forget a bundle's failure log once it builds.
+    pub fn forget_log(&self, id: &BundleId) {
+        let _ = std::fs::remove_file(self.logs_dir.join(format!("{id}.log")));
     }
 
     /// A private scratch directory under `tmp/` (removed on drop).

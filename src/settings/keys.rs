@@ -61,6 +61,14 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "source_scratch",
+        help: "the tmpfs a sandboxed source build works in (its source, toolchain and tree), e.g. 4G",
+        set: |s, v| {
+            s.source_scratch = parse::size(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "image_max_size",
         help: "largest decompressed disk image of a coreos bundle (a scratch file in the cache's tmp/), e.g. 16G",
         set: |s, v| {

@@ -30,6 +30,7 @@ pub struct Settings {
     pub max_bundle_size: u64,
     pub source_timeout: Duration,
     pub source_memory: u64,
+    pub source_scratch: u64,
     pub image_max_size: u64,
     /// FUSE worker threads (default: one per core).
     pub threads: usize,
@@ -63,6 +64,7 @@ impl Settings {
             max_bundle_size: d.max_bundle_size,
             source_timeout: d.source_timeout,
             source_memory: d.source_memory,
+            source_scratch: d.source_scratch,
             image_max_size: d.image_max_size,
             threads: crate::cpu::cores(),
             crawl_interval: d.crawl_interval,
@@ -138,7 +140,14 @@ mod tests {
                 "metrics" => "127.0.0.1:9101",
                 "threads" | "retries" => "2",
                 "min_free" => "5%",
-                k if k.ends_with("size") || k == "min_rate" || k == "source_memory" || k == "image_max_size" => "1M",
+                k if k.ends_with("size")
+                    || k == "min_rate"
+                    || k == "source_memory"
+                    || k == "source_scratch"
+                    || k == "image_max_size" =>
+                {
+                    "1M"
+                }
                 k if k.contains("dir") || k == "sources" || k == "manifest" => "/tmp/x",
                 _ => "30s",
             };

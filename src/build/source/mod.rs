@@ -49,7 +49,13 @@ pub struct SourceJob<'a> {
     /// The toolchain published beside the kernel, where the host has no
     /// compiler whose banner is the config's.
     pub toolchain: Option<&'a cos::Toolchain>,
+    /// Keeps a failed build's log tail where status can point (the cache's
+    /// `logs/`), returning where.
+    pub keep_log: Option<&'a KeepLog>,
 }
+
+/// Keeps a failed build's log, returning where.
+pub type KeepLog = dyn Fn(&str) -> Option<PathBuf> + Send + Sync;
 
 pub enum ConfigInput<'a> {
     File(&'a Path),
@@ -196,7 +202,9 @@ pub fn make(job: SourceJob<'_>) -> Result<LaidOut, BuildError> {
         let class = if f.by_build { ErrorClass::Hostile } else { ErrorClass::Internal };
         let tail: Vec<&str> = f.log_tail.lines().rev().take(8).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        BuildError::new(class, format!("{}; the build log ends: {}", f.cause, tail.join(" | ")))
+        let kept = job.keep_log.and_then(|keep| keep(&f.log_tail));
+        let whole = kept.map(|p| format!(" (its last 16 KiB: {})", p.display())).unwrap_or_default();
+        BuildError::new(class, format!("{}; the build log ends: {}{whole}", f.cause, tail.join(" | ")))
     })?;
     finish(&job, members, &kernel, &compiler, &wanted, config_files)
 }

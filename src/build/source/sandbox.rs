@@ -48,9 +48,14 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits the settings give (`source_timeout`, `source_memory`).
+    /// The limits the settings give (`source_timeout`, `source_memory`, `source_scratch`).
     pub fn of(settings: &crate::settings::Settings) -> Limits {
-        Limits { wall: settings.source_timeout, memory_bytes: settings.source_memory, ..Limits::default() }
+        Limits {
+            wall: settings.source_timeout,
+            memory_bytes: settings.source_memory,
+            scratch_bytes: settings.source_scratch,
+            ..Limits::default()
+        }
     }
 }
 
