@@ -72,7 +72,7 @@ pub enum SourceKind {
 /// What a recipe gathered, kept (pinned in the cache) while it is used.
 pub struct Gathered {
     files: Vec<PackageFile>,
-    _pinned: Option<Pinned>,
+    pinned: Option<Pinned>,
     /// A directory kpackfs made for what the recipe unpacks (an image).
     scratch: Option<tempfile::TempDir>,
     /// The toolchain published beside a COS kernel, when it is needed.
@@ -82,6 +82,10 @@ pub struct Gathered {
 }
 
 impl Gathered {
+    fn of(files: Vec<PackageFile>, pinned: Option<Pinned>) -> Gathered {
+        Gathered { files, pinned, scratch: None, toolchain: None, keep_log: None }
+    }
+
     pub fn count(&self) -> usize {
         self.files.len()
     }
@@ -129,12 +133,8 @@ impl Recipe {
         inputs: &Inputs,
     ) -> Result<Gathered, BuildError> {
         match inputs {
-            Inputs::Files { files, .. } => {
-                Ok(Gathered { files: files.clone(), _pinned: None, scratch: None, toolchain: None, keep_log: None })
-            }
-            Inputs::Source { .. } => {
-                Ok(Gathered { files: Vec::new(), _pinned: None, scratch: None, toolchain: None, keep_log: None })
-            }
+            Inputs::Files { files, .. } => Ok(Gathered::of(files.clone(), None)),
+            Inputs::Source { .. } => Ok(Gathered::of(Vec::new(), None)),
             Inputs::Entry(spec) => {
                 if let Some(cache) = &env.cache {
                     cache.set_phase(*id, Phase::Fetching);
@@ -153,7 +153,7 @@ impl Recipe {
                         .collect();
                     pinned.add(&shas);
                 }
-                let mut gathered = Gathered { files, _pinned: pinned, scratch: None, toolchain: None, keep_log: None };
+                let mut gathered = Gathered::of(files, pinned);
                 if *self == Recipe::Source(SourceKind::Cos) {
                     cos_extras(env, spec, &mut gathered).await?;
                 }
@@ -221,7 +221,7 @@ async fn cos_extras(env: &Env, spec: &BundleSpec, gathered: &mut Gathered) -> Re
     }
     let Some(toolchain) = source::cos::toolchain(&env.fetcher, &src.url).await? else { return Ok(()) };
     if let (Some(pinned), Some(sha)) =
-        (gathered._pinned.as_mut(), toolchain.tarball.file_name().and_then(|n| Sha256::parse(&n.to_string_lossy())))
+        (gathered.pinned.as_mut(), toolchain.tarball.file_name().and_then(|n| Sha256::parse(&n.to_string_lossy())))
     {
         pinned.add(&[(sha, toolchain.tarball.clone())]);
     }
