@@ -114,6 +114,40 @@ fn second_daemon_on_the_same_cache_is_refused() {
     assert!(err.contains("in use by another kpackfs"), "{err}");
 }
 
+/// The daemon holds the cache's lock and the ready pipe close-on-exec, so
+/// a program it runs (a build sandbox, gpgv) cannot keep the cache locked
+/// after the daemon is killed.
+#[test]
+fn the_daemon_hands_neither_its_cache_lock_nor_its_ready_pipe_to_programs_it_runs() {
+    let fx = Fixture::new(true);
+    let work = tempdir();
+    let cache = work.path().join("cache");
+    let m = Mounted::start(&fx.manifest, Some(&cache), &fx.mirror_args());
+    let lock = cache.join("lock").canonicalize().unwrap();
+    let fds = format!("/proc/{}/fd", m.pid);
+    let mut inherited = Vec::new();
+    let mut saw_lock = false;
+    for entry in std::fs::read_dir(&fds).unwrap() {
+        let entry = entry.unwrap();
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let fd = entry.file_name().to_string_lossy().into_owned();
+        // fds 3 and 4 are where `kpackfs mount` hands over the ready pipe
+        // and the lock (others, like cargo's jobserver, are the test's).
+        if target != lock && fd != "3" && fd != "4" {
+            continue;
+        }
+        saw_lock |= target == lock;
+        let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", m.pid)).unwrap_or_default();
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).map(str::trim).unwrap_or("0");
+        let flags = u32::from_str_radix(flags, 8).unwrap();
+        if flags & libc::O_CLOEXEC as u32 == 0 {
+            inherited.push(format!("fd {fd} -> {}", target.display()));
+        }
+    }
+    assert!(saw_lock, "the daemon holds {}", lock.display());
+    assert!(inherited.is_empty(), "inherited by every program the daemon runs: {inherited:?}");
+}
+
 #[test]
 fn bad_manifest_fails_before_mounting() {
     let work = tempdir();

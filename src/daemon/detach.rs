@@ -25,6 +25,10 @@ pub struct CacheLock(#[allow(dead_code)] std::fs::File);
 /// started us, else taken here.
 pub fn lock_cache_dir(dir: &Path) -> Result<CacheLock> {
     if let Some(fd) = std::env::var(LOCK_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) {
+        close_on_exec(fd);
+        if let Some(ready) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) {
+            close_on_exec(ready);
+        }
         // SAFETY: our parent handed us this descriptor, locked, and nothing else owns it.
         return Ok(CacheLock(unsafe { std::fs::File::from_raw_fd(fd) }));
     }
@@ -39,6 +43,15 @@ pub fn lock_cache_dir(dir: &Path) -> Result<CacheLock> {
         );
     }
     Ok(CacheLock(file))
+}
+
+/// dup2 handed us the lock and the ready pipe without close-on-exec; set
+/// it again, or every program the daemon runs (a build sandbox, gpgv)
+/// would hold the cache's lock past a daemon killed with -9 and a new
+/// mount of the cache would be refused until it exits.
+fn close_on_exec(fd: i32) {
+    // SAFETY: fcntl on a descriptor our parent handed us; it fails harmlessly if closed.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
 fn rotate_log(path: &Path) {
@@ -108,6 +121,7 @@ pub fn detach_and_wait(cache_dir: &Path, args: Vec<std::ffi::OsString>) -> Resul
 /// Tell the waiting parent (if any) that the mount is ready.
 pub fn signal_ready() {
     let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    close_on_exec(fd);
     // SAFETY: the parent handed us this descriptor; we own it from here.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = writeln!(pipe, "ready {}", std::process::id());

@@ -25,12 +25,17 @@ impl TestKey {
         Self::make(dir, name, algorithm, None)
     }
 
-    /// A key made in 2020 that expired a day later; it signs as of then.
+    /// A key made in 2020 that expired a day later; it signs an hour after
+    /// it was made. gpg's faked clock runs on, so signing at the creation
+    /// second itself can land "in the future" of a key made on a loaded host.
     pub fn expired(dir: &Path, name: &str) -> TestKey {
-        Self::make(dir, name, "ed25519", Some("20200101T000100"))
+        Self::make(dir, name, "ed25519", Some(("20200101T000000", "20200101T010000")))
     }
 
-    fn make(dir: &Path, name: &str, algorithm: &str, faked_time: Option<&'static str>) -> TestKey {
+    /// `faked` is gpg's clock when the key is made and when it signs.
+    fn make(dir: &Path, name: &str, algorithm: &str, faked: Option<(&'static str, &'static str)>) -> TestKey {
+        let faked_time = faked.map(|(_, signs)| signs);
+        let made_at = faked.map(|(made, _)| made);
         let home = dir.join(format!("gnupg-{name}"));
         std::fs::create_dir_all(&home).unwrap();
         std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -40,7 +45,7 @@ impl TestKey {
                     .arg("--homedir")
                     .arg(&home)
                     .args(["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""])
-                    .args(faked_time.map(|t| format!("--faked-system-time={t}")))
+                    .args(made_at.map(|t| format!("--faked-system-time={t}")))
                     .args(args),
             );
         };
