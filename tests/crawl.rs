@@ -1093,3 +1093,120 @@ fn garden_releases_and_their_component_descriptors_give_kernel_packers_garden_bu
         );
     }
 }
+
+/// The host part of kernel-packer's URLs up to (not including) `marker`,
+/// read from its own list, so no host is written here.
+fn prefix_before(lines: &[String], marker: &str) -> String {
+    let line = lines.iter().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("a line with {marker}"));
+    line[..line.find(marker).unwrap()].to_string()
+}
+
+/// minikube's release list and the ISO buildroot configs at each tag (laid
+/// out as minikube's repository has them: `configs/minikube_x86_64_defconfig`
+/// from v1.26, `configs/minikube_defconfig` before) give the very list
+/// kernel-packer crawled, defconfig URLs and kernel.org tarballs alike.
+#[test]
+fn a_minikube_release_list_and_its_iso_configs_give_kernel_packers_minikube_list() {
+    let theirs: Vec<String> = std::fs::read_to_string(common::kernel_packer_fixtures().join("minikube.txt"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let (their_trees, their_kernels) = (
+        format!("{}/kubernetes/minikube", prefix_before(&theirs, "/kubernetes/minikube/")),
+        format!("{}/pub/linux/kernel", prefix_before(&theirs, "/pub/linux/kernel/")),
+    );
+    let work = tempdir();
+    let www = work.path().join("www");
+    let mut names = vec!["v1.23.2".to_string(), "v1.34.0-beta.0".to_string(), "v1.99.0".to_string()];
+    for line in theirs.iter().filter(|l| l.contains("/kubernetes/minikube/")) {
+        let rest = line.strip_prefix(&format!("{their_trees}/")).unwrap();
+        let (tag, rest) = rest.split_once('/').unwrap();
+        let (path, kernel) = rest.split_once("?kernel=").unwrap();
+        let config = path.strip_prefix("deploy/iso/minikube-iso/").unwrap();
+        let minor: u32 = tag.split('.').nth(1).unwrap().parse().unwrap();
+        let buildroot = if minor >= 26 { "minikube_x86_64_defconfig" } else { "minikube_defconfig" };
+        let dir = www.join(format!("trees/{tag}/deploy/iso/minikube-iso/configs"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(buildroot),
+            format!("BR2_LINUX_KERNEL=y\nBR2_LINUX_KERNEL_CUSTOM_VERSION=y\nBR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE=\"{kernel}\"\nBR2_LINUX_KERNEL_USE_CUSTOM_CONFIG=y\nBR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE=\"$(BR2_EXTERNAL_MINIKUBE_PATH)/{config}\"\n"),
+        )
+        .unwrap();
+        names.push(tag.to_string());
+    }
+    // A prerelease and a release older than v1.24 are not crawled; a tag
+    // without an ISO config (v1.99.0) is skipped.
+    let list: Vec<String> = names.iter().map(|n| format!(r#"{{"name":"{n}","checksums":{{"linux":"00"}}}}"#)).collect();
+    std::fs::write(www.join("releases.json"), format!("[{}]", list.join(","))).unwrap();
+    let server = Server::start();
+    server.mount("/", &www);
+    let source = format!(
+        "- name: minikube\n  type: minikube\n  kind: minikube\n  url: {}\n  tree_url: {}\n  kernel_url: {}\n  grouping: build\n",
+        url_of("/releases.json"),
+        url_of("/trees"),
+        url_of("/pub/linux/kernel")
+    );
+    let sources = sources_file(work.path(), &[source]);
+    let p = paths(work.path());
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["minikube"]));
+    let ours: std::collections::BTreeSet<String> = read(&p.lists.join("minikube.txt"))
+        .lines()
+        .map(|l| l.replace(&url_of("/trees"), &their_trees).replace(&url_of("/pub/linux/kernel"), &their_kernels))
+        .collect();
+    let theirs: std::collections::BTreeSet<String> = theirs.into_iter().collect();
+    assert_eq!(ours, theirs, "the crawled list is kernel-packer's");
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    assert_eq!(manifest.entries.len(), 18, "one bundle per tag, as kernel-packer's manifest has");
+    for entry in manifest.entries.values() {
+        assert_eq!((entry.kind.as_str(), entry.packages.len()), ("minikube", 2));
+    }
+    assert_eq!(server.count(".tar.xz"), 0, "no tarball is downloaded by a crawl");
+    assert!(server.count("v1.23.2") == 0 && server.count("beta") == 0, "{:?}", server.log());
+}
+
+#[test]
+fn a_kernel_org_listing_gives_the_newest_releases_of_each_series_with_its_config() {
+    let work = tempdir();
+    let www = work.path().join("www");
+    std::fs::create_dir_all(www.join("pub/linux/kernel/v6.x")).unwrap();
+    let links: String = ["6.6", "6.6.1", "6.6.9", "6.6.10", "6.1.120", "6.12.3"]
+        .iter()
+        .map(|v| format!("<a href=\"linux-{v}.tar.xz\">linux-{v}.tar.xz</a> 01-Jan-2025 00:00 140M\n<a href=\"linux-{v}.tar.sign\">s</a>\n"))
+        .collect();
+    std::fs::write(
+        www.join("pub/linux/kernel/v6.x/index.html"),
+        format!("<html><body><pre>{links}</pre></body></html>"),
+    )
+    .unwrap();
+    let server = Server::start();
+    server.mount("/", &www);
+    let source = format!(
+        "- name: linuxkit\n  type: linuxkit\n  kind: kernel-org\n  url: {}\n  series: ['6.6', '6.1']\n  config_url: {}\n  newest: 2\n  grouping: build\n",
+        url_of("/pub/linux/kernel"),
+        url_of("/linuxkit/kernel/{series}.x/config-x86_64")
+    );
+    let sources = sources_file(work.path(), &[source]);
+    let p = paths(work.path());
+    run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &["linuxkit"]));
+    let manifest = Manifest::load(&p.manifest, None).unwrap();
+    let mut got: Vec<(String, Vec<String>)> = manifest
+        .entries
+        .values()
+        .map(|e| (e.name.clone().unwrap_or_default(), e.packages.iter().map(|p| p.url.clone()).collect()))
+        .collect();
+    got.sort();
+    let entry = |v: &str, series: &str| {
+        (
+            v.to_string(),
+            vec![
+                url_of(&format!("/pub/linux/kernel/v6.x/linux-{v}.tar.xz")),
+                url_of(&format!("/linuxkit/kernel/{series}.x/config-x86_64")),
+            ],
+        )
+    };
+    assert_eq!(got, [entry("6.1.120", "6.1"), entry("6.6.10", "6.6"), entry("6.6.9", "6.6")]);
+    let bad = "- name: bad\n  type: linuxkit\n  kind: kernel-org\n  url: http://k.example.test\n  series: ['../6']\n  config_url: http://k.example.test/c\n  grouping: build\n";
+    let err = run_err(&mut crawl(&sources_file(work.path(), &[bad.to_string()]), &p, &server, CANONICAL, &["bad"]));
+    assert!(err.contains("not a kernel series"), "{err}");
+}

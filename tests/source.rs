@@ -264,25 +264,34 @@ fn a_config_step_that_never_ends_is_stopped_at_the_deadline() {
     assert!(err.contains("over its 5s deadline"), "{err}");
 }
 
+/// An entry `<kind>/stand-in` (a kernel.org-style tarball and a config
+/// file, as minikube's and crawled linuxkit entries are) whose stand-in
+/// source runs `recipe` in `modules_prepare`, mounted from a loopback mirror.
+fn mount_stand_in(work: &Path, kind: &str, recipe: &str) -> (common::mirror::Mounted, common::http::Server) {
+    let files = work.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    stand_in_source(&files, "", recipe);
+    std::fs::write(files.join("config-x86_64"), stand_in_config(&gcc_banner())).unwrap();
+    let server = common::http::Server::start();
+    server.mount("/files", &files);
+    let urls = [server.url("/files/linux-6.1.0.tar.gz"), server.url("/files/config-x86_64")];
+    let id = kpackfs::manifest::bundle_id(urls.iter().map(String::as_str));
+    let manifest = work.join("manifest.yml");
+    std::fs::write(
+        &manifest,
+        format!("{id}:\n  type: {kind}\n  name: stand-in\n  packages:\n  - url: {}\n  - url: {}\n", urls[0], urls[1]),
+    )
+    .unwrap();
+    let cache = work.join("cache");
+    let m = common::mirror::Mounted::start(&manifest, Some(&cache), &["--no-apt-mirrors".to_string()]);
+    (m, server)
+}
+
 #[test]
 fn a_failed_source_build_through_the_mount_is_eio_with_its_log_kept_in_the_cache() {
     let work = tempdir();
-    let files = work.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    stand_in_source(&files, "", "echo kpackfs-marker-from-the-build\nfalse");
-    std::fs::write(files.join("defconfig"), stand_in_config(&gcc_banner())).unwrap();
-    let server = common::http::Server::start();
-    server.mount("/files", &files);
-    let urls = [server.url("/files/linux-6.1.0.tar.gz"), server.url("/files/defconfig")];
-    let id = kpackfs::manifest::bundle_id(urls.iter().map(String::as_str));
-    let manifest = work.path().join("manifest.yml");
-    std::fs::write(
-        &manifest,
-        format!("{id}:\n  type: minikube\n  name: stand-in\n  packages:\n  - url: {}\n  - url: {}\n", urls[0], urls[1]),
-    )
-    .unwrap();
-    let cache = work.path().join("cache");
-    let m = common::mirror::Mounted::start(&manifest, Some(&cache), &["--no-apt-mirrors".to_string()]);
+    let (m, _server) = mount_stand_in(work.path(), "minikube", "echo kpackfs-marker-from-the-build\nfalse");
+    let cache = m.cache.clone();
     let err = std::fs::read(m.path("minikube/stand-in/BUNDLE_UNAME")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
     let log = m.log();
@@ -294,6 +303,86 @@ fn a_failed_source_build_through_the_mount_is_eio_with_its_log_kept_in_the_cache
     let kept = line.split("its last 16 KiB: ").nth(1).unwrap().split(')').next().unwrap();
     assert!(Path::new(kept).starts_with(cache.join("logs")), "{kept}");
     assert!(read(Path::new(kept)).contains("kpackfs-marker-from-the-build"), "the kept log is the build's");
+    assert!(m.alive());
+}
+
+/// A linuxkit entry a kernel.org crawl made carries its series' config:
+/// that config is used, not one kpackfs ships (it has none for 6.1.0).
+#[test]
+fn a_crawled_linuxkit_entry_builds_with_the_config_it_carries() {
+    let work = tempdir();
+    let (m, _server) = mount_stand_in(work.path(), "linuxkit", "true");
+    assert_eq!(read(&m.path("linuxkit/stand-in/BUNDLE_UNAME")), "6.1.0-linuxkit");
+    let dir = read(&m.path("linuxkit/stand-in/BUNDLE_BUILD_DIR"));
+    let config = read(&m.path(&format!("linuxkit/stand-in/{dir}/.config")));
+    assert!(config.contains("CONFIG_KPROBES=y") && config.contains("# CONFIG_DEBUG_STUFF is not set"), "{config}");
+}
+
+/// Processes whose parent chain reaches `pid` (the daemon's builds).
+fn descendants_of(pid: u32) -> Vec<u32> {
+    let parent_of = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(mut p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let me = p;
+        for _ in 0..64 {
+            match parent_of(p) {
+                Some(parent) if parent == pid => {
+                    out.push(me);
+                    break;
+                }
+                Some(parent) if parent > 1 => p = parent,
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+fn is_building(state: &str) -> bool {
+    matches!(state, "verifying" | "remote" | "fetching" | "extracting" | "compressing")
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_source_build_whose_last_reader_is_killed_is_stopped_and_starts_again_for_the_next() {
+    let work = tempdir();
+    let (m, _server) = mount_stand_in(work.path(), "minikube", "sleep 600");
+    let label = "minikube/stand-in";
+    let reader = || Command::new("cat").arg(m.path("minikube/stand-in/BUNDLE_UNAME")).spawn().unwrap();
+    let kill = |mut child: std::process::Child| {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    let (mut first, second) = (reader(), reader());
+    wait_for("the build's sandbox", Duration::from_secs(60), || !descendants_of(m.pid).is_empty());
+    kill(first);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!descendants_of(m.pid).is_empty(), "one reader still waits: the build goes on");
+    assert!(is_building(&m.bundle_state(label)), "{}", m.bundle_state(label));
+    kill(second);
+    wait_for("the sandbox to end", Duration::from_secs(20), || descendants_of(m.pid).is_empty());
+    wait_for("the build's end", Duration::from_secs(10), || !is_building(&m.bundle_state(label)));
+    assert_eq!(m.bundle_state(label), "absent", "a stop is no failure: no backoff");
+    let log = m.log();
+    assert!(log.lines().any(|l| l.contains(label) && l.contains("nobody waits for it any more")), "{log}");
+    assert!(!log.lines().any(|l| l.contains("ERROR") && l.contains(label)), "no failure logged: {log}");
+    assert!(!m.cache.join("logs").read_dir().is_ok_and(|mut d| d.next().is_some()), "no build log kept");
+    // The next reader starts the build at once.
+    first = reader();
+    wait_for("a new sandbox", Duration::from_secs(20), || !descendants_of(m.pid).is_empty());
+    kill(first);
+    wait_for("the second sandbox to end", Duration::from_secs(20), || descendants_of(m.pid).is_empty());
     assert!(m.alive());
 }
 

@@ -5,7 +5,7 @@
 //! .tgz of the tree).
 
 use super::{build, output, Env, Inputs, Job, Outputs, TgzLater, WriteBack};
-use crate::cache::{Artefact, Cache, Kind, Outcome, Phase, Produce, Produced, Tgz, Waiter};
+use crate::cache::{Artefact, Cache, Kind, Outcome, Phase, Produce, Produced, Tgz, Waiter, Watch};
 use crate::error::{BuildError, ErrorClass};
 use crate::ids::BundleId;
 use crate::manifest::BundleSpec;
@@ -68,15 +68,29 @@ impl Bundles {
 
     /// Call `waiter` with the bundle's file: at once if open, else after
     /// the cache's one flight (its stored file checked, or a build).
-    pub fn obtain<T: Buildable>(self: &Arc<Self>, id: BundleId, label: &str, spec: SpecFn, waiter: Waiter<T>) {
+    /// `watch`: whether the waiter can leave early (see [`Watch`]).
+    pub fn obtain<T: Buildable>(
+        self: &Arc<Self>,
+        id: BundleId,
+        label: &str,
+        spec: SpecFn,
+        waiter: Waiter<T>,
+        watch: Watch,
+    ) {
         let produce = T::producer(self.clone(), id, label.to_string(), spec);
-        self.cache.obtain(id, label, produce, waiter);
+        self.cache.obtain(id, label, produce, waiter, watch);
     }
 
     /// [`Bundles::obtain`] as a future.
-    pub async fn obtained<T: Buildable>(self: &Arc<Self>, id: BundleId, label: &str, spec: SpecFn) -> Outcome<T> {
+    pub async fn obtained<T: Buildable>(
+        self: &Arc<Self>,
+        id: BundleId,
+        label: &str,
+        spec: SpecFn,
+        watch: Watch,
+    ) -> Outcome<T> {
         let produce = T::producer(self.clone(), id, label.to_string(), spec);
-        self.cache.obtained(id, label, produce).await
+        self.cache.obtained(id, label, produce, watch).await
     }
 
     async fn make_pack(
@@ -92,7 +106,7 @@ impl Bundles {
         let me = self.clone();
         let later: TgzLater = Box::new(move || {
             Box::pin(async move {
-                let tgz = me.obtained::<Tgz>(id, &label, Box::new(move || Some(spec))).await?;
+                let tgz = me.obtained::<Tgz>(id, &label, Box::new(move || Some(spec)), Watch::Stays).await?;
                 Ok((me.cache.tgz_path(&id), tgz.sha256.clone()))
             })
         });
@@ -104,7 +118,8 @@ impl Bundles {
     }
 
     async fn make_tgz(self: Arc<Self>, id: BundleId, label: String, spec: SpecFn) -> Result<Produced<Tgz>, BuildError> {
-        let pack = self.obtained::<Pack>(id, &label, spec).await?;
+        // The .tgz's own waiters say whether the pack is still wanted.
+        let pack = self.obtained::<Pack>(id, &label, spec, Watch::Sibling).await?;
         self.cache.set_phase(id, Phase::Compressing);
         let started = Instant::now();
         let out = self.cache.new_file(&id, Kind::Tgz).map_err(internal)?;

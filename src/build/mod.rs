@@ -165,15 +165,19 @@ async fn make(
     let extract_started = Instant::now();
     let (inputs, limits, hex, count) =
         (job.inputs.clone(), (env.limits, env.sandbox, env.image), job.id.hex(), gathered.count());
-    // A build nobody awaits any more (its future dropped) stops its sandbox.
-    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _cancel_on_drop = CancelOnDrop(cancel.clone());
-    let (meta, entries, written) = crate::cpu::run(cores, move |threads| {
+    // A build stops its sandbox when the cache finds nobody waits for it
+    // (its flight's flag), or when its future is dropped mid-way.
+    let cancel = env.cache.as_ref().and_then(|c| c.cancel_token(&job.id)).unwrap_or_default();
+    let mut on_drop = CancelOnDrop(Some(cancel.clone()));
+    let made = crate::cpu::run(cores, move |threads| {
         let laid_out = recipe.make(&gathered, &hex, &inputs, limits, threads, &cancel)?;
         let entries = laid_out.tree.items.len();
         output::write(&laid_out.tree, outputs, threads).map(|written| (laid_out.meta, entries, written))
     })
-    .await?;
+    .await;
+    // Run to its end: a failure is the build's own, not a stop.
+    on_drop.0 = None;
+    let (meta, entries, written) = made?;
     if let Some(cache) = &env.cache {
         cache.forget_log(&job.id);
     }
@@ -194,11 +198,14 @@ async fn make(
     Ok(Built { origin: Origin::Built, meta, entries, written, wrote_back: None })
 }
 
-struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+/// Sets the flag if dropped while still armed (the future was dropped).
+struct CancelOnDrop(Option<Arc<std::sync::atomic::AtomicBool>>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::SeqCst);
+        }
     }
 }
 

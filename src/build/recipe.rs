@@ -328,16 +328,23 @@ fn make_source(
                 .map(|v| v.split(".tar").next().unwrap_or("").to_string())
                 .ok_or_else(|| missing("linux-<version> tarball"))?;
             let tarball = file.path.as_path();
-            let text =
-                LINUXKIT_CONFIGS.iter().find(|(v, _)| *v == version).map(|(_, text)| *text).ok_or_else(|| {
-                    BuildError::new(ErrorClass::Refused, format!("kpackfs has no linuxkit config for {version}"))
-                })?;
-            (
-                tarball,
-                ConfigInput::Shipped { name: "linuxkit config", text },
-                Release::Suffix("-linuxkit".into()),
-                "linuxkit",
-            )
+            // A crawled entry carries its series' config (kernel-org
+            // sources); kernel-packer's four use the configs it shipped.
+            let config = match find(&|n| !is_tarball(n)) {
+                Some(config) => ConfigInput::File(config),
+                None => {
+                    let text = LINUXKIT_CONFIGS.iter().find(|(v, _)| *v == version).map(|(_, text)| *text).ok_or_else(
+                        || {
+                            BuildError::new(
+                                ErrorClass::Refused,
+                                format!("kpackfs has no linuxkit config for {version}"),
+                            )
+                        },
+                    )?;
+                    ConfigInput::Shipped { name: "linuxkit config", text }
+                }
+            };
+            (tarball, config, Release::Suffix("-linuxkit".into()), "linuxkit")
         }
         _ => return Err(BuildError::new(ErrorClass::Internal, "a source recipe was given package inputs")),
     };

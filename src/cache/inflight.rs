@@ -1,12 +1,15 @@
 //! Builds in flight: one per bundle however many ask, the others queued
 //! without blocking a thread; what each build is doing; which packages
 //! running builds need. A failure is remembered for a backoff during which
-//! askers get its cause at once, so a broken mirror is not hammered.
+//! askers get its cause at once, so a broken mirror is not hammered. A
+//! build whose every waiter has left (killed readers) is told to stop;
+//! stopping is not a failure, so the next asker starts it again at once.
 
 use crate::error::BuildError;
 use crate::ids::Sha256;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,29 @@ pub type Cause = BuildError;
 pub type Outcome<T> = Result<Arc<T>, Cause>;
 
 pub type Waiter<T> = Box<dyn FnOnce(Outcome<T>) + Send>;
+
+/// Whether a waiter can leave before its answer.
+#[derive(Clone)]
+pub enum Watch {
+    /// It waits to the end (serve's clients, a write-back): the build is
+    /// always wanted while it waits.
+    Stays,
+    /// A filesystem caller; the flag is set when it left (killed).
+    Caller(Arc<AtomicBool>),
+    /// Another flight of the same bundle waits on this one (a .tgz made
+    /// from the pack): that flight's own waiters carry the interest.
+    Sibling,
+}
+
+impl Watch {
+    fn wants(&self) -> Option<bool> {
+        match self {
+            Watch::Stays => Some(true),
+            Watch::Caller(left) => Some(!left.load(Ordering::SeqCst)),
+            Watch::Sibling => None,
+        }
+    }
+}
 
 /// What a running build is doing (status shows it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +72,13 @@ enum Flight<T> {
     /// `failures`: consecutive failures before this attempt.
     Running {
         waiters: Vec<Waiter<T>>,
+        watches: Vec<Watch>,
         failures: u32,
         phase: Phase,
+        /// Set when nobody waits any more: the build stops.
+        cancel: Arc<AtomicBool>,
+        /// Since when nobody waits (a grace before the stop).
+        unwanted_since: Option<Instant>,
     },
     Failed {
         cause: Cause,
@@ -90,10 +121,11 @@ impl<K: Copy + Eq + Hash, T> Flights<K, T> {
         Flights { map: HashMap::new(), backoff }
     }
 
-    pub fn join(&mut self, id: K, waiter: Waiter<T>, now: Instant) -> Joined<T> {
+    pub fn join(&mut self, id: K, waiter: Waiter<T>, watch: Watch, now: Instant) -> Joined<T> {
         match self.map.get_mut(&id) {
-            Some(Flight::Running { waiters, .. }) => {
+            Some(Flight::Running { waiters, watches, .. }) => {
                 waiters.push(waiter);
+                watches.push(watch);
                 Joined::Queued
             }
             Some(Flight::Failed { cause, until, .. }) if now < *until => Joined::Failed(waiter, cause.clone()),
@@ -102,24 +134,78 @@ impl<K: Copy + Eq + Hash, T> Flights<K, T> {
                     Some(Flight::Failed { attempts, .. }) => *attempts,
                     _ => 0,
                 };
-                self.map.insert(id, Flight::Running { waiters: vec![waiter], failures, phase: Phase::Fetching });
+                let cancel = Arc::new(AtomicBool::new(false));
+                let running = Flight::Running {
+                    waiters: vec![waiter],
+                    watches: vec![watch],
+                    failures,
+                    phase: Phase::Fetching,
+                    cancel,
+                    unwanted_since: None,
+                };
+                self.map.insert(id, running);
                 Joined::Start
             }
         }
     }
 
-    /// Finish a build: returns its waiters. A failure starts a backoff.
-    pub fn finish(&mut self, id: K, outcome: &Result<(), Cause>, now: Instant) -> Vec<Waiter<T>> {
-        let (waiters, failures) = match self.map.remove(&id) {
-            Some(Flight::Running { waiters, failures, .. }) => (waiters, failures),
-            _ => (Vec::new(), 0),
+    /// Finish a build: returns its waiters, and whether it was told to
+    /// stop. A failure starts a backoff; a stopped build does not.
+    pub fn finish(&mut self, id: K, outcome: &Result<(), Cause>, now: Instant) -> (Vec<Waiter<T>>, bool) {
+        let (waiters, failures, stopped) = match self.map.remove(&id) {
+            Some(Flight::Running { waiters, failures, cancel, .. }) => {
+                (waiters, failures, cancel.load(Ordering::SeqCst))
+            }
+            _ => (Vec::new(), 0, false),
         };
+        if stopped && outcome.is_err() {
+            // A stop leaves no failure behind: the next asker starts again.
+            return (waiters, true);
+        }
         if let Err(cause) = outcome {
             let attempts = failures + 1;
             let until = now + self.backoff.after(attempts);
             self.map.insert(id, Flight::Failed { cause: cause.clone(), until, attempts });
         }
-        waiters
+        (waiters, false)
+    }
+
+    /// The flag that stops a running build when nobody waits for it.
+    pub fn cancel_token(&self, id: &K) -> Option<Arc<AtomicBool>> {
+        match self.map.get(id) {
+            Some(Flight::Running { cancel, .. }) => Some(cancel.clone()),
+            _ => None,
+        }
+    }
+
+    /// Tell every running build nobody has waited for during `grace` to
+    /// stop: a group (`group` maps a flight to its bundle) is wanted while
+    /// any flight of it has a waiter that stays or has not left. The grace
+    /// is for readers the kernel queued behind the one that left (lookups of
+    /// one name are serialized before they reach us): they ask again at
+    /// once. Returns the flights told.
+    pub fn cancel_unwanted<G: Eq + Hash>(&mut self, group: impl Fn(&K) -> G, now: Instant, grace: Duration) -> Vec<K> {
+        let mut wanted: HashMap<G, bool> = HashMap::new();
+        for (id, flight) in &self.map {
+            if let Flight::Running { watches, .. } = flight {
+                let any = watches.iter().filter_map(Watch::wants).any(|w| w);
+                *wanted.entry(group(id)).or_default() |= any;
+            }
+        }
+        let mut told = Vec::new();
+        for (id, flight) in &mut self.map {
+            if let Flight::Running { cancel, unwanted_since, .. } = flight {
+                if wanted.get(&group(id)).copied().unwrap_or(true) {
+                    *unwanted_since = None;
+                    continue;
+                }
+                let since = *unwanted_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= grace && !cancel.swap(true, Ordering::SeqCst) {
+                    told.push(*id);
+                }
+            }
+        }
+        told
     }
 
     pub fn set_phase(&mut self, id: K, to: Phase) {
@@ -211,14 +297,14 @@ mod tests {
             })
         };
         let t0 = Instant::now();
-        assert!(matches!(f.join(id, waiter(&told), t0), Joined::Start));
+        assert!(matches!(f.join(id, waiter(&told), Watch::Stays, t0), Joined::Start));
         for _ in 0..15 {
-            assert!(matches!(f.join(id, waiter(&told), t0), Joined::Queued));
+            assert!(matches!(f.join(id, waiter(&told), Watch::Stays, t0), Joined::Queued));
         }
         assert_eq!(f.waiting(&id), 16);
-        let waiters = f.finish(id, &Err(cause("HTTP 500")), t0);
-        assert_eq!(waiters.len(), 16);
-        match f.join(id, waiter(&told), t0 + Duration::from_secs(1)) {
+        let (waiters, stopped) = f.finish(id, &Err(cause("HTTP 500")), t0);
+        assert_eq!((waiters.len(), stopped), (16, false));
+        match f.join(id, waiter(&told), Watch::Stays, t0 + Duration::from_secs(1)) {
             Joined::Failed(_, cause) => assert_eq!(cause.message(), "HTTP 500"),
             _ => panic!("expected the remembered failure"),
         }
@@ -229,13 +315,54 @@ mod tests {
             let (_, wait) = f.failure(&id, now).unwrap();
             waits.push(wait.as_secs());
             now += wait;
-            assert!(matches!(f.join(id, waiter(&told), now), Joined::Start));
+            assert!(matches!(f.join(id, waiter(&told), Watch::Stays, now), Joined::Start));
             f.finish(id, &Err(cause("again")), now);
         }
         assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300]);
         // Success clears the failure.
-        assert!(matches!(f.join(id, waiter(&told), now + Duration::from_secs(300)), Joined::Start));
+        assert!(matches!(f.join(id, waiter(&told), Watch::Stays, now + Duration::from_secs(300)), Joined::Start));
         f.finish(id, &Ok(()), now);
         assert!(f.failure(&id, now).is_none());
+    }
+
+    fn nobody() -> Waiter<u32> {
+        Box::new(|_| {})
+    }
+
+    #[test]
+    fn a_build_is_told_to_stop_once_every_caller_of_its_bundle_left_and_that_is_no_failure() {
+        let backoff = Backoff { base: Duration::from_secs(60), max: Duration::from_secs(300) };
+        // Flights keyed (bundle, file): file 0 the pack, 1 the .tgz made from it.
+        let mut f: Flights<(u32, u8), u32> = Flights::new(backoff);
+        let t0 = Instant::now();
+        let (a, b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        assert!(matches!(f.join((1, 0), nobody(), Watch::Caller(a.clone()), t0), Joined::Start));
+        f.join((1, 1), nobody(), Watch::Caller(b.clone()), t0);
+        f.join((1, 0), nobody(), Watch::Sibling, t0);
+        // Another bundle served to a client that stays is never stopped.
+        f.join((2, 0), nobody(), Watch::Stays, t0);
+        let bundle = |k: &(u32, u8)| k.0;
+        let grace = Duration::from_secs(2);
+        a.store(true, Ordering::SeqCst);
+        assert!(f.cancel_unwanted(bundle, t0, grace).is_empty(), "the .tgz's reader still waits");
+        b.store(true, Ordering::SeqCst);
+        assert!(f.cancel_unwanted(bundle, t0, grace).is_empty(), "nobody waits: the grace starts");
+        // A reader the kernel held back asks again within the grace.
+        let c = Arc::new(AtomicBool::new(false));
+        f.join((1, 0), nobody(), Watch::Caller(c.clone()), t0);
+        assert!(f.cancel_unwanted(bundle, t0 + grace, grace).is_empty(), "wanted again");
+        c.store(true, Ordering::SeqCst);
+        let later = t0 + grace * 2;
+        assert!(f.cancel_unwanted(bundle, later, grace).is_empty(), "a new grace");
+        let mut told = f.cancel_unwanted(bundle, later + grace, grace);
+        told.sort();
+        assert_eq!(told, vec![(1, 0), (1, 1)]);
+        assert!(f.cancel_token(&(1, 0)).unwrap().load(Ordering::SeqCst));
+        assert!(f.cancel_unwanted(bundle, later + grace * 2, grace).is_empty(), "told once");
+        assert!(!f.cancel_token(&(2, 0)).unwrap().load(Ordering::SeqCst));
+        let (_, stopped) = f.finish((1, 0), &Err(cause("stopped")), t0);
+        assert!(stopped);
+        assert!(f.failure(&(1, 0), t0).is_none(), "no backoff after a stop");
+        assert!(matches!(f.join((1, 0), nobody(), Watch::Stays, t0), Joined::Start), "the next asker starts it");
     }
 }

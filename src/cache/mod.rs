@@ -36,8 +36,8 @@ mod tgz;
 pub use accounting::{Key, Usage};
 pub use artefact::{Artefact, Kind};
 pub use index::BundleRecord;
-pub use inflight::{Backoff, Cause, Outcome, Phase, Waiter};
-pub use obtain::{Pinned, Produce, Produced, Production};
+pub use inflight::{Backoff, Cause, Outcome, Phase, Waiter, Watch};
+pub use obtain::{Pinned, Produce, Produced, Production, STOP_GRACE};
 pub use tgz::Tgz;
 
 use crate::fetch::{PackageStore, SpaceGuard};

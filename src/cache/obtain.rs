@@ -5,7 +5,7 @@
 //! package pins, a file to write in `tmp/`).
 
 use super::artefact::{Artefact, Held, Kind};
-use super::inflight::{Joined, Outcome, Phase, Waiter};
+use super::inflight::{Joined, Outcome, Phase, Waiter, Watch};
 use super::{Cache, Key};
 use crate::error::{BuildError, ErrorClass};
 use crate::files::AtomicFile;
@@ -14,8 +14,13 @@ use crate::observe::bump;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// How long a build nobody waits for runs on before it is stopped: readers
+/// the kernel held behind a killed one ask again within it.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many failed builds' logs the cache keeps (each at most 16 KiB).
 pub const KEPT_LOGS: usize = 256;
@@ -81,8 +86,16 @@ impl Cache {
 
     /// Call `waiter` with the bundle's file: at once if open, else after
     /// its one flight (the stored file checked, or `produce` run). `label`
-    /// names the bundle in logs (`type/name`).
-    pub fn obtain<T: Artefact>(self: &Arc<Self>, id: BundleId, label: &str, produce: Produce<T>, waiter: Waiter<T>) {
+    /// names the bundle in logs (`type/name`); `watch` says whether the
+    /// waiter can leave early (a build nobody waits for is stopped).
+    pub fn obtain<T: Artefact>(
+        self: &Arc<Self>,
+        id: BundleId,
+        label: &str,
+        produce: Produce<T>,
+        waiter: Waiter<T>,
+        watch: Watch,
+    ) {
         let joined = {
             let mut st = self.lock();
             if let Some(value) = st.loaded.get(&id, T::KIND).and_then(T::unwrap) {
@@ -91,7 +104,7 @@ impl Cache {
                 bump(&self.counters.hits);
                 return waiter(Ok(value));
             }
-            st.flights.join((id, T::KIND), typed(waiter), Instant::now())
+            st.flights.join((id, T::KIND), typed(waiter), watch, Instant::now())
         };
         match joined {
             Joined::Queued => {}
@@ -107,9 +120,15 @@ impl Cache {
     }
 
     /// [`Cache::obtain`] as a future.
-    pub async fn obtained<T: Artefact>(self: &Arc<Self>, id: BundleId, label: &str, produce: Produce<T>) -> Outcome<T> {
+    pub async fn obtained<T: Artefact>(
+        self: &Arc<Self>,
+        id: BundleId,
+        label: &str,
+        produce: Produce<T>,
+        watch: Watch,
+    ) -> Outcome<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.obtain(id, label, produce, Box::new(move |outcome| drop(tx.send(outcome))));
+        self.obtain(id, label, produce, Box::new(move |outcome| drop(tx.send(outcome))), watch);
         rx.await.map_err(|_| BuildError::new(ErrorClass::Internal, "the flight ended without an answer"))?
     }
 
@@ -159,6 +178,7 @@ impl Cache {
         let mut persist = false;
         let (waiters, outcome) = {
             let mut st = self.lock();
+            let stopped = st.flights.cancel_token(&(id, T::KIND)).is_some_and(|c| c.load(Ordering::SeqCst));
             let outcome: Outcome<Held> = match result {
                 Ok((value, new_bytes)) => {
                     if let Some(bytes) = new_bytes {
@@ -183,6 +203,10 @@ impl Cache {
                     self.touch(&mut st, id);
                     Ok(Arc::new(held))
                 }
+                Err(e) if stopped => {
+                    log::info!("bundle {label}{}: stopped, nobody waits for it any more", T::KIND.suffix());
+                    Err(e)
+                }
                 Err(e) => {
                     if T::KIND == Kind::Pack {
                         self.counters.failed(e.class);
@@ -197,7 +221,7 @@ impl Cache {
                 }
             };
             let done = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
-            let waiters = st.flights.finish((id, T::KIND), &done, Instant::now());
+            let (waiters, _) = st.flights.finish((id, T::KIND), &done, Instant::now());
             self.evict_over_budget(&mut st);
             (waiters, outcome)
         };
@@ -208,6 +232,27 @@ impl Cache {
         for w in waiters {
             w(outcome.clone());
         }
+    }
+
+    /// Stop the builds nobody has waited for during [`STOP_GRACE`] (their
+    /// callers were killed): a bundle's build is wanted while a caller of
+    /// its pack or its .tgz still waits, or a client that stays (serve's).
+    pub fn cancel_unwanted(&self) -> usize {
+        self.cancel_unwanted_as_of(Instant::now())
+    }
+
+    /// [`Cache::cancel_unwanted`] with the clock at `now`.
+    pub fn cancel_unwanted_as_of(&self, now: Instant) -> usize {
+        let told = self.lock().flights.cancel_unwanted(|(id, _)| *id, now, STOP_GRACE);
+        for (id, kind) in &told {
+            log::info!("cache: bundle {id}{}: every reader left; stopping its build", kind.suffix());
+        }
+        told.len()
+    }
+
+    /// The flag that stops the bundle's running build (its pack's flight).
+    pub fn cancel_token(&self, id: &BundleId) -> Option<Arc<AtomicBool>> {
+        self.lock().flights.cancel_token(&(*id, Kind::Pack))
     }
 
     /// What a running flight of the bundle is doing (status shows it).

@@ -17,6 +17,8 @@ pub mod freshness;
 pub mod garden;
 pub mod gcs;
 pub mod http;
+pub mod kernelorg;
+pub mod minikube;
 pub mod report;
 pub mod sources;
 pub mod state;
@@ -96,6 +98,8 @@ async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Prog
         Kind::Gcs => gcs::crawl(src, fetch, &step).await,
         Kind::Flatcar => flatcar::crawl(src, fetch, &step).await,
         Kind::Garden => garden::crawl(src, fetch, &step).await,
+        Kind::Minikube => minikube::crawl(src, fetch, &step).await,
+        Kind::KernelOrg => kernelorg::crawl(src, fetch, &step).await,
     }
 }
 

@@ -75,6 +75,11 @@ pub enum Kind {
     Flatcar,
     /// Garden Linux's GitHub releases and component descriptors ([`super::garden`]).
     Garden,
+    /// minikube's release list and the ISO config at each tag ([`super::minikube`]).
+    Minikube,
+    /// kernel.org's tarball listings and a config per series ([`super::kernelorg`]).
+    #[serde(rename = "kernel-org")]
+    KernelOrg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -110,6 +115,21 @@ pub struct Source {
     /// garden: the package pool the kernels' .debs are in (`…/pool/main/l`).
     #[serde(default)]
     pub pool_url: Option<String>,
+    /// minikube: the base of the tag trees (`<tree_url>/<tag>/deploy/iso/…`).
+    #[serde(default)]
+    pub tree_url: Option<String>,
+    /// minikube: kernel.org's `…/pub/linux/kernel`, where the tarballs are.
+    #[serde(default)]
+    pub kernel_url: Option<String>,
+    /// kernel-org: the series crawled (`6.6`).
+    #[serde(default)]
+    pub series: Vec<String>,
+    /// kernel-org: the config of a series' kernels, `{series}` replaced.
+    #[serde(default)]
+    pub config_url: Option<String>,
+    /// kernel-org: how many of each series' newest releases are listed.
+    #[serde(default)]
+    pub newest: Option<usize>,
     #[serde(default)]
     pub suites: Vec<String>,
     #[serde(default)]
@@ -150,6 +170,12 @@ pub struct Source {
     /// How far ahead of our clock a Release's Date may be (default 10m).
     #[serde(default)]
     pub clock_skew: Option<String>,
+}
+
+/// A kernel series as written (`6.6`): two short numbers (kernel-org sources).
+pub fn valid_series(series: &str) -> bool {
+    let parts: Vec<&str> = series.split('.').collect();
+    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn yes() -> bool {
@@ -209,6 +235,12 @@ impl Source {
                 "Flatcar's release index and package lists are not checked against a signature (trusted on HTTPS)",
             );
         }
+        if self.kind == Kind::Minikube {
+            out.push("minikube's release list and ISO configs are not signed (trusted on HTTPS)");
+        }
+        if self.kind == Kind::KernelOrg {
+            out.push("kernel.org's listings are trusted on HTTPS (the tarballs' .sign is not checked)");
+        }
         out
     }
 
@@ -254,7 +286,13 @@ impl Source {
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             bail!("source name {n:?} must be letters, digits, '.', '_' or '-'");
         }
-        for url in std::iter::once(&self.url).chain(&self.security_url).chain(&self.ports_url) {
+        for url in std::iter::once(&self.url)
+            .chain(&self.security_url)
+            .chain(&self.ports_url)
+            .chain(&self.tree_url)
+            .chain(&self.kernel_url)
+            .chain(&self.config_url)
+        {
             if !url.contains("://") {
                 bail!("source {n}: url {url:?} is not a URL");
             }
@@ -274,6 +312,24 @@ impl Source {
             }
             Kind::Garden if self.pool_url.is_none() => bail!("source {n}: garden sources need pool_url"),
             Kind::Garden => {}
+            Kind::Minikube if self.layout != "minikube" => {
+                bail!("source {n}: minikube release lists (kind: minikube) are for type minikube")
+            }
+            Kind::Minikube if self.tree_url.is_none() || self.kernel_url.is_none() => {
+                bail!("source {n}: minikube sources need tree_url and kernel_url")
+            }
+            Kind::Minikube => {}
+            Kind::KernelOrg if self.layout != "linuxkit" => {
+                bail!("source {n}: kernel.org listings (kind: kernel-org) are for type linuxkit")
+            }
+            Kind::KernelOrg if self.config_url.is_none() || self.series.is_empty() => {
+                bail!("source {n}: kernel-org sources need series and config_url")
+            }
+            Kind::KernelOrg => {
+                if let Some(bad) = self.series.iter().find(|s| !valid_series(s)) {
+                    bail!("source {n}: series {bad:?} is not a kernel series like '6.6'");
+                }
+            }
             _ => {
                 crate::layout::Family::of(&self.layout).with_context(|| format!("source {n}"))?;
             }
@@ -300,7 +356,11 @@ impl Source {
         if self.kind == Kind::Flatcar && self.grouping != Grouping::Single {
             bail!("source {n}: a Flatcar release is one image (grouping: single)");
         }
-        if self.keyring.is_none() && !self.insecure && !matches!(self.kind, Kind::Gcs | Kind::Flatcar | Kind::Garden) {
+        if matches!(self.kind, Kind::Minikube | Kind::KernelOrg) && self.grouping != Grouping::Build {
+            bail!("source {n}: a release's source and config are one bundle (grouping: build)");
+        }
+        let unsigned = matches!(self.kind, Kind::Gcs | Kind::Flatcar | Kind::Garden | Kind::Minikube | Kind::KernelOrg);
+        if self.keyring.is_none() && !self.insecure && !unsigned {
             bail!("source {n}: no keyring; give one, or set insecure: true to crawl it unsigned");
         }
         if self.kind == Kind::Apt && (!self.signed_index || !self.gpgcheck) {

@@ -168,7 +168,7 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
     let sweeper = core.clone();
     let _ = std::thread::Builder::new().name("kpackfs-sweep".into()).spawn(move || loop {
         std::thread::sleep(SWEEP);
-        sweeper.waiting().sweep();
+        sweeper.sweep();
     });
     if let (Some(interval), Some(sources)) = (settings.crawl_interval, sources) {
         let crawler = Crawler { served: served.clone(), sources, cache_dir: cache_dir.clone(), fetch: settings.fetch };

@@ -84,6 +84,14 @@ impl FsCore {
         &self.waiting
     }
 
+    /// Let go of killed callers (EINTR), then stop the builds nobody has
+    /// waited for since the cache's grace. Returns how many callers were let go.
+    pub fn sweep(&self) -> usize {
+        let released = self.waiting.sweep();
+        self.bundles.cache().cancel_unwanted();
+        released
+    }
+
     /// Serve a manifest in memory on top of the current namespace (keeping
     /// its slots); see [`FsCore::update_namespace`].
     pub fn update_manifest(&self, manifest: &Manifest) -> usize {
@@ -189,7 +197,7 @@ impl FsCore {
             return done(then(file));
         }
         let Some(info) = ns.bundle(slot) else { return done(Err(Errno::ENOENT)) };
-        let done = self.waiting.register(caller, done);
+        let (done, watch) = self.waiting.register(caller, done);
         let spec: SpecFn = Box::new(move || ns.spec(slot));
         self.bundles.obtain::<A>(
             info.id,
@@ -199,6 +207,7 @@ impl FsCore {
                 Ok(file) => done(then(file)),
                 Err(e) => done(Err(Errno(e.errno()))),
             }),
+            watch,
         );
     }
 

@@ -6,11 +6,13 @@
 //! ENOSYS, which makes the kernel stop sending interrupts, so the daemon
 //! watches instead: every queued answer is registered with the caller's
 //! thread id, and a sweep answers EINTR to each one whose caller has a
-//! fatal signal pending (or is gone). The build goes on for the others.
+//! fatal signal pending (or is gone). The build goes on for the others;
+//! once a bundle's last caller left, the cache stops its build.
 
 use super::types::{Caller, Done, Errno};
+use crate::cache::Watch;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What the daemon can learn about the thread behind a request.
@@ -76,16 +78,20 @@ impl Waiting {
     }
 
     /// Wrap `done` so that exactly one answer is given: the build's, or
-    /// EINTR from [`Waiting::sweep`] if the caller dies first. A caller we
-    /// cannot see (pid 0) is not watched.
-    pub fn register<T: Send + 'static>(self: &Arc<Self>, caller: Caller, done: Done<T>) -> Done<T> {
+    /// EINTR from [`Waiting::sweep`] if the caller dies first; the
+    /// [`Watch`] tells the cache when it left. A caller we cannot see
+    /// (pid 0) is not watched.
+    pub fn register<T: Send + 'static>(self: &Arc<Self>, caller: Caller, done: Done<T>) -> (Done<T>, Watch) {
         if caller.pid == 0 {
-            return done;
+            return (done, Watch::Stays);
         }
         let slot: Arc<Mutex<Option<Done<T>>>> = Arc::new(Mutex::new(Some(done)));
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         let for_sweep = slot.clone();
+        let left = Arc::new(AtomicBool::new(false));
+        let leaves = left.clone();
         let abandon = Box::new(move || {
+            leaves.store(true, Ordering::SeqCst);
             let taken = for_sweep.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(done) = taken {
                 done(Err(Errno::EINTR));
@@ -93,13 +99,14 @@ impl Waiting {
         });
         self.lock().insert(token, Registered { pid: caller.pid, abandon });
         let me = self.clone();
-        Box::new(move |result| {
+        let done: Done<T> = Box::new(move |result| {
             me.lock().remove(&token);
             let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(done) = taken {
                 done(result);
             }
-        })
+        });
+        (done, Watch::Caller(left))
     }
 
     /// Answer EINTR to every wait whose caller is dying. Returns how many.
@@ -118,7 +125,7 @@ impl Waiting {
             }
         }
         if released > 0 {
-            log::info!("answered {released} request(s) of killed readers with EINTR; their builds go on");
+            log::info!("answered {released} request(s) of killed readers with EINTR");
         }
         released
     }
@@ -167,12 +174,14 @@ mod tests {
             let answers = answers.clone();
             Box::new(move |r| answers.lock().unwrap().push((pid, r)))
         };
-        let killed = waiting.register(Caller { pid: 7 }, answer(7));
-        let alive = waiting.register(Caller { pid: 8 }, answer(8));
+        let (killed, killed_watch) = waiting.register(Caller { pid: 7 }, answer(7));
+        let (alive, alive_watch) = waiting.register(Caller { pid: 8 }, answer(8));
+        let left = |w: &Watch| matches!(w, Watch::Caller(f) if f.load(Ordering::SeqCst));
         assert_eq!(waiting.sweep(), 0);
         probe.0.store(true, Ordering::SeqCst);
         assert_eq!(waiting.sweep(), 1);
         assert_eq!(waiting.len(), 1);
+        assert!(left(&killed_watch) && !left(&alive_watch), "the cache learns who left");
         // The build finishes later: the killed caller is not answered twice.
         killed(Ok(1));
         alive(Ok(1));

@@ -171,7 +171,7 @@ impl Service {
         };
         let ns2 = ns.clone();
         let spec: SpecFn = Box::new(move || ns2.spec(slot));
-        self.bundles.obtained::<Tgz>(info.id, &info.label(), spec).await
+        self.bundles.obtained::<Tgz>(info.id, &info.label(), spec, crate::cache::Watch::Stays).await
     }
 
     pub async fn handle<B>(&self, req: Request<B>) -> Reply {

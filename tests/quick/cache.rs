@@ -220,3 +220,22 @@ fn a_killed_caller_is_let_go_and_the_build_goes_on() {
     assert!(matches!(patient.recv_timeout(Duration::from_secs(30)).unwrap(), Ok(Lookup::Found(_))));
     assert!(matches!(h.cache.state_of(&h.bundle_id(0)), BundleState::Ready { .. }));
 }
+
+#[test]
+fn a_build_whose_every_caller_was_killed_is_told_to_stop() {
+    let h = Harness::new(&["9.1.0-1-amd64"], 1000, Options::default());
+    h.source.add("linux-headers", Fault::Delay(Duration::from_millis(800)), 0, Some(1));
+    let dir = h.resolve("debian/9.1.0-1-amd64").unwrap().attr.ino;
+    let core = h.core.clone();
+    let killed = h.start(move |done| core.lookup(dir, b"usr", Caller { pid: 7001 }, done));
+    let id = h.bundle_id(0);
+    let told = || h.cache.cancel_token(&id).is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(h.core.sweep(), 0);
+    assert!(!told(), "a waiting caller keeps its build");
+    h.callers.dying.lock().unwrap().insert(7001);
+    assert_eq!(h.core.sweep(), 1);
+    assert_eq!(killed.recv_timeout(Duration::from_secs(1)).unwrap(), Err(Errno::EINTR));
+    assert!(!told(), "a grace for readers the kernel held behind it");
+    h.cache.cancel_unwanted_as_of(Instant::now() + kpackfs::cache::STOP_GRACE);
+    assert!(told(), "nobody waits: the build is told to stop ({:?})", h.cache.state_of(&id));
+}

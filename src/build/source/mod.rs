@@ -202,7 +202,9 @@ pub fn make(job: SourceJob<'_>) -> Result<LaidOut, BuildError> {
         let class = if f.by_build { ErrorClass::Hostile } else { ErrorClass::Internal };
         let tail: Vec<&str> = f.log_tail.lines().rev().take(8).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        let kept = job.keep_log.and_then(|keep| keep(&f.log_tail));
+        // A stopped build's log says nothing about the bundle.
+        let stopped = job.cancel.load(std::sync::atomic::Ordering::SeqCst);
+        let kept = job.keep_log.filter(|_| !stopped).and_then(|keep| keep(&f.log_tail));
         let whole = kept.map(|p| format!(" (its last 16 KiB: {})", p.display())).unwrap_or_default();
         BuildError::new(class, format!("{}; the build log ends: {}{whole}", f.cause, tail.join(" | ")))
     })?;
