@@ -168,6 +168,22 @@ MUTATIONS = [
      "            let config = match find(&|n| !is_tarball(n)) {",
      "            let config = match None::<&std::path::Path> {",
      ["--test", "source", "a_crawled_linuxkit_entry_builds_with_the_config_it_carries"]),
+    ("which takes the first mount, not the one serving the kernel", "src/cli/which.rs",
+     "        .collect())\n}",
+     "        .take(1)\n        .collect())\n}",
+     ["--test", "lookup", "which_answers_from_the_mount_that_serves_the_kernel"]),
+    ("which does not read the failed bundle's cause from status", "src/cli/which.rs",
+     "    let Some(status) = status else {",
+     "    let Some(status) = status.filter(|_| false) else {",
+     ["--test", "lookup", "which_names_the_cause_and_the_log_of_a_bundle_that_failed"]),
+    ("list with no match exits 0 in silence", "src/cli/list.rs",
+     "    if first {\n        if let Some(query)",
+     "    if false {\n        if let Some(query)",
+     ["--test", "lookup", "list_with_no_match_says_so_suggests_and_exits_1"]),
+    ("suggestions ignore version closeness", "src/lookup/suggest.rs",
+     "Some((edits, std::cmp::Reverse(at), gap, n))",
+     "Some((edits, std::cmp::Reverse(at * 0), gap * 0, n))",
+     ["--lib", "lookup::suggest::tests::among_equally_close_names_the_nearest_version_comes_first"]),
 ]
 
 

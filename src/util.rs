@@ -103,6 +103,22 @@ impl FreeFloor {
     }
 }
 
+/// A duration for people, to the second: `5h 55m 56s`, `2s`, `0s`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let mut left = d.as_secs();
+    let mut parts = Vec::new();
+    for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if left >= secs {
+            parts.push(format!("{}{unit}", left / secs));
+            left %= secs;
+        }
+    }
+    if left > 0 || parts.is_empty() {
+        parts.push(format!("{left}s"));
+    }
+    parts.join(" ")
+}
+
 /// Parse a duration such as `30s`, `15m`, `6h`, `1d` or `250ms`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
@@ -205,6 +221,15 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_people_write_them() {
+        use std::time::Duration;
+        assert_eq!(super::human_duration(Duration::from_secs_f64(21356.196771657)), "5h 55m 56s");
+        assert_eq!(super::human_duration(Duration::from_secs(6 * 3600)), "6h");
+        assert_eq!(super::human_duration(Duration::from_millis(300)), "0s");
+        assert_eq!(super::human_duration(Duration::from_secs(90_061)), "1d 1h 1m 1s");
+    }
+
     use super::*;
 
     #[test]

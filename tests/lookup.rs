@@ -241,3 +241,62 @@ fn by_uname_lists_without_downloads_and_resolves() {
         assert_eq!(read(&m.path(&format!("by-uname/{name}/BUNDLE_UNAME"))), *name);
     }
 }
+
+/// Without `--mount`, `which` answers from the mount that serves the
+/// kernel, not the first kpackfs mount it finds (`/kernels` is tried first).
+#[test]
+fn which_answers_from_the_mount_that_serves_the_kernel() {
+    let fx = Fixture::new(true);
+    let deb = fx.bundle("debian");
+    let work = tempdir();
+    // A first mount that serves only the Ubuntu kernel.
+    let mut small = kpackfs::manifest::Manifest::load(&fx.manifest, None).unwrap();
+    small.entries.retain(|_, e| e.kind == "ubuntu");
+    let small_manifest = work.path().join("small.yml");
+    small.save(&small_manifest).unwrap();
+    let first = Mounted::start(&small_manifest, None, &fx.mirror_args());
+    let _full = Mounted::start(&fx.manifest, None, &fx.mirror_args());
+    let (code, stdout, stderr) = out(kpackfs().args(["which", "--dir", &deb.uname]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!Path::new(stdout.trim()).starts_with(&first.mnt), "not the mount that lacks it: {stdout}");
+    assert!(stderr.contains("from the mount at"), "it says which mount it used: {stderr}");
+    // A kernel no mount serves: the preferred mount's answer, and that no other has it.
+    let (code, _, stderr) = out(kpackfs().args(["which", "--dir", "9.9.9-1-nothing"]));
+    assert_eq!(code, Some(3));
+    assert!(stderr.contains("no other kpackfs mount here serves it either"), "{stderr}");
+}
+
+/// A bundle that failed: `which` names the cause, its class and the log.
+#[test]
+fn which_names_the_cause_and_the_log_of_a_bundle_that_failed() {
+    let work = tempdir();
+    let server = Server::start();
+    let url = server.url("/pool/linux-headers-6.1.0-99-amd64_6.1.1-1_amd64.deb");
+    let id = kpackfs::manifest::bundle_id([url.as_str()]);
+    let manifest = work.path().join("manifest.yml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "{id}:\n  type: debian\n  name: 6.1.0-99-amd64\n  uname: 6.1.0-99-amd64\n  packages:\n  - url: {url}\n"
+        ),
+    )
+    .unwrap();
+    let m = Mounted::start(&manifest, None, &["--no-apt-mirrors".to_string()]);
+    let (code, _, stderr) = which(&m, &["6.1.0-99-amd64"]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("debian/6.1.0-99-amd64 failed:") && stderr.contains("not_found"), "{stderr}");
+    assert!(stderr.contains(&m.cache.join("kpackfs.log").display().to_string()), "{stderr}");
+}
+
+#[test]
+fn list_with_no_match_says_so_suggests_and_exits_1() {
+    let fx = Fixture::new(true);
+    let deb = fx.bundle("debian");
+    let typo = deb.name.replace("amd64", "amd46");
+    let (code, stdout, stderr) = out(kpackfs().args(["list", &typo, "--manifest"]).arg(&fx.manifest));
+    assert_eq!((code, stdout.as_str()), (Some(1), ""), "{stderr}");
+    assert!(stderr.contains("no bundle matches") && stderr.contains(&format!("closest: {}", deb.name)), "{stderr}");
+    let (code, stdout, _) = out(kpackfs().args(["list", &deb.name, "--manifest"]).arg(&fx.manifest));
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains(&deb.name));
+}

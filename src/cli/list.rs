@@ -11,6 +11,7 @@
 
 use super::ViewArgs;
 use crate::lookup::arch;
+use crate::lookup::view::View;
 use crate::manifest::index::Index;
 use crate::settings::Settings;
 use anyhow::Result;
@@ -201,7 +202,25 @@ pub fn run(args: ListArgs, base: &Settings) -> Result<ExitCode> {
         out.push_str("\n]\n");
     }
     super::print(&out)?;
+    if first {
+        if let Some(query) = args.pattern.as_deref().or(args.uname.as_deref()) {
+            return Ok(no_match(&view, query, all));
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Nothing matched a pattern: say so on stderr with the closest names and
+/// releases, and exit 1 (a script's `list PATTERN` must not look like success).
+fn no_match(view: &View, query: &str, all: bool) -> ExitCode {
+    let rows: Vec<Row> = slots(&view.index, all).into_iter().filter_map(|slot| row(&view.index, slot)).collect();
+    let names = rows.iter().flat_map(|r| r.name.as_deref().into_iter().chain(r.uname.as_deref()));
+    let bare = query.trim_matches('*');
+    let closest = crate::lookup::suggest::closest(bare, names, 5);
+    let hint =
+        if closest.is_empty() { " (nothing close)".to_string() } else { format!("; closest: {}", closest.join(", ")) };
+    super::eprint(&format!("kpackfs: no bundle matches {query:?} in {}{hint}\n", view.origin));
+    ExitCode::from(1)
 }
 
 #[cfg(test)]

@@ -71,40 +71,95 @@ fn distribution(args: &WhichArgs, view: &View) -> Option<(String, Vec<String>)> 
     None
 }
 
-/// `--mount`, else the first kpackfs mount here that answers.
-fn the_mount(args: &WhichArgs) -> Result<Option<(PathBuf, View)>> {
+/// The conventional mount point, tried first when no `--mount` is given.
+const DEFAULT_MOUNT: &str = "/kernels";
+
+/// `--mount`, else every kpackfs mount here that answers, `/kernels` first.
+fn the_mounts(args: &WhichArgs) -> Result<Vec<(PathBuf, View)>> {
     if let Some(m) = &args.view.mount {
-        return Ok(Some((m.clone(), View::of_mount(m)?)));
+        return Ok(vec![(m.clone(), View::of_mount(m)?)]);
     }
-    for m in mountpoint::kpackfs_mounts() {
-        match View::of_mount(&m) {
-            Ok(view) => return Ok(Some((m, view))),
-            Err(e) => log::debug!("skipping the kpackfs mount at {}: {e:#}", m.display()),
-        }
+    let mut mounts = mountpoint::kpackfs_mounts();
+    // Stable: /kernels first, the others in mount order.
+    mounts.sort_by_key(|m| m != Path::new(DEFAULT_MOUNT));
+    Ok(mounts
+        .into_iter()
+        .filter_map(|m| match View::of_mount(&m) {
+            Ok(view) => Some((m, view)),
+            Err(e) => {
+                log::debug!("skipping the kpackfs mount at {}: {e:#}", m.display());
+                None
+            }
+        })
+        .collect())
+}
+
+/// What the mount's status says about a bundle that failed: its cause and
+/// class, and the daemon's log file.
+fn why_failed(mnt: &Path, kind: &str, name: &str) -> String {
+    let label = format!("{kind}/{name}");
+    let status: Option<serde_json::Value> = std::fs::read(mnt.join(".kpackfs/status.json"))
+        .ok()
+        .filter(|b| b.len() < 64 << 20)
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(status) = status else { return "the daemon's log says why".into() };
+    let log = status["cache_dir"].as_str().map(|d| Path::new(d).join("kpackfs.log").display().to_string());
+    let log = log.unwrap_or_else(|| "the daemon's log".into());
+    let failed = status["bundles"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["label"] == label.as_str()))
+        .filter(|b| b["state"] == "failed");
+    match failed {
+        Some(b) => format!(
+            "{label} failed: {} ({}); retried in {} s; more in {log}",
+            crate::util::printable(b["cause"].as_str().unwrap_or("?")),
+            b["class"].as_str().unwrap_or("?"),
+            b["retry_in_secs"].as_u64().unwrap_or(0)
+        ),
+        None => format!("{log} says why"),
     }
-    Ok(None)
+}
+
+/// The kernel's slot in `view`, or why not.
+fn locate(args: &WhichArgs, view: &View, kernel: &Kernel) -> Result<u32, String> {
+    let distro = distribution(args, view);
+    let types: Vec<&str> = distro.iter().flat_map(|(_, t)| t.iter().map(String::as_str)).collect();
+    let narrowing = distro.as_ref().map(|(name, _)| (name.as_str(), types.as_slice()));
+    which::find(&view.index, kernel, narrowing).map_err(|e| e.to_string())
 }
 
 pub fn run(args: WhichArgs, base: &Settings) -> Result<ExitCode> {
-    let found = if args.view.manifest.is_none() { the_mount(&args)? } else { None };
-    let (mount, view) = match found {
-        Some((m, view)) => (Some(m), view),
-        None => {
-            let settings = super::list::view_settings(base, &args.view, args.cache_dir.as_ref());
-            (args.view.mount.clone(), args.view.open(&settings)?)
-        }
-    };
     let kernel = Kernel::from_args(&args.kernel, || which::running_release(&args.host_root)).map_err(|e| anyhow!(e))?;
-    let distro = distribution(&args, &view);
-    let types: Vec<&str> = distro.iter().flat_map(|(_, t)| t.iter().map(String::as_str)).collect();
-    let narrowing = distro.as_ref().map(|(name, _)| (name.as_str(), types.as_slice()));
-    let slot = match which::find(&view.index, &kernel, narrowing) {
-        Ok(slot) => slot,
-        Err(e) => {
-            super::eprint(&format!("kpackfs: {e} (in {})\n", view.origin));
-            return Ok(ExitCode::from(NOT_FOUND));
+    let mut candidates = if args.view.manifest.is_none() { the_mounts(&args)? } else { Vec::new() };
+    if candidates.is_empty() {
+        let settings = super::list::view_settings(base, &args.view, args.cache_dir.as_ref());
+        candidates.push((args.view.mount.clone().unwrap_or_default(), args.view.open(&settings)?));
+    }
+    let several = candidates.len() > 1;
+    // The first mount that serves the kernel; else the preferred one's answer.
+    let mut first_error = None;
+    let mut chosen = None;
+    for (mount, view) in candidates {
+        match locate(&args, &view, &kernel) {
+            Ok(slot) => {
+                chosen = Some((mount, view, slot));
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(format!("{e} (in {})", view.origin));
+            }
         }
+    }
+    let Some((mount, view, slot)) = chosen else {
+        let others = if several { "; no other kpackfs mount here serves it either" } else { "" };
+        super::eprint(&format!("kpackfs: {}{others}\n", first_error.unwrap_or_default()));
+        return Ok(ExitCode::from(NOT_FOUND));
     };
+    if several {
+        log::info!("using the mount at {} (it serves the kernel)", mount.display());
+        super::eprint(&format!("kpackfs: from the mount at {}\n", mount.display()));
+    }
+    let mount = (!mount.as_os_str().is_empty()).then_some(mount);
     let (kind, name) = (
         view.index.kind(slot).context("unreadable index entry")?.to_string(),
         view.index.name(slot).unwrap_or_default().to_string(),
@@ -133,8 +188,9 @@ pub fn run(args: WhichArgs, base: &Settings) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // The build directory: reading BUNDLE_BUILD_DIR builds the bundle.
-    let build_dir = std::fs::read_to_string(bundle.join("BUNDLE_BUILD_DIR"))
-        .with_context(|| format!("reading {}/BUNDLE_BUILD_DIR (the daemon's log says why)", bundle.display()))?;
+    let build_dir = std::fs::read_to_string(bundle.join("BUNDLE_BUILD_DIR")).with_context(|| {
+        format!("reading {}/BUNDLE_BUILD_DIR ({})", bundle.display(), why_failed(&mnt, &kind, &name))
+    })?;
     let relative = build_dir.trim().trim_start_matches("./");
     let path = if relative.is_empty() || relative == "." { bundle.clone() } else { bundle.join(relative) };
     if args.link {

@@ -183,7 +183,11 @@ impl Crawler {
         let (lists_dir, manifest) = crate::crawl::default_paths(&self.cache_dir);
         let last = std::fs::metadata(&manifest).and_then(|m| m.modified()).ok();
         let wait = first_crawl_wait(last, interval, SystemTime::now());
-        log::info!("background crawl every {interval:?}; the next in {wait:?}");
+        log::info!(
+            "background crawl every {}; the next in {}",
+            crate::util::human_duration(interval),
+            crate::util::human_duration(wait)
+        );
         tokio::time::sleep(wait).await;
         let opts = crate::crawl::Options {
             lists_dir,
