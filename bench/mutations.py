@@ -155,7 +155,7 @@ MUTATIONS = [
     ("no grace before a build nobody waits for stops", "src/cache/obtain.rs",
      "now, STOP_GRACE);",
      "now, std::time::Duration::ZERO);",
-     ["--test", "source", "a_source_build_whose_last_reader_is_killed_is_stopped_and_starts_again_for_the_next"]),
+     ["--test", "quick", "cache::a_build_whose_every_caller_was_killed_is_told_to_stop"]),
     ("the cache lock is inherited by programs the daemon runs", "src/daemon/detach.rs",
      "        close_on_exec(fd);\n        if let Some(ready)",
      "        if let Some(ready)",

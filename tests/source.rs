@@ -359,12 +359,16 @@ fn a_source_build_whose_last_reader_is_killed_is_stopped_and_starts_again_for_th
     let work = tempdir();
     let (m, _server) = mount_stand_in(work.path(), "minikube", "sleep 600");
     let label = "minikube/stand-in";
-    let reader = || Command::new("cat").arg(m.path("minikube/stand-in/BUNDLE_UNAME")).spawn().unwrap();
+    // Each reader its own file: lookups of one name are serialized in the
+    // kernel, and a reader held there cannot die until the one ahead of it
+    // is answered (the 2 s grace covers those readers; the quick tier tests it).
+    let reader_of = |file: &str| Command::new("cat").arg(m.path(&format!("minikube/stand-in/{file}"))).spawn().unwrap();
+    let reader = || reader_of("BUNDLE_UNAME");
     let kill = |mut child: std::process::Child| {
         child.kill().unwrap();
         child.wait().unwrap();
     };
-    let (mut first, second) = (reader(), reader());
+    let (mut first, second) = (reader(), reader_of("BUNDLE_BUILD_DIR"));
     wait_for("the build's sandbox", Duration::from_secs(60), || !descendants_of(m.pid).is_empty());
     kill(first);
     std::thread::sleep(Duration::from_secs(1));
