@@ -72,8 +72,9 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
         }
         let config = template.replace("{series}", series);
         for version in listed.iter().skip(listed.len().saturating_sub(newest)) {
-            let package = |url: String| Package { url, also: Vec::new(), sha256: None, sha512: None, size: None };
-            found.bundles.push(vec![package(format!("{url}linux-{version}.tar.xz")), package(config.clone())]);
+            found
+                .bundles
+                .push(vec![Package::new(format!("{url}linux-{version}.tar.xz")), Package::new(config.clone())]);
         }
     }
     Ok(found)

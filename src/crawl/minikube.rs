@@ -132,10 +132,9 @@ pub async fn crawl(src: &Source, fetch: &IndexFetcher, progress: &(dyn Fn(String
                 continue;
             }
         };
-        let package = |url: String| Package { url, also: Vec::new(), sha256: None, sha512: None, size: None };
         found.bundles.push(vec![
-            package(format!("{trees}/{tag}/{ISO}/{}?kernel={}", kernel.config, kernel.version)),
-            package(tarball_url(kernels, &kernel.version)),
+            Package::new(format!("{trees}/{tag}/{ISO}/{}?kernel={}", kernel.config, kernel.version)),
+            Package::new(tarball_url(kernels, &kernel.version)),
         ]);
     }
     Ok(found)
