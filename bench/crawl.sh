@@ -34,5 +34,5 @@ for set in $sets; do
   done
   f=$(median "${first[@]}"); a=$(median "${again[@]}"); p=$(median "${peak[@]}")
   printf '%-6s median: first crawl %.2fs, unchanged re-crawl %.2fs, ratio %.3f (target <= 0.2), peak %d MiB; %s\n\n' \
-    "$set" "$f" "$a" "$(echo "$a / $f" | bc -l)" "$((${p%.*} / 1024))" "$(grep -o '[0-9]* in the manifest' "$work/$set-1.first.txt")"
+    "$set" "$f" "$a" "$(echo "$a / $f" | bc -l)" "$((${p%.*} / 1024))" "$(grep -o '[0-9]* entries in the crawl result' "$work/$set-1.first.txt")"
 done

@@ -184,6 +184,18 @@ MUTATIONS = [
      "Some((edits, std::cmp::Reverse(at), gap, n))",
      "Some((edits, std::cmp::Reverse(at * 0), gap * 0, n))",
      ["--lib", "lookup::suggest::tests::among_equally_close_names_the_nearest_version_comes_first"]),
+    ("crawl counts every unseen id as new, merged or not", "src/crawl/mod.rs",
+     "manifest.entries.contains_key(*id) && counted.insert((*id).clone())",
+     "counted.insert((*id).clone()) || true",
+     ["--test", "crawl", "the_same_packages_through_two_archives_are_one_entry_with_fallbacks"]),
+    ("an unreachable source never backs off", "src/crawl/state.rs",
+     "states.get(name).is_none_or(|s| s.next_try() <= now)",
+     "states.get(name).is_none_or(|s| s.next_try() <= now) || true",
+     ["--test", "crawl", "a_source_unreachable_crawl_after_crawl_backs_off_and_is_told_once"]),
+    ("a known-unreachable source is warned about at length every crawl", "src/crawl/mod.rs",
+     "is_none_or(|b| b.unreachable_runs == 0);",
+     "is_none_or(|b| b.unreachable_runs < u32::MAX);",
+     ["--test", "crawl", "a_source_unreachable_crawl_after_crawl_backs_off_and_is_told_once"]),
 ]
 
 

@@ -527,6 +527,59 @@ fn failed_source_keeps_its_list_and_the_others_go_on() {
     assert_eq!(manifest.entries.len(), 2, "old debian bundle kept, ubuntu added");
 }
 
+/// Issue 24 item 4: a source that keeps being unreachable is told once
+/// with its cause, then in one line; after two failed crawls in a row a
+/// crawl of all sources skips it (exit 0) until its backoff ends; naming it
+/// tries it now; a success clears the count.
+#[test]
+fn a_source_unreachable_crawl_after_crawl_backs_off_and_is_told_once() {
+    let c = crawled_once();
+    let index = "/debian/dists/stable/InRelease";
+    c.server.set_fault(index, Fault::Status(500));
+    let run = |selectors: &[&str]| {
+        let out = crawl(&c.sources, &c.p, &c.server, CANONICAL, selectors).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, _, first) = run(&[]);
+    assert_eq!(code, Some(3));
+    let told: Vec<&str> = first.lines().filter(|l| l.contains("test-debian")).collect();
+    assert!(told.len() == 1 && told[0].contains("WARN") && told[0].contains("HTTP 500"), "{first}");
+    let (code, _, second) = run(&[]);
+    assert_eq!(code, Some(3), "tried again: the first failure does not back off");
+    let told: Vec<&str> = second.lines().filter(|l| l.contains("test-debian")).collect();
+    assert_eq!(told.len(), 1, "{second}");
+    assert!(told[0].contains("1 still unreachable (test-debian)") && !told[0].contains("HTTP 500"), "{second}");
+    assert!(!told[0].contains("WARN"), "a known failure is not a warning again: {second}");
+    let requests = c.server.count(index);
+    let (code, stdout, _) = run(&[]);
+    assert_eq!(code, Some(0), "nothing tried failed: {stdout}");
+    assert_eq!(c.server.count(index), requests, "not tried while backing off");
+    let in_an_hour = stdout.contains("next try in 59m") || stdout.contains("next try in 1h");
+    assert!(stdout.contains("0 refused, 1 backing off") && in_an_hour, "{stdout}");
+    let (code, stdout, _) = run(&["test-debian"]);
+    assert_eq!((code, c.server.count(index)), (Some(3), requests + 1), "named, it is tried now: {stdout}");
+    let state_file = c.p.cache.join("crawl/sources.json");
+    let states: serde_json::Value = serde_json::from_str(&read(&state_file)).unwrap();
+    assert_eq!(states["test-debian"]["unreachable_runs"], 3);
+    // Three in a row wait two hours: an hour and a half later it is still skipped, then tried.
+    let aged = |secs: u64| {
+        let mut states = states.clone();
+        states["test-debian"]["last_crawl"] = (kpackfs::util::now_secs() - secs).into();
+        std::fs::write(&state_file, states.to_string()).unwrap();
+    };
+    aged(5400);
+    run(&[]);
+    assert_eq!(c.server.count(index), requests + 1);
+    aged(7300);
+    c.server.clear_faults();
+    let (code, stdout, _) = run(&[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(c.server.count(index), requests + 2);
+    let states: serde_json::Value = serde_json::from_str(&read(&state_file)).unwrap();
+    assert!(states["test-debian"].get("unreachable_runs").is_none(), "a success clears it: {states}");
+}
+
 #[test]
 fn unchanged_recrawl_costs_one_conditional_request_per_index() {
     let c = crawled_once();
@@ -573,7 +626,7 @@ fn a_terminal_shows_a_bar_per_source_and_a_summary() {
     );
     assert!(out.contains("crawled 1 sources in"), "{out}");
     assert!(out.contains("1 ok, 0 unreachable, 0 refused"), "{out}");
-    assert!(out.contains("3 packages, 0 bundles new, 1 in the manifest"), "the summary: {out}");
+    assert!(out.contains("3 packages, 0 bundles new, 1 entries in the crawl result"), "the summary: {out}");
 }
 
 #[test]
@@ -846,6 +899,11 @@ fn the_same_packages_through_two_archives_are_one_entry_with_fallbacks() {
     let out = run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
     let manifest = Manifest::load(&p.manifest, None).unwrap();
     assert_eq!(manifest.entries.len(), 1, "one entry per kernel: {out}");
+    assert!(out.contains("1 bundles new, 1 entries in the crawl result (1 merged as other locations)"), "{out}");
+    // Issue 24 item 5: an unchanged crawl has nothing new, merged or not.
+    let again = run_ok(&mut crawl(&sources, &p, &server, CANONICAL, &[]));
+    assert!(again.contains("0 bundles new, 1 entries in the crawl result;"), "{again}");
+    assert_eq!(again.matches("(0 new)").count(), 2, "neither source has anything new: {again}");
     let (id, entry) = manifest.entries.iter().next().unwrap();
     assert_eq!(&entry.compute_id(), id, "the id is kernel-packer's over the first location");
     for pkg in &entry.packages {

@@ -94,7 +94,8 @@ fn new_kernel_appears_while_mounted() {
     assert!(source["last_error"].as_str().unwrap_or_default().contains("HTTP 500"), "{status}");
     assert!(source["last_success"].as_u64().is_some(), "{status}");
     let text = std::fs::read_to_string(m.path(".kpackfs/status")).unwrap();
-    assert!(text.contains("test-debian") && text.contains("unreachable") && text.contains("HTTP 500"), "{text}");
+    let line = text.lines().find(|l| l.contains("test-debian")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("unreachable") && line.contains("--json"), "one line, the cause in --json: {text}");
     let log = m.log();
     let lines = log.lines().filter(|l| l.contains("crawl test-debian: unreachable")).count();
     assert!(lines >= 1, "{log}");
@@ -125,12 +126,14 @@ fn default_mount_serves_the_shipped_manifest_merged_with_the_last_crawl() {
     let mirror = format!("http://archive.example.test={}", server.url(""));
     let cache = work.path().join("cache");
     // `kpackfs crawl` without --manifest or --lists-dir writes into the cache directory.
-    run_ok(kpackfs().arg("crawl").arg("--sources").arg(&sources).arg("--cache-dir").arg(&cache).args([
+    let crawled = run_ok(kpackfs().arg("crawl").arg("--sources").arg(&sources).arg("--cache-dir").arg(&cache).args([
         "--no-apt-mirrors",
         "--mirror",
         &mirror,
     ]));
     assert!(cache.join("crawl/kernel-package-lists/test-debian.txt").exists());
+    let serves = format!("a mount of {} serves ", cache.display());
+    let counted = crawled.lines().find_map(|l| l.strip_prefix(serves.as_str())).unwrap_or_else(|| panic!("{crawled}"));
 
     let m = Mounted::start_default(&cache, &["--no-apt-mirrors".to_string(), "--mirror".to_string(), mirror]);
     let shipped = Manifest::load(&common::repo().join("manifest.yml"), None).unwrap();
@@ -148,6 +151,12 @@ fn default_mount_serves_the_shipped_manifest_merged_with_the_last_crawl() {
     assert_eq!(read(&m.path(&format!("debian/{}/BUNDLE_UNAME", fx.name))), fx.uname);
     let note = m.status()["manifest"].as_str().unwrap_or_default().to_string();
     assert!(note.contains("shipped") && note.contains("merged with the crawl result"), "{note}");
+    // Issue 24 item 5: one count of entries everywhere, the crawl's, the mount's log's and status's.
+    let entries = format!(" bundles shown of {} entries", shipped.entries.len() + 1);
+    assert!(counted.contains(&entries), "the shipped entries and the crawled one: {counted}");
+    let status = std::fs::read_to_string(m.path(".kpackfs/status")).unwrap();
+    assert!(status.contains(&format!("manifest: {counted}")), "status counts as the crawl did ({counted}): {status}");
+    assert!(m.log().contains(&format!("({counted};")), "the mount's log counts so too ({counted}): {}", m.log());
 }
 
 #[test]

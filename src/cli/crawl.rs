@@ -75,12 +75,16 @@ pub fn run(args: CrawlArgs, base: &Settings) -> Result<ExitCode> {
     let (default_lists, default_manifest) = crawl::default_paths(&cache_dir);
     let opts = crawl::Options {
         lists_dir: args.lists_dir.unwrap_or(default_lists),
-        manifest: args.manifest.unwrap_or(default_manifest),
+        manifest: args.manifest.clone().unwrap_or_else(|| default_manifest.clone()),
         index_cache: cache_dir.join("crawl/index-cache"),
         fetch: settings.fetch,
         parallel: args.parallel,
         state: crawl::state_path(&cache_dir),
+        // Sources named by hand are tried now; a crawl of all of them skips
+        // those that keep being unreachable until their backoff ends.
+        backoff: args.sources.is_empty(),
     };
+    let served_by_mount = opts.manifest == default_manifest;
     let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
         Arc::new(Bars { multi: indicatif::MultiProgress::new(), bars: Mutex::default() })
     } else {
@@ -92,8 +96,19 @@ pub fn run(args: CrawlArgs, base: &Settings) -> Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     let report = runtime.block_on(crawl::run(&selected, &opts, progress))?;
+    // What a mount of this cache serves, counted as the mount and status count.
+    let mount_counts = if served_by_mount {
+        let inputs =
+            crate::namespace::served::Inputs::new(settings.manifest.clone(), settings.lists_dir.clone(), &cache_dir);
+        match inputs.index_read_only() {
+            Ok(index) => format!("a mount of {} serves {}\n", cache_dir.display(), index.counts.summary()),
+            Err(e) => format!("a mount of {} could not load its manifest: {e:#}\n", cache_dir.display()),
+        }
+    } else {
+        String::new()
+    };
     super::print(&format!(
-        "{}lists: {}  manifest: {}\n",
+        "{}{mount_counts}lists: {}  manifest: {}\n",
         report.summary(),
         opts.lists_dir.display(),
         opts.manifest.display()

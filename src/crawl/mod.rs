@@ -63,6 +63,9 @@ pub struct Options {
     pub parallel: usize,
     /// Each source's history ([`state`]).
     pub state: PathBuf,
+    /// Skip sources that keep being unreachable until their backoff ends
+    /// ([`state::due`]); off when sources are named by hand.
+    pub backoff: bool,
 }
 
 /// Progress callbacks (a terminal shows bars; elsewhere, log lines).
@@ -78,19 +81,46 @@ impl Progress for LogProgress {
     fn step(&self, source: &str, message: &str) {
         log::debug!("crawl {source}: {message}");
     }
-    /// One line per source per crawl: info when it worked, a warning when not.
+    /// A line per source that worked; failures are told once per class
+    /// after the crawl ([`log_failures`]).
     fn done(&self, source: &str, outcome: &Outcome) {
         match outcome {
             Outcome::Ok { .. } => log::info!("crawl {source}: {}", outcome.line()),
-            _ => log::warn!("crawl {source}: {}", outcome.line()),
+            _ => log::debug!("crawl {source}: {}", outcome.line()),
         }
     }
 }
 
-async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Progress) -> Result<Found> {
-    for opt_out in src.opt_outs() {
-        log::warn!("crawl {}: {opt_out}", src.name);
+/// A source's opt-outs are said once per process, not every crawl.
+fn warn_opt_outs(src: &Source) {
+    static SAID: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.insert(src.name.clone()) {
+        for opt_out in src.opt_outs() {
+            log::warn!("crawl {}: {opt_out}", src.name);
+        }
     }
+}
+
+/// Failures in the log: a refused source each time with its cause (it
+/// needs a look); an unreachable one with its cause the first time, after
+/// that only in one line for its class, so a host that never reaches a
+/// source is not told so at length every crawl.
+fn log_failures(report: &Report, before: &state::States) {
+    for s in report.sources.iter().filter(|s| matches!(s.outcome, Outcome::Refused(_))) {
+        log::warn!("crawl {}: {}", s.name, s.outcome.line());
+    }
+    let newly = |s: &SourceReport| before.get(&s.name).is_none_or(|b| b.unreachable_runs == 0);
+    for s in report.sources.iter().filter(|s| matches!(s.outcome, Outcome::Unreachable(_)) && newly(s)) {
+        log::warn!("crawl {}: {}", s.name, s.outcome.line());
+    }
+    if let Some(line) = report.unreachable_line(|s| !newly(s)) {
+        log::info!("crawl: {line}");
+    }
+}
+
+async fn crawl_one(src: &Source, fetch: &http::IndexFetcher, progress: &dyn Progress) -> Result<Found> {
+    warn_opt_outs(src);
     let step = |m: String| progress.step(&src.name, &m);
     match src.kind {
         Kind::Apt => apt::crawl(src, fetch, &step).await,
@@ -140,6 +170,14 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
     }
     let fetch = http::IndexFetcher::new(&opts.fetch, opts.index_cache.clone())?;
     let limit = Arc::new(tokio::sync::Semaphore::new(opts.parallel.max(1)));
+    let history = state::read(&opts.state);
+    let now = crate::util::now_secs();
+    let (sources, backing_off): (Vec<&Source>, Vec<&Source>) =
+        sources.iter().copied().partition(|s| !opts.backoff || state::due(&history, &s.name, now));
+    let backing_off: Vec<(String, u64)> = backing_off
+        .iter()
+        .map(|s| (s.name.clone(), history.get(&s.name).map_or(now, state::SourceState::next_try)))
+        .collect();
     let tasks: Vec<_> = sources
         .iter()
         .map(|src| {
@@ -152,14 +190,16 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
         })
         .collect();
     let mut reports = Vec::new();
-    let mut new_total = 0;
+    // Per source, the entries it gave that the manifest did not have: what
+    // is new is known only after merging ([`crate::manifest::collapse`]).
+    let mut gave: Vec<Vec<String>> = Vec::new();
     let before = manifest.clone();
     for task in tasks {
         let (src, result) = task.await.map_err(|e| anyhow!("crawl task failed: {e}"))?;
         let outcome = match result {
             Ok(found) => {
                 let mut urls = read_list(&list_path(&opts.lists_dir, &src.name));
-                let mut new = 0;
+                let mut unseen = Vec::new();
                 for packages in &found.bundles {
                     urls.extend(packages.iter().map(|p| p.url.clone()));
                     let entry = BundleSpec {
@@ -173,26 +213,40 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
                     let id = entry.compute_id();
                     match manifest.entries.get(&id) {
                         Some(old) => crate::manifest::keep_locations(old, &mut entry),
-                        None => new += 1,
+                        None => unseen.push(id),
                     }
                     manifest.insert(entry);
                 }
                 let text: String = urls.iter().map(|u| format!("{u}\n")).collect();
                 match crate::util::write_atomic(&list_path(&opts.lists_dir, &src.name), text.as_bytes()) {
-                    Ok(()) => Outcome::Ok { packages: found.package_count(), bundles: found.bundles.len(), new },
+                    Ok(()) => {
+                        gave.push(unseen);
+                        Outcome::Ok { packages: found.package_count(), bundles: found.bundles.len(), new: 0 }
+                    }
                     Err(e) => Outcome::Refused(format!("writing its list: {e:#}")),
                 }
             }
             Err(e) => Outcome::of_error(&e),
         };
-        if let Outcome::Ok { new, .. } = &outcome {
-            new_total += new;
+        if !matches!(outcome, Outcome::Ok { .. }) {
+            gave.push(Vec::new());
         }
-        progress.done(&src.name, &outcome);
         reports.push(SourceReport { name: src.name.clone(), outcome });
     }
     let existing: BTreeSet<String> = before.entries.keys().cloned().collect();
     let merged = crate::manifest::collapse(&mut manifest, &existing);
+    // New: an entry the manifest did not have that is still one after
+    // merging (not another location of an entry it had). Each is counted
+    // for the first source that gave it.
+    let mut counted = BTreeSet::new();
+    let mut new_total = 0;
+    for (report, ids) in reports.iter_mut().zip(&gave) {
+        if let Outcome::Ok { new, .. } = &mut report.outcome {
+            *new = ids.iter().filter(|id| manifest.entries.contains_key(*id) && counted.insert((*id).clone())).count();
+            new_total += *new;
+        }
+        progress.done(&report.name, &report.outcome);
+    }
     let changed = manifest.entries != before.entries;
     if changed || !opts.manifest.exists() {
         manifest.save(&opts.manifest).with_context(|| format!("writing {}", opts.manifest.display()))?;
@@ -202,7 +256,8 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
         sources: reports,
         bundles_new: new_total,
         bundles_total: manifest.entries.len(),
-        merged: merged.len(),
+        merged: merged.iter().filter(|m| m.added_locations).count(),
+        backing_off,
         requests: c.requests.load(Ordering::Relaxed),
         not_modified: c.not_modified.load(Ordering::Relaxed),
         bytes: c.bytes.load(Ordering::Relaxed),
@@ -212,5 +267,6 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
     if let Err(e) = state::record(&opts.state, &report, crate::util::now_secs()) {
         log::warn!("crawl: not recording the sources' state in {}: {e:#}", opts.state.display());
     }
+    log_failures(&report, &history);
     Ok(report)
 }

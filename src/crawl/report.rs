@@ -94,8 +94,12 @@ pub struct Report {
     pub sources: Vec<SourceReport>,
     pub bundles_new: usize,
     pub bundles_total: usize,
-    /// Entries merged into another with the same packages (another archive).
+    /// Entries merged into another with the same packages (another
+    /// archive), counted when that gave the entry a location it lacked.
     pub merged: usize,
+    /// Sources not tried because they keep being unreachable, with the
+    /// Unix second of their next try.
+    pub backing_off: Vec<(String, u64)>,
     pub requests: u64,
     pub not_modified: u64,
     pub bytes: u64,
@@ -135,8 +139,13 @@ impl Report {
             .sum();
         let merged =
             if self.merged > 0 { format!(" ({} merged as other locations)", self.merged) } else { String::new() };
+        let backing_off = if self.backing_off.is_empty() {
+            String::new()
+        } else {
+            format!(", {} backing off", self.backing_off.len())
+        };
         format!(
-            "crawled {} sources in {:.1}s: {} ok, {} unreachable, {} refused; {packages} packages, {} bundles new, {} in the manifest{merged}; {} requests ({} not modified), {}",
+            "crawled {} sources in {:.1}s: {} ok, {} unreachable, {} refused{backing_off}; {packages} packages, {} bundles new, {} entries in the crawl result{merged}; {} requests ({} not modified), {}",
             self.sources.len(),
             self.elapsed.as_secs_f64(),
             self.count("ok"),
@@ -148,6 +157,36 @@ impl Report {
             self.not_modified,
             crate::util::human_bytes(self.bytes),
         )
+    }
+
+    /// In one line, the unreachable sources `include` picks and those
+    /// backing off, or None.
+    pub fn unreachable_line(&self, include: impl Fn(&SourceReport) -> bool) -> Option<String> {
+        let names: Vec<&str> = self
+            .sources
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Unreachable(_)) && include(s))
+            .map(|s| s.name.as_str())
+            .collect();
+        if names.is_empty() && self.backing_off.is_empty() {
+            return None;
+        }
+        let mut line = String::new();
+        if !names.is_empty() {
+            line.push_str(&format!("{} still unreachable ({})", names.len(), name_list(&names)));
+        }
+        if let Some(next) = self.backing_off.iter().map(|(_, t)| *t).min() {
+            let waiting: Vec<&str> = self.backing_off.iter().map(|(n, _)| n.as_str()).collect();
+            let wait = Duration::from_secs(next.saturating_sub(crate::util::now_secs()));
+            line.push_str(&format!(
+                "{}{} not tried, unreachable for several crawls in a row ({}; the next try in {}; `kpackfs crawl NAME` tries one now)",
+                if line.is_empty() { "" } else { "; " },
+                waiting.len(),
+                name_list(&waiting),
+                crate::util::human_duration(wait)
+            ));
+        }
+        Some(line)
     }
 
     /// The whole summary: the sources that worked, then those that will be
@@ -174,10 +213,27 @@ impl Report {
                 out.push_str(&format!("  {:<28} {}\n", s.name, s.outcome.cause().unwrap_or_default()));
             }
         }
+        if !self.backing_off.is_empty() {
+            let now = crate::util::now_secs();
+            out.push_str("not tried (unreachable for several crawls in a row; `kpackfs crawl NAME` tries one now):\n");
+            for (name, next) in &self.backing_off {
+                let wait = Duration::from_secs(next.saturating_sub(now));
+                out.push_str(&format!("  {name:<28} next try in {}\n", crate::util::human_duration(wait)));
+            }
+        }
         out.push_str(&self.totals());
         out.push('\n');
         out
     }
+}
+
+/// At most five names, then how many more.
+fn name_list(names: &[&str]) -> String {
+    let mut out = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        out.push_str(&format!(" and {} more", names.len() - 5));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -194,6 +250,7 @@ mod tests {
             bundles_new: 0,
             bundles_total: 0,
             merged: 0,
+            backing_off: Vec::new(),
             requests: 0,
             not_modified: 0,
             bytes: 0,

@@ -141,9 +141,9 @@ pub fn serve(mountpoint: &Path, settings: Settings) -> Result<()> {
     };
     mountpoint::raise_readahead(&mountpoint);
     log::info!(
-        "mounted {} ({} bundles, cache {} of {})",
+        "mounted {} ({}; cache {} of {})",
         mountpoint.display(),
-        core.namespace().counts.shown,
+        core.namespace().index().counts.summary(),
         cache_dir.display(),
         crate::util::human_bytes(settings.cache_size)
     );

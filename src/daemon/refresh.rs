@@ -131,9 +131,9 @@ impl Served {
                     f(&changes);
                 }
                 log::info!(
-                    "manifest reloaded: {} new bundles shown, {} in all",
+                    "manifest reloaded: {} new bundles shown; {}",
                     changes.added_bundles,
-                    self.current.get().counts.shown
+                    self.current.get().index().counts.summary()
                 );
             }
             Ok(_) => log::debug!("manifest reloaded: nothing new"),
@@ -196,6 +196,7 @@ impl Crawler {
             fetch: self.fetch.clone(),
             parallel: 2,
             state: crate::crawl::state_path(&self.cache_dir),
+            backoff: true,
         };
         loop {
             let selected: Vec<&crate::crawl::sources::Source> = self.sources.iter().collect();
@@ -204,11 +205,12 @@ impl Crawler {
                     // Each source has had its one line (LogProgress); this is the totals.
                     log::info!("crawl: {}", report.totals());
                     self.served.set_last_crawl(format!(
-                        "{} sources: {} ok, {} unreachable, {} refused",
-                        report.sources.len(),
+                        "{} sources: {} ok, {} unreachable, {} refused, {} backing off",
+                        report.sources.len() + report.backing_off.len(),
                         report.count("ok"),
                         report.count("unreachable"),
-                        report.count("refused")
+                        report.count("refused"),
+                        report.backing_off.len()
                     ));
                     if report.manifest_changed {
                         let served = self.served.clone();

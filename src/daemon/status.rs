@@ -104,6 +104,7 @@ impl Status {
             manifest: self.served.get().map(|s| s.note()).unwrap_or_default(),
             metrics_addr: self.metrics_addr.get().cloned(),
             bundles_total: shown,
+            entries: ns.index().counts.slots,
             bundles_unnamed: unnamed,
             bundles_shadowed: shadowed,
             flat_collisions: ns

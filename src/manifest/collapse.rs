@@ -20,9 +20,19 @@ fn identity(spec: &BundleSpec) -> Option<(String, Option<String>, Vec<String>)> 
     (shas.len() == len).then(|| (spec.kind.clone(), spec.signed_by.clone(), shas))
 }
 
+/// One entry merged into another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    pub removed: String,
+    pub kept: String,
+    /// Whether the kept entry gained a location: false when a re-crawl
+    /// gave again what an earlier merge already holds.
+    pub added_locations: bool,
+}
+
 /// Collapse duplicates in `manifest`; `existing` holds the ids that were
-/// there before (they keep their id). Returns (removed id, kept id) pairs.
-pub fn collapse(manifest: &mut Manifest, existing: &BTreeSet<String>) -> Vec<(String, String)> {
+/// there before (they keep their id).
+pub fn collapse(manifest: &mut Manifest, existing: &BTreeSet<String>) -> Vec<Merge> {
     let mut groups: BTreeMap<_, Vec<String>> = BTreeMap::new();
     for (id, spec) in &manifest.entries {
         if let Some(key) = identity(spec) {
@@ -37,6 +47,7 @@ pub fn collapse(manifest: &mut Manifest, existing: &BTreeSet<String>) -> Vec<(St
             let Some(other) = manifest.entries.remove(&other_id) else { continue };
             manifest.unnamed.remove(&other_id);
             let Some(keeper) = manifest.entries.get_mut(&keeper_id) else { continue };
+            let mut added_locations = false;
             for p in other.packages {
                 let Some(into) = keeper.packages.iter_mut().find(|k| k.digest_key() == p.digest_key()) else {
                     continue;
@@ -44,10 +55,11 @@ pub fn collapse(manifest: &mut Manifest, existing: &BTreeSet<String>) -> Vec<(St
                 for url in std::iter::once(p.url).chain(p.also) {
                     if into.url != url && !into.also.contains(&url) {
                         into.also.push(url);
+                        added_locations = true;
                     }
                 }
             }
-            merged.push((other_id, keeper_id.clone()));
+            merged.push(Merge { removed: other_id, kept: keeper_id.clone(), added_locations });
         }
     }
     merged
@@ -100,7 +112,8 @@ mod tests {
         let main = m.insert(deb("main.test/debian/pool", &FILES));
         let other = m.insert(deb("main.test/debian/pool", &[FILES[0], ("linux-kbuild-6.1_6.1.1-2_amd64.deb", 'c')]));
         let merged = collapse(&mut m, &existing);
-        assert_eq!(merged, vec![(main.clone(), security.clone())], "the entry that was there keeps its id");
+        let merge = Merge { removed: main.clone(), kept: security.clone(), added_locations: true };
+        assert_eq!(merged, vec![merge], "the entry that was there keeps its id");
         assert_eq!(m.entries.len(), 2, "a different package set stays apart (shadowing)");
         let kept = &m.entries[&security];
         assert_eq!(kept.compute_id(), security, "the id is still kernel-packer's over the primary URLs");
@@ -117,6 +130,12 @@ mod tests {
             again.packages, m.entries[&security].packages,
             "a re-crawl of one archive keeps the other's locations"
         );
+        m.insert(again);
+        m.insert(deb("main.test/debian/pool", &FILES));
+        let existing: BTreeSet<String> = m.entries.keys().filter(|id| **id != main).cloned().collect();
+        let merged = collapse(&mut m, &existing);
+        let merge = Merge { removed: main.clone(), kept: security.clone(), added_locations: false };
+        assert_eq!(merged, vec![merge], "a re-crawl of both archives merges again and adds nothing");
     }
 
     #[test]
@@ -126,7 +145,7 @@ mod tests {
         let b = m.insert(deb("b.test/b/pool", &FILES));
         let merged = collapse(&mut m, &BTreeSet::new());
         let (keep, drop) = if a < b { (a, b) } else { (b, a) };
-        assert_eq!(merged, vec![(drop, keep)]);
+        assert_eq!(merged, vec![Merge { removed: drop, kept: keep, added_locations: true }]);
         let mut unsummed = deb("c.test/c/pool", &FILES);
         let mut twin = deb("d.test/d/pool", &FILES);
         unsummed.packages[0].sha256 = None;

@@ -139,12 +139,7 @@ impl Inputs {
         self.add_crawl(&mut b);
         crate::files::create_private_dir_all(crate::files::parent_dir(&self.index_path))?;
         let index = b.write(key, &self.index_path)?;
-        log::info!(
-            "indexed the manifest: {} bundles shown of {} entries in {:.2}s",
-            index.counts.shown,
-            index.counts.slots,
-            started.elapsed().as_secs_f64()
-        );
+        log::info!("indexed the manifest: {} in {:.2}s", index.counts.summary(), started.elapsed().as_secs_f64());
         Ok(index)
     }
 }

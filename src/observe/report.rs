@@ -43,6 +43,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
     pub bundles_total: usize,
+    /// Every entry of the served manifest, shown or not (the crawl's and
+    /// the mount's log lines count the same way).
+    pub entries: usize,
     pub bundles_unnamed: usize,
     pub bundles_shadowed: usize,
     pub flat_collisions: Vec<FlatClash>,
@@ -79,6 +82,42 @@ pub struct Report {
     pub crawl_sources: crate::crawl::state::States,
 }
 
+/// A refused source on a line of its own (it needs a look), with its cause
+/// cut short; the unreachable ones in one line (the causes are in
+/// `status --json`): a host that cannot reach some sources is not shown a
+/// page about them.
+fn crawl_failures(states: &crate::crawl::state::States) -> String {
+    use crate::util::printable;
+    let now = crate::util::now_secs();
+    let ago = |t: Option<u64>| match t {
+        Some(t) => {
+            format!("{} ago", crate::util::human_duration(std::time::Duration::from_secs(now.saturating_sub(t))))
+        }
+        None => "never".to_string(),
+    };
+    let mut out = String::new();
+    for (name, s) in states.iter().filter(|(_, s)| s.state == "refused") {
+        let cause: String = printable(s.last_error.as_deref().unwrap_or("")).chars().take(200).collect();
+        out.push_str(&format!("  refused     {}  (last success {}): {cause}\n", printable(name), ago(s.last_success)));
+    }
+    let unreachable: Vec<(&String, &crate::crawl::state::SourceState)> =
+        states.iter().filter(|(_, s)| s.state == "unreachable").collect();
+    if !unreachable.is_empty() {
+        let never = unreachable.iter().filter(|(_, s)| s.last_success.is_none()).count();
+        let mut names: Vec<String> = unreachable.iter().take(6).map(|(n, _)| printable(n).into_owned()).collect();
+        if unreachable.len() > 6 {
+            names.push(format!("and {} more", unreachable.len() - 6));
+        }
+        let next = unreachable.iter().map(|(_, s)| s.next_try()).min().unwrap_or(now);
+        out.push_str(&format!(
+            "  unreachable {} ({never} never reached from here; next try in {}; causes: kpackfs status --json)\n",
+            names.join(", "),
+            crate::util::human_duration(std::time::Duration::from_secs(next.saturating_sub(now)))
+        ));
+    }
+    out
+}
+
 impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
@@ -88,11 +127,17 @@ impl Report {
         use crate::util::{human_bytes, printable};
         let mut out = String::new();
         out.push_str(&format!("kpackfs at {} (pid {}, up {}s)\n", self.mountpoint, self.pid, self.uptime_secs));
+        let counts = crate::manifest::index::IndexCounts {
+            slots: self.entries,
+            shown: self.bundles_total,
+            unnamed: self.bundles_unnamed,
+            shadowed: self.bundles_shadowed,
+            flat_collisions: self.flat_collisions.len(),
+        };
         out.push_str(&format!(
-            "manifest: {} bundles shown, {} unnamed, {} shadowed by a same-named entry (kpackfs list --all --mount names the one served){}\n",
-            self.bundles_total,
-            self.bundles_unnamed,
-            self.bundles_shadowed,
+            "manifest: {}{}{}\n",
+            counts.summary(),
+            if self.bundles_shadowed > 0 { " (kpackfs list --all --mount names the one served)" } else { "" },
             if self.manifest.is_empty() { String::new() } else { format!("; {}", self.manifest) }
         ));
         out.push_str(&format!(
@@ -141,19 +186,7 @@ impl Report {
                 count("unreachable"),
                 count("refused")
             ));
-            let ago = |t: Option<u64>| match t {
-                Some(t) => format!("{}s ago", crate::util::now_secs().saturating_sub(t)),
-                None => "never".to_string(),
-            };
-            for (name, s) in self.crawl_sources.iter().filter(|(_, s)| s.state != "ok") {
-                out.push_str(&format!(
-                    "  {:<11} {}  (last success {}): {}\n",
-                    s.state,
-                    printable(name),
-                    ago(s.last_success),
-                    printable(s.last_error.as_deref().unwrap_or(""))
-                ));
-            }
+            out.push_str(&crawl_failures(&self.crawl_sources));
         }
         let absent = self.bundles_total.saturating_sub(self.bundles.iter().filter(|b| b.state != "absent").count());
         out.push_str(&format!("bundles ({absent} absent):\n"));
@@ -175,5 +208,36 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crawl::state::{SourceState, States};
+
+    /// Issue 24 item 4: status shows a refused source on its own line and
+    /// the unreachable ones in one short line, not a long line each.
+    #[test]
+    fn status_gives_the_unreachable_sources_one_line() {
+        let long = "fetching http://mirror.test/x/dists/y/InRelease: connection refused ".repeat(5);
+        let failed = |state: &str, runs: u32| SourceState {
+            state: state.into(),
+            last_crawl: crate::util::now_secs(),
+            last_error: Some(long.clone()),
+            unreachable_runs: runs,
+            ..SourceState::default()
+        };
+        let mut states: States = (0..10).map(|i| (format!("far-{i}"), failed("unreachable", 3))).collect();
+        states.insert("bad".into(), failed("refused", 0));
+        states.insert("fine".into(), SourceState { state: "ok".into(), ..SourceState::default() });
+        let text = crawl_failures(&states);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("refused") && lines[0].contains("bad") && lines[0].len() < 260, "{text}");
+        assert!(lines[1].contains("far-0, far-1") && lines[1].contains("and 4 more"), "{text}");
+        let in_two_hours = lines[1].contains("next try in 2h") || lines[1].contains("next try in 1h 59m");
+        assert!(lines[1].contains("10 never reached") && in_two_hours, "{text}");
+        assert!(lines[1].len() < 200 && !lines[1].contains("connection refused"), "{text}");
     }
 }

@@ -77,6 +77,22 @@ pub struct IndexCounts {
     pub flat_collisions: usize,
 }
 
+impl IndexCounts {
+    /// The one way every command counts a mount's entries: "1826 bundles
+    /// shown of 1893 entries (40 unnamed, 27 with another's name)".
+    pub fn summary(&self) -> String {
+        let mut hidden = Vec::new();
+        if self.unnamed > 0 {
+            hidden.push(format!("{} unnamed", self.unnamed));
+        }
+        if self.shadowed > 0 {
+            hidden.push(format!("{} with the name of another", self.shadowed));
+        }
+        let hidden = if hidden.is_empty() { String::new() } else { format!(" ({})", hidden.join(", ")) };
+        format!("{} bundles shown of {} entries{hidden}", self.shown, self.slots)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct SlotRec {
     id: [u8; 32],
