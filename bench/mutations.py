@@ -196,6 +196,10 @@ MUTATIONS = [
      "is_none_or(|b| b.unreachable_runs == 0);",
      "is_none_or(|b| b.unreachable_runs < u32::MAX);",
      ["--test", "crawl", "a_source_unreachable_crawl_after_crawl_backs_off_and_is_told_once"]),
+    ("README's main job leaves kpackfs off PATH", "README.md",
+     "install -m 0755 target/release/kpackfs /usr/local/bin/ && ",
+     "",
+     ["--test", "readme", "live_readme_main_job_and_using_it_run_verbatim_on_a_clean_cache"]),
 ]
 
 

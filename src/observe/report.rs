@@ -137,7 +137,7 @@ impl Report {
         out.push_str(&format!(
             "manifest: {}{}{}\n",
             counts.summary(),
-            if self.bundles_shadowed > 0 { " (kpackfs list --all --mount names the one served)" } else { "" },
+            if self.bundles_shadowed > 0 { "; kpackfs list --all --mount names the one served" } else { "" },
             if self.manifest.is_empty() { String::new() } else { format!("; {}", self.manifest) }
         ));
         out.push_str(&format!(
