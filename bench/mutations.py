@@ -200,6 +200,14 @@ MUTATIONS = [
      "install -m 0755 target/release/kpackfs /usr/local/bin/ && ",
      "",
      ["--test", "readme", "live_readme_main_job_and_using_it_run_verbatim_on_a_clean_cache"]),
+    ("a bundle pinned by warm --pin is evicted like any other", "src/cache/evict.rs",
+     "                    || st.kept.contains(id)\n",
+     "",
+     ["--test", "mount_cache", "warm_builds_ahead_pins_against_eviction_and_stops_before_evicting_what_it_warmed"]),
+    ("warm goes on while the cache evicts what it warmed", "src/cli/warm.rs",
+     "    (evicted > 0).then(|| {",
+     "    (evicted > usize::MAX - 1).then(|| {",
+     ["--test", "mount_cache", "warm_builds_ahead_pins_against_eviction_and_stops_before_evicting_what_it_warmed"]),
 ]
 
 

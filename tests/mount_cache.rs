@@ -213,6 +213,64 @@ fn eviction_keeps_the_budget_and_spares_bundles_in_use() {
     assert!(m.status()["evictions"].as_u64().unwrap() >= 2);
 }
 
+/// Issue 24: `kpackfs warm` builds bundles into a running mount's cache
+/// ahead of use; `--pin` keeps them from eviction (status shows the pinned
+/// bytes against the budget); without pins it stops, saying why, rather
+/// than let the cache evict what it warmed; `--unpin` gives them back.
+#[test]
+fn warm_builds_ahead_pins_against_eviction_and_stops_before_evicting_what_it_warmed() {
+    let work = tempdir();
+    let pkgs: Vec<PathBuf> = (1..=3u64)
+        .map(|i| debian_package(work.path(), &format!("9.9.0-{i}"), &[("data", noise(1 << 20, i))], "none"))
+        .collect();
+    let s = setup(pkgs);
+    let labels: Vec<String> = s.bundles.iter().map(|(n, _)| format!("debian/{n}")).collect();
+    // One bundle (package and pack, about 2 MiB) fits the budget; two do not.
+    let m = Mounted::start(&s.manifest, None, &s.args(&["--cache-size", "2600KiB", "--evict-grace", "0s"]));
+    let warm = |args: &[&str]| {
+        let out = common::kpackfs().arg("warm").args(args).arg("--mount").arg(m.path("")).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = warm(&[&labels[0], "--pin"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("warmed 1 of 1 bundles") && out.contains("1 built") && out.contains("pinned 1 bundles"),
+        "{out}"
+    );
+    assert_eq!(s.server.count(&s.bundles[0].1), 1, "built by the daemon from its package");
+    assert_eq!(m.bundle_state(&labels[0]), "ready");
+    let status = m.status();
+    assert_eq!(status["pinned_bundles"], 1, "{status}");
+    assert!(status["pinned_bytes"].as_u64().unwrap() > 1 << 20, "{status}");
+    let text = std::fs::read_to_string(m.path(".kpackfs/status")).unwrap();
+    assert!(text.contains("pinned 1 bundles") && text.contains("pinned\n"), "{text}");
+
+    // Reading the other two overruns the budget: the pinned one stays.
+    for (i, (name, _)) in s.bundles.iter().enumerate().skip(1) {
+        let abi = format!("9.9.0-{}", i + 1);
+        let data = m.path(&format!("debian/{name}/usr/src/linux-headers-{abi}-amd64/data"));
+        assert_eq!(std::fs::read(data).unwrap(), noise(1 << 20, i as u64 + 1));
+    }
+    assert!(m.status()["evictions"].as_u64().unwrap() >= 1, "{}", m.status());
+    assert_eq!(m.bundle_state(&labels[0]), "ready", "pinned: never evicted\n{}", m.log());
+    assert_eq!(s.server.count(&s.bundles[0].1), 1);
+
+    // Unpinned, the three cannot all stay: warm stops and says why.
+    let (code, out, _) = warm(&["debian/", "--unpin"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("unpinned 3 bundles; 0 pinned in all"), "{out}");
+    let (code, out, err) = warm(&["debian/", "--parallel", "1"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("warm stopped: the cache's budget") && err.contains("already evicted to make room"), "{err}");
+    assert!(out.contains("of 3 bundles"), "{out}");
+    assert_eq!(m.status()["pinned_bundles"], 0);
+    // Selectors are checked before anything is built.
+    let (code, _, err) = warm(&["debian/no-such-kernel"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("matches no bundle"), "{err}");
+}
+
 #[test]
 fn tgz_size_survives_eviction() {
     let work = tempdir();

@@ -35,6 +35,9 @@ pub struct Usage {
     pub bundles: usize,
     pub packages: usize,
     pub partials: usize,
+    /// Bundles pinned by `kpackfs warm --pin`, and the bytes of those on disk.
+    pub pinned_bundles: usize,
+    pub pinned_bytes: u64,
 }
 
 impl Accounting {
@@ -149,6 +152,9 @@ mod tests {
         assert_eq!(a.used(), 30);
         assert_eq!(a.victims(10, |_| false), vec![Key::Partial("p".into())]);
         assert_eq!(a.remove(&Key::Partial("p".into())), Some(25));
-        assert_eq!(a.usage(100), Usage { used: 5, budget: 100, bundles: 1, packages: 0, partials: 0 });
+        assert_eq!(
+            a.usage(100),
+            Usage { used: 5, budget: 100, bundles: 1, packages: 0, partials: 0, pinned_bundles: 0, pinned_bytes: 0 }
+        );
     }
 }

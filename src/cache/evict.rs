@@ -1,7 +1,7 @@
 //! Accounting for what is on disk at start, and eviction: least recently
 //! used first, never what is in use (a reader within the grace period, a
-//! running flight, a pinned package, an active download), down to the
-//! budget and above the disk's free-space floor.
+//! running flight, a pinned package, an active download, a bundle pinned by
+//! `warm --pin`), down to the budget and above the disk's free-space floor.
 
 use super::{Cache, Key, Kind, State};
 use crate::fetch::SpaceGuard;
@@ -100,6 +100,7 @@ impl Cache {
                 st.loaded.in_use(id, self.settings.grace, now)
                     || st.flights.is_running(&(*id, Kind::Pack))
                     || st.flights.is_running(&(*id, Kind::Tgz))
+                    || st.kept.contains(id)
             }
             Key::Package(sha) => st.pins.contains(sha),
             Key::Partial(name) => st.downloads.contains(name),
@@ -115,6 +116,7 @@ impl Cache {
     /// Evict until under budget and above the free-space floor. Runs under
     /// the lock, so a concurrent install of the same bundle cannot be unlinked.
     pub(super) fn evict_over_budget(&self, st: &mut State) {
+        st.kept.refresh(&self.settings.dir);
         let shortfall = self.disk_shortfall();
         let limit = self.settings.budget.min(st.acct.used().saturating_sub(shortfall));
         if st.acct.used() <= limit {

@@ -11,11 +11,13 @@
 //!   bundles/<id>.tgz      its .tgz, written from the pack on first use
 //!   tmp/                  files being written; emptied at start
 //!   logs/<id>.log         the log tail of a failed source build (the newest 256)
+//!   pinned                bundles `kpackfs warm --pin` keeps from eviction ([`kept`])
 //! ```
 //! - One byte budget covers packs, .tgz files, packages and downloads in
 //!   progress ([`accounting`]). Over it, or when the disk falls under its
 //!   free-space floor, the least recently used are evicted, never one in
-//!   use ([`loaded`], running flights, pinned packages, active downloads).
+//!   use ([`loaded`], running flights, pinned packages, active downloads)
+//!   or pinned by `warm --pin`.
 //! - Installs are atomic (write in `tmp/`, sync, rename), so a crash never
 //!   leaves a partial file; `tmp/` is emptied at start. A stored file is
 //!   checked the first time it is used after start: a damaged one is
@@ -29,6 +31,7 @@ mod artefact;
 mod evict;
 pub mod index;
 pub mod inflight;
+pub mod kept;
 mod loaded;
 mod obtain;
 mod tgz;
@@ -82,6 +85,8 @@ struct State {
     pins: Pins,
     /// Partial files being written right now.
     downloads: HashSet<String>,
+    /// Bundles pinned by `kpackfs warm --pin`.
+    kept: kept::Kept,
 }
 
 pub struct Cache {
@@ -128,6 +133,7 @@ impl Cache {
             flights: Flights::new(settings.backoff),
             pins: Pins::default(),
             downloads: HashSet::new(),
+            kept: kept::Kept::default(),
         };
         let cache = Arc::new_cyclic(|weak: &Weak<Cache>| Cache {
             bundles_dir,
@@ -247,7 +253,19 @@ impl Cache {
         self.lock().flights.waiting(&(*id, Kind::Pack))
     }
 
+    /// The bundles pinned by `warm --pin` (built or not).
+    pub fn pinned(&self) -> std::collections::BTreeSet<BundleId> {
+        let mut st = self.lock();
+        st.kept.refresh(&self.settings.dir);
+        st.kept.ids().clone()
+    }
+
     pub fn usage(&self) -> Usage {
-        self.lock().acct.usage(self.settings.budget)
+        let mut st = self.lock();
+        st.kept.refresh(&self.settings.dir);
+        let mut usage = st.acct.usage(self.settings.budget);
+        usage.pinned_bundles = st.kept.ids().len();
+        usage.pinned_bytes = st.kept.ids().iter().filter_map(|id| st.acct.size_of(&Key::Bundle(*id))).sum();
+        usage
     }
 }

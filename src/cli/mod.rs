@@ -9,6 +9,7 @@ mod list;
 mod mount;
 mod publish;
 mod serve;
+mod warm;
 mod which;
 
 use crate::settings::{parse, Settings};
@@ -47,6 +48,8 @@ enum Command {
     Which(which::WhichArgs),
     /// Refresh package lists and the manifest from the repositories in sources.yml.
     Crawl(crawl::CrawlArgs),
+    /// Build bundles into a running mount's cache ahead of use (--pin keeps them from eviction).
+    Warm(warm::WarmArgs),
     /// Build the selected bundles a bucket or directory lacks and upload them.
     Publish(publish::PublishArgs),
     /// Serve the bundles' .tgz files over HTTP, for hosts without FUSE.
@@ -283,6 +286,7 @@ pub fn main() -> ExitCode {
         Command::List(args) => list::run(args, &config),
         Command::Which(args) => which::run(args, &config),
         Command::Crawl(args) => crawl::run(args, &config),
+        Command::Warm(args) => warm::run(args),
         Command::Publish(args) => publish::run(args, &config),
         Command::Serve(args) => serve::run(args, &config),
         Command::Completions(args) => docs::completions(args),

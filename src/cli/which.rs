@@ -96,8 +96,7 @@ fn the_mounts(args: &WhichArgs) -> Result<Vec<(PathBuf, View)>> {
 
 /// What the mount's status says about a bundle that failed: its cause and
 /// class, and the daemon's log file.
-fn why_failed(mnt: &Path, kind: &str, name: &str) -> String {
-    let label = format!("{kind}/{name}");
+pub(super) fn why_failed(mnt: &Path, label: &str) -> String {
     let status: Option<serde_json::Value> = std::fs::read(mnt.join(".kpackfs/status.json"))
         .ok()
         .filter(|b| b.len() < 64 << 20)
@@ -107,7 +106,7 @@ fn why_failed(mnt: &Path, kind: &str, name: &str) -> String {
     let log = log.unwrap_or_else(|| "the daemon's log".into());
     let failed = status["bundles"]
         .as_array()
-        .and_then(|all| all.iter().find(|b| b["label"] == label.as_str()))
+        .and_then(|all| all.iter().find(|b| b["label"] == label))
         .filter(|b| b["state"] == "failed");
     match failed {
         Some(b) => format!(
@@ -189,7 +188,7 @@ pub fn run(args: WhichArgs, base: &Settings) -> Result<ExitCode> {
     }
     // The build directory: reading BUNDLE_BUILD_DIR builds the bundle.
     let build_dir = std::fs::read_to_string(bundle.join("BUNDLE_BUILD_DIR")).with_context(|| {
-        format!("reading {}/BUNDLE_BUILD_DIR ({})", bundle.display(), why_failed(&mnt, &kind, &name))
+        format!("reading {}/BUNDLE_BUILD_DIR ({})", bundle.display(), why_failed(&mnt, &format!("{kind}/{name}")))
     })?;
     let relative = build_dir.trim().trim_start_matches("./");
     let path = if relative.is_empty() || relative == "." { bundle.clone() } else { bundle.join(relative) };

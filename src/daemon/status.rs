@@ -64,6 +64,7 @@ impl Status {
         let usage = cache.usage();
         let disk = crate::util::disk_space(&cache.settings().dir);
         let mut bundles = Vec::new();
+        let pinned = cache.pinned();
         for id in cache.known_ids() {
             let label = ns.slot_of_id(&id).and_then(|s| ns.bundle(s)).map_or_else(|| id.hex(), |b| b.label());
             let mut status = BundleStatus {
@@ -75,6 +76,7 @@ impl Status {
                 class: None,
                 retry_in_secs: None,
                 idle_secs: None,
+                pinned: pinned.contains(&id),
             };
             match cache.state_of(&id) {
                 BundleState::Absent => continue,
@@ -120,6 +122,8 @@ impl Status {
             disk_floor: disk.map(|(total, _)| cache.settings().min_free.bytes(total)),
             cached_bundles: usage.bundles,
             cached_packages: usage.packages,
+            pinned_bundles: usage.pinned_bundles,
+            pinned_bytes: usage.pinned_bytes,
             hits: get(&c.hits),
             misses: get(&c.misses),
             builds: get(&c.builds),

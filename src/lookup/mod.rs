@@ -7,6 +7,7 @@
 pub use crate::manifest::arch;
 pub mod link;
 pub mod resolve;
+pub mod select;
 pub mod suggest;
 pub mod view;
 pub mod which;

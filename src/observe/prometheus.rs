@@ -56,6 +56,7 @@ pub fn render(report: &Report, counters: &Counters) -> String {
     gauge(&mut r, "cache_budget_bytes", "The cache's byte budget", report.cache_budget);
     gauge(&mut r, "cache_bundles", "Bundles in the cache", report.cached_bundles as u64);
     gauge(&mut r, "cache_packages", "Packages in the cache", report.cached_packages as u64);
+    gauge(&mut r, "cache_pinned_bytes", "Bytes of bundles pinned by kpackfs warm --pin", report.pinned_bytes);
     gauge(&mut r, "bundles", "Bundles the mount shows", report.bundles_total as u64);
     gauge(&mut r, "waiting_requests", "Requests waiting on a build", report.waiting as u64);
     if report.remote.is_some() {

@@ -24,6 +24,9 @@ pub struct BundleStatus {
     /// eviction grace period counts as in use).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_secs: Option<f64>,
+    /// Pinned by `kpackfs warm --pin`: never evicted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 /// `bundle-<name>.tgz` claimed by more than one type.
@@ -57,6 +60,9 @@ pub struct Report {
     pub disk_floor: Option<u64>,
     pub cached_bundles: usize,
     pub cached_packages: usize,
+    /// Bundles pinned by `kpackfs warm --pin`, and the bytes of those on disk.
+    pub pinned_bundles: usize,
+    pub pinned_bytes: u64,
     pub hits: u64,
     pub misses: u64,
     pub builds: u64,
@@ -148,6 +154,14 @@ impl Report {
             self.cached_bundles,
             self.cached_packages
         ));
+        if self.pinned_bundles > 0 {
+            out.push_str(&format!(
+                "; pinned {} bundles, {} of the {} budget",
+                self.pinned_bundles,
+                human_bytes(self.pinned_bytes),
+                human_bytes(self.cache_budget)
+            ));
+        }
         if let (Some(free), Some(floor)) = (self.disk_free, self.disk_floor) {
             out.push_str(&format!("; disk {} free, floor {}", human_bytes(free), human_bytes(floor)));
         }
@@ -193,9 +207,10 @@ impl Report {
         for b in &self.bundles {
             match b.state {
                 "ready" => out.push_str(&format!(
-                    "  ready     {}  {}\n",
+                    "  ready     {}  {}{}\n",
                     printable(&b.label),
-                    human_bytes(b.bytes.unwrap_or(0))
+                    human_bytes(b.bytes.unwrap_or(0)),
+                    if b.pinned { "  pinned" } else { "" }
                 )),
                 "failed" => out.push_str(&format!(
                     "  failed    {}  ({}; retry allowed in {}s): {}\n",
