@@ -208,6 +208,10 @@ MUTATIONS = [
      "    (evicted > 0).then(|| {",
      "    (evicted > usize::MAX - 1).then(|| {",
      ["--test", "mount_cache", "warm_builds_ahead_pins_against_eviction_and_stops_before_evicting_what_it_warmed"]),
+    ("kernel-crawler's version split dropped (kernelversion always 1)", "src/lookup/falco.rs",
+     "        ok.then(|| (format!(\"{upstream}-{abi}\"), upload.to_string()))",
+     "        ok.then(|| (version.to_string(), \"1\".to_string())).filter(|_| false)",
+     ["--test", "lookup", "kernel_crawler_format_matches_its_published_records_and_which_takes_driverkits_triple"]),
 ]
 
 

@@ -300,3 +300,92 @@ fn list_with_no_match_says_so_suggests_and_exits_1() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains(&deb.name));
 }
+
+fn header_files(record: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    record["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 24: `list --format kernel-crawler` gives, for kernels both know,
+/// the records kernel-crawler itself published (a sample of its list in
+/// tests/fixtures/kernel-crawler): same target, kernelrelease,
+/// kernelversion and header files; and `which` takes driverkit's
+/// (target, kernelrelease, kernelversion) for each, Debian's too.
+#[test]
+fn kernel_crawler_format_matches_its_published_records_and_which_takes_driverkits_triple() {
+    let fixture = common::repo().join("tests/fixtures/kernel-crawler/x86_64-ubuntu-sample.json");
+    let theirs: serde_json::Value = serde_json::from_str(&read(&fixture)).unwrap();
+    let cache = tempdir();
+    let listed = run_ok(kpackfs().args(["list", "--format", "kernel-crawler", "--cache-dir"]).arg(cache.path()));
+    let ours: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let key = |r: &serde_json::Value| {
+        (
+            r["target"].as_str().unwrap().to_string(),
+            r["kernelrelease"].as_str().unwrap().to_string(),
+            r["kernelversion"].to_string(),
+        )
+    };
+    let sample = theirs["Ubuntu"].as_array().unwrap();
+    assert!(sample.len() >= 20);
+    for r in sample {
+        let mine = ours["Ubuntu"].as_array().unwrap().iter().find(|o| key(o) == key(r));
+        let mine = mine.unwrap_or_else(|| panic!("no record for {:?}", key(r)));
+        assert_eq!(header_files(mine), header_files(r), "{:?}", key(r));
+    }
+
+    let m = Mounted::start_as_shipped(cache.path());
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(kpackfs().args(["list", "--json", "--mount"]).arg(&m.mnt))).unwrap();
+    let files_of = |dir: &str| -> std::collections::BTreeSet<String> {
+        let name = dir.rsplit('/').next().unwrap();
+        let kind = dir.rsplit('/').nth(1).unwrap();
+        let entry = json.as_array().unwrap().iter().find(|e| e["name"] == name && e["type"] == kind).unwrap();
+        entry["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    let debian = ours["Debian"].as_array().unwrap();
+    for r in sample.iter().take(8).chain(debian.iter().take(3)) {
+        let (target, release, version) =
+            (r["target"].as_str().unwrap(), r["kernelrelease"].as_str().unwrap(), r["kernelversion"].as_str().unwrap());
+        let (code, dir, err) =
+            which(&m, &["--dir", "--target", target, "--kernelrelease", release, "--kernelversion", version]);
+        assert_eq!(code, Some(0), "{target} {release} {version}: {err}");
+        let files = files_of(dir.trim());
+        let wanted = header_files(r);
+        assert!(
+            files.iter().any(|f| wanted.contains(f)),
+            "{target} {release} {version} → {dir}: {files:?} vs {wanted:?}"
+        );
+        if target == "debian" {
+            assert_eq!(files, wanted, "a Debian record is one bundle");
+        }
+    }
+    // driverkit's plain `ubuntu` target takes the release `uname -r` gives.
+    let generic = sample.iter().find(|r| r["target"] == "ubuntu-generic").unwrap();
+    let release = generic["kernelrelease"].as_str().unwrap();
+    let (code, dir, err) = which(
+        &m,
+        &[
+            "--dir",
+            "--target",
+            "ubuntu",
+            "--kernelrelease",
+            release,
+            "--kernelversion",
+            generic["kernelversion"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(dir.trim().ends_with(&format!("ubuntu/{release}")) || dir.contains(release), "{dir}");
+    let (code, _, err) = which(&m, &["--dir", "--target", "debian", "--kernelrelease", "0.0.1-1-amd64"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("0.0.1-1-amd64"), "{err}");
+}

@@ -31,9 +31,13 @@ pub struct ListArgs {
     /// Only bundles of this architecture (x86_64 or amd64, aarch64 or arm64, …).
     #[arg(long, value_name = "ARCH")]
     arch: Option<String>,
-    /// A JSON array of entries, packages included.
+    /// A JSON array of entries, packages included (as --format json).
     #[arg(long)]
     json: bool,
+    /// text, json, or kernel-crawler: falcosecurity/kernel-crawler's list.json for one architecture (--arch,
+    /// default x86_64), Debian and Ubuntu kernels by its rules, for driverkit.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
     /// Also entries that are not shown: shadowed by a same-named entry (with the one served), and unnamed ones (with the reason).
     #[arg(long)]
     all: bool,
@@ -79,6 +83,13 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|c| *c == '*')
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    KernelCrawler,
 }
 
 /// One listed entry.
@@ -170,9 +181,13 @@ fn slots(index: &Index, all: bool) -> Vec<u32> {
     every.into_iter().map(|(_, _, _, s)| s).collect()
 }
 
-pub fn run(args: ListArgs, base: &Settings) -> Result<ExitCode> {
+pub fn run(mut args: ListArgs, base: &Settings) -> Result<ExitCode> {
     let settings = view_settings(base, &args.view, args.cache_dir.as_ref());
     let view = args.view.open(&settings)?;
+    if args.format == Format::KernelCrawler {
+        return kernel_crawler(&mut args, &view);
+    }
+    args.json |= args.format == Format::Json;
     let all = args.all || args.unnamed;
     let mut out = String::new();
     let mut first = true;
@@ -205,6 +220,26 @@ pub fn run(args: ListArgs, base: &Settings) -> Result<ExitCode> {
     if first {
         if let Some(query) = args.pattern.as_deref().or(args.uname.as_deref()) {
             return Ok(no_match(&view, query, all));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// kernel-crawler's list for one architecture (its lists are per architecture).
+fn kernel_crawler(args: &mut ListArgs, view: &View) -> Result<ExitCode> {
+    args.arch.get_or_insert_with(|| "x86_64".to_string());
+    let slots: Vec<u32> = slots(&view.index, false)
+        .into_iter()
+        .filter(|s| row(&view.index, *s).is_some_and(|r| args.keeps(&r)))
+        .collect();
+    let (records, left_out) = crate::lookup::falco::records(&view.index, &slots);
+    if left_out > 0 {
+        super::eprint(&format!("kpackfs: {left_out} bundles of types kernel-crawler's format has no rule for here (not Debian or Ubuntu) left out\n"));
+    }
+    super::print(&(serde_json::to_string_pretty(&records)? + "\n"))?;
+    if records.is_empty() {
+        if let Some(query) = args.pattern.as_deref().or(args.uname.as_deref()) {
+            return Ok(no_match(view, query, false));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -35,6 +35,16 @@ pub struct WhichArgs {
     /// Remove that link, if it points into a kpackfs mount.
     #[arg(long, conflicts_with_all = ["tgz", "dir", "link"])]
     unlink: bool,
+    /// driverkit's target (debian, ubuntu-generic, ubuntu-aws, …): with --kernelrelease (and --kernelversion),
+    /// the kernel as a kernel-crawler list names it (kpackfs list --format kernel-crawler).
+    #[arg(long, requires = "kernelrelease", conflicts_with = "kernel")]
+    target: Option<String>,
+    /// driverkit's kernelrelease (with --target).
+    #[arg(long, requires = "target")]
+    kernelrelease: Option<String>,
+    /// driverkit's kernelversion (with --target): tells apart the uploads of one kernelrelease.
+    #[arg(long, requires = "target")]
+    kernelversion: Option<String>,
     /// Where the kernels' module directories are.
     #[arg(long, value_name = "DIR", default_value = "/lib/modules")]
     modules_dir: PathBuf,
@@ -127,8 +137,45 @@ fn locate(args: &WhichArgs, view: &View, kernel: &Kernel) -> Result<u32, String>
     which::find(&view.index, kernel, narrowing).map_err(|e| e.to_string())
 }
 
+/// The bundle of driverkit's (target, kernelrelease, kernelversion): the
+/// kernel-crawler record that matches, else (driverkit's plain `ubuntu`, a
+/// release as `uname -r` gives it) the release looked up among the
+/// target's type.
+fn locate_target(args: &WhichArgs, view: &View, target: &str) -> Result<u32, String> {
+    let release = args.kernelrelease.clone().unwrap_or_default();
+    let kind = if target.starts_with("ubuntu") { "ubuntu" } else { target };
+    let slots: Vec<u32> =
+        crate::namespace::served_slots(&view.index).into_iter().filter(|s| view.index.kind(*s) == Some(kind)).collect();
+    let (records, _) = crate::lookup::falco::records(&view.index, &slots);
+    let matching: Vec<&crate::lookup::falco::Record> = records
+        .values()
+        .flatten()
+        .filter(|r| r.target == target && r.kernelrelease == release)
+        .filter(|r| args.kernelversion.as_ref().is_none_or(|v| *v == r.kernelversion))
+        .collect();
+    match matching.as_slice() {
+        [one] => return Ok(one.slot),
+        [] => {}
+        several => {
+            let versions: Vec<&str> = several.iter().map(|r| r.kernelversion.as_str()).collect();
+            return Err(format!(
+                "{target} {release} has several kernelversions ({}): give --kernelversion",
+                versions.join(", ")
+            ));
+        }
+    }
+    let version = args.kernelversion.as_deref().map(which::Version::parse);
+    let kernel = Kernel::Release { release: release.clone(), version };
+    which::find(&view.index, &kernel, Some((target, &[kind]))).map_err(|e| e.to_string())
+}
+
 pub fn run(args: WhichArgs, base: &Settings) -> Result<ExitCode> {
-    let kernel = Kernel::from_args(&args.kernel, || which::running_release(&args.host_root)).map_err(|e| anyhow!(e))?;
+    let kernel = match &args.target {
+        Some(_) => None,
+        None => {
+            Some(Kernel::from_args(&args.kernel, || which::running_release(&args.host_root)).map_err(|e| anyhow!(e))?)
+        }
+    };
     let mut candidates = if args.view.manifest.is_none() { the_mounts(&args)? } else { Vec::new() };
     if candidates.is_empty() {
         let settings = super::list::view_settings(base, &args.view, args.cache_dir.as_ref());
@@ -139,7 +186,12 @@ pub fn run(args: WhichArgs, base: &Settings) -> Result<ExitCode> {
     let mut first_error = None;
     let mut chosen = None;
     for (mount, view) in candidates {
-        match locate(&args, &view, &kernel) {
+        let found = match (&args.target, &kernel) {
+            (Some(target), _) => locate_target(&args, &view, target),
+            (None, Some(kernel)) => locate(&args, &view, kernel),
+            (None, None) => Err("no kernel".to_string()),
+        };
+        match found {
             Ok(slot) => {
                 chosen = Some((mount, view, slot));
                 break;
