@@ -116,12 +116,13 @@ impl Cache {
     /// Evict until under budget and above the free-space floor. Runs under
     /// the lock, so a concurrent install of the same bundle cannot be unlinked.
     pub(super) fn evict_over_budget(&self, st: &mut State) {
-        st.kept.refresh(&self.settings.dir);
         let shortfall = self.disk_shortfall();
         let limit = self.settings.budget.min(st.acct.used().saturating_sub(shortfall));
         if st.acct.used() <= limit {
             return;
         }
+        // Only when evicting: the pins file is stat'ed, not on every install.
+        st.kept.refresh(&self.settings.dir);
         if shortfall > 0 {
             log::info!(
                 "cache: the disk is {} short of its free-space floor: evicting",

@@ -45,7 +45,7 @@ fn the_mount(args: &WarmArgs) -> Result<PathBuf> {
         return Ok(m.clone());
     }
     let mounts = mountpoint::kpackfs_mounts();
-    if let Some(k) = mounts.iter().find(|m| m.as_path() == Path::new("/kernels")) {
+    if let Some(k) = mounts.iter().find(|m| m.as_path() == Path::new(super::which::DEFAULT_MOUNT)) {
         return Ok(k.clone());
     }
     match mounts.as_slice() {

@@ -82,7 +82,7 @@ fn distribution(args: &WhichArgs, view: &View) -> Option<(String, Vec<String>)> 
 }
 
 /// The conventional mount point, tried first when no `--mount` is given.
-const DEFAULT_MOUNT: &str = "/kernels";
+pub(super) const DEFAULT_MOUNT: &str = "/kernels";
 
 /// `--mount`, else every kpackfs mount here that answers, `/kernels` first.
 fn the_mounts(args: &WhichArgs) -> Result<Vec<(PathBuf, View)>> {

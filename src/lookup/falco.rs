@@ -88,26 +88,19 @@ fn debian(spec: &BundleSpec, slot: u32) -> Option<Record> {
     })
 }
 
-/// The Ubuntu records of an entry (one per flavour its headers come from).
-fn ubuntu(spec: &BundleSpec, slot: u32) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    for p in spec.packages.iter().filter(|p| p.url.contains("headers")) {
-        let Some(version) = package_version(file_name_of(&p.url)) else { continue };
-        let (release, kernelversion) = release_and_version(&version);
+/// The Ubuntu records of an entry, one per headers package (merged after).
+fn ubuntu(spec: &BundleSpec, slot: u32) -> impl Iterator<Item = Record> + '_ {
+    spec.packages.iter().filter(|p| p.url.contains("headers")).filter_map(move |p| {
+        let (release, kernelversion) = release_and_version(&package_version(file_name_of(&p.url))?);
         let flavour = ubuntu_flavour(&p.url);
-        let target = format!("ubuntu-{flavour}");
-        match out.iter_mut().find(|r| r.target == target && r.kernelversion == kernelversion) {
-            Some(r) => r.headers.push(p.url.clone()),
-            None => out.push(Record {
-                kernelversion,
-                kernelrelease: format!("{release}-{flavour}"),
-                target,
-                headers: vec![p.url.clone()],
-                slot,
-            }),
-        }
-    }
-    out
+        Some(Record {
+            kernelversion,
+            kernelrelease: format!("{release}-{flavour}"),
+            target: format!("ubuntu-{flavour}"),
+            headers: vec![p.url.clone()],
+            slot,
+        })
+    })
 }
 
 /// The records of `slots`, by kernel-crawler's top-level distribution key,
@@ -115,6 +108,7 @@ fn ubuntu(spec: &BundleSpec, slot: u32) -> Vec<Record> {
 pub fn records(index: &Index, slots: &[u32]) -> (BTreeMap<&'static str, Vec<Record>>, usize) {
     let mut by_distro: BTreeMap<&'static str, Vec<Record>> = BTreeMap::new();
     let mut left_out = 0;
+    let mut ubuntu_at = Positions::new();
     for &slot in slots {
         let Some((_, spec, _)) = index.entry(slot) else { continue };
         match spec.kind.as_str() {
@@ -123,13 +117,14 @@ pub fn records(index: &Index, slots: &[u32]) -> (BTreeMap<&'static str, Vec<Reco
                 None => left_out += 1,
             },
             "ubuntu" => {
-                let found = ubuntu(&spec, slot);
-                if found.is_empty() {
-                    left_out += 1;
-                }
                 let list = by_distro.entry("Ubuntu").or_default();
-                for r in found {
-                    merge(list, r, index);
+                let mut found = 0;
+                for r in ubuntu(&spec, slot) {
+                    merge(list, &mut ubuntu_at, r, index);
+                    found += 1;
+                }
+                if found == 0 {
+                    left_out += 1;
                 }
             }
             _ => left_out += 1,
@@ -147,20 +142,24 @@ pub fn records(index: &Index, slots: &[u32]) -> (BTreeMap<&'static str, Vec<Reco
     (by_distro, left_out)
 }
 
+/// Where each (target, kernelrelease, kernelversion) is in a list.
+type Positions = std::collections::HashMap<(String, String, String), usize>;
+
 /// Entries of one source and upload are one record, as kernel-crawler has
 /// them; it stands for the bundle whose name is its kernelrelease, if any.
-fn merge(list: &mut Vec<Record>, r: Record, index: &Index) {
-    match list
-        .iter_mut()
-        .find(|o| o.target == r.target && o.kernelrelease == r.kernelrelease && o.kernelversion == r.kernelversion)
-    {
+fn merge(list: &mut Vec<Record>, at: &mut Positions, r: Record, index: &Index) {
+    let key = (r.target.clone(), r.kernelrelease.clone(), r.kernelversion.clone());
+    match at.get(&key).and_then(|i| list.get_mut(*i)) {
         Some(o) => {
             o.headers.extend(r.headers);
             if index.name(r.slot) == Some(r.kernelrelease.as_str()) {
                 o.slot = r.slot;
             }
         }
-        None => list.push(r),
+        None => {
+            at.insert(key, list.len());
+            list.push(r);
+        }
     }
 }
 
