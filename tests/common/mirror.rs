@@ -300,6 +300,19 @@ impl Mounted {
         while self.alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The leader shows as a zombie before its other threads have exited
+        // and closed the files they share: wait until the cache lock is free,
+        // which is what the next mount of this cache needs.
+        use std::os::fd::AsRawFd;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let Ok(lock) = std::fs::File::open(self.cache.join("lock")) else { return };
+            // SAFETY: flock on a descriptor we own; closed (unlocked) at the end of the iteration.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log(&self) -> String {
