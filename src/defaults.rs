@@ -28,6 +28,7 @@ pub struct Defaults {
     pub retries: u32,
     pub max_package_bytes: u64,
     pub apt_dir: &'static str,
+    pub yum_repos_dir: &'static str,
 }
 
 impl Defaults {
@@ -54,6 +55,7 @@ impl Defaults {
             retries: 3,
             max_package_bytes: 1 << 30,
             apt_dir: "/etc/apt",
+            yum_repos_dir: "/etc/yum.repos.d",
         }
     }
 }

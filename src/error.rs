@@ -8,7 +8,8 @@
 //! signature or checksum did not match: someone must look), `hostile` (an
 //! input broke a rule or a bound: a malformed package, an over-large
 //! bundle), `no_space` (the cache's disk or budget), `internal` (a bug or
-//! a local I/O failure).
+//! a local I/O failure), `auth_failed` (the server wants credentials or
+//! refused the ones sent: fix the credentials, issue 21).
 
 use std::fmt;
 
@@ -21,16 +22,19 @@ pub enum ErrorClass {
     Hostile,
     NoSpace,
     Internal,
+    /// The server wants credentials, or refused the ones sent.
+    AuthFailed,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 6] = [
+    pub const ALL: [ErrorClass; 7] = [
         ErrorClass::Unreachable,
         ErrorClass::NotFound,
         ErrorClass::Refused,
         ErrorClass::Hostile,
         ErrorClass::NoSpace,
         ErrorClass::Internal,
+        ErrorClass::AuthFailed,
     ];
 
     /// The label in status, metrics and logs.
@@ -42,6 +46,7 @@ impl ErrorClass {
             ErrorClass::Hostile => "hostile",
             ErrorClass::NoSpace => "no_space",
             ErrorClass::Internal => "internal",
+            ErrorClass::AuthFailed => "auth_failed",
         }
     }
 
@@ -51,6 +56,8 @@ impl ErrorClass {
     pub fn errno(self) -> i32 {
         match self {
             ErrorClass::NoSpace => libc::ENOSPC,
+            // "Permission denied": the reader's fix is a credential.
+            ErrorClass::AuthFailed => libc::EACCES,
             _ => libc::EIO,
         }
     }
@@ -65,6 +72,7 @@ impl ErrorClass {
             ErrorClass::Hostile => 65,     // EX_DATAERR
             ErrorClass::NoSpace => 73,     // EX_CANTCREAT
             ErrorClass::Internal => 70,    // EX_SOFTWARE
+            ErrorClass::AuthFailed => 78,  // EX_CONFIG: credentials are configuration
         }
     }
 

@@ -352,6 +352,45 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<String> {
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
+/// A file holding a secret (a password, a token, a private key): at most
+/// `limit` bytes, opened without following a link, and refused unless it
+/// belongs to root or to the user running kpackfs and grants no access to
+/// group or others (apt's auth.conf advice, made a rule).
+pub fn read_secret(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening {} (a link is not followed)", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let me = euid();
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "{} holds secrets but belongs to uid {}, not to root or the user running kpackfs (uid {me}); refusing it",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} holds secrets but its mode {:04o} lets group or others read it; refusing it (chmod 600 {})",
+            path.display(),
+            meta.mode() & 0o7777,
+            path.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!("{} is over {limit} bytes", path.display());
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

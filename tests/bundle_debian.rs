@@ -87,6 +87,8 @@ fn bundle_cmd(key: &str, manifest: &Path, cache: &Path, server: &Server, out: &P
     cmd.args(["bundle", key, "--manifest"]).arg(manifest).arg("--cache-dir").arg(cache).arg("--no-apt-mirrors");
     cmd.arg("--mirror").arg(format!("http://security.debian.org/debian-security={}", server.url("/debian-security")));
     cmd.arg("--mirror").arg(format!("http://ftp.debian.org/debian={}", server.url("/debian")));
+    // What the loopback mirror does is under test: no archive steps in behind it.
+    cmd.arg("--no-archives");
     cmd.arg("-o").arg(out);
     cmd
 }

@@ -67,8 +67,14 @@ impl Progress for Bars {
 }
 
 pub fn run(args: CrawlArgs, base: &Settings) -> Result<ExitCode> {
-    let settings = super::settings(base, |s| args.fetch.apply(s));
-    let sources_file = args.sources_file.clone().or_else(|| settings.sources.clone());
+    let settings = super::settings(base, |s| {
+        args.fetch.apply(s);
+        if let Some(f) = &args.sources_file {
+            // So the sources' client certificates and archives apply.
+            s.sources = Some(f.clone());
+        }
+    });
+    let sources_file = settings.sources.clone();
     let all = sources::load(sources_file.as_deref())?;
     let selected = sources::select(&all, &args.sources)?;
     let cache_dir = settings.cache_dir.clone();

@@ -74,6 +74,23 @@ pub struct FetchArgs {
     /// Do not use the host's apt Debian mirror for Debian URLs.
     #[arg(long)]
     pub no_apt_mirrors: bool,
+    /// Credentials in apt's auth.conf format (plus `token`, `query`, `cert`, `key`, `ca`); the file must be
+    /// root's or yours and mode 0600 (repeatable; before the host's: the first match wins).
+    #[arg(long = "auth-file", value_name = "FILE", value_parser = auth_file)]
+    pub auth_files: Vec<crate::fetch::Credentials>,
+    /// Do not read the host's credentials (apt's auth.conf and auth.conf.d, yum's .repo files).
+    #[arg(long)]
+    pub no_host_credentials: bool,
+    /// Only a package's own locations: no canonical archive behind a mirror, no archives of old
+    /// releases, no snapshot archives (air-gapped sites).
+    #[arg(long)]
+    pub no_archives: bool,
+    /// Where packages under CANONICAL go when they leave it, same layout (repeatable).
+    #[arg(long = "archive", value_name = "CANONICAL=ARCHIVE", value_parser = parse::mirror)]
+    pub archives: Vec<(String, String)>,
+    /// A snapshot archive with Debian's snapshot API for packages under CANONICAL (repeatable).
+    #[arg(long = "snapshot", value_name = "CANONICAL=BASE", value_parser = parse::mirror)]
+    pub snapshots: Vec<(String, String)>,
     /// Give up on a transfer that sends nothing for this long (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse::timeout)]
     pub stall_timeout: Option<Duration>,
@@ -106,6 +123,23 @@ impl FetchArgs {
         if self.no_apt_mirrors {
             s.apt_mirrors = false;
         }
+        for found in &self.auth_files {
+            if let Err(e) = s.fetch.credentials.extend(found.clone()) {
+                log::warn!("credentials: {e:#}");
+            }
+        }
+        if self.no_host_credentials {
+            s.host_credentials = false;
+        }
+        if self.no_archives {
+            s.fetch.archives.enabled = false;
+        }
+        for (canonical, archive) in &self.archives {
+            s.fetch.archives.add_prefix(canonical, archive);
+        }
+        for (canonical, base) in &self.snapshots {
+            s.fetch.archives.add_snapshot(canonical, base);
+        }
         if let Some(v) = self.stall_timeout {
             s.fetch.stall_timeout = v;
         }
@@ -125,6 +159,12 @@ impl FetchArgs {
             s.remote_read_only = true;
         }
     }
+}
+
+/// `--auth-file`: read and checked when the flag is parsed, so a refused
+/// file is a usage error naming it (and never echoing its contents).
+fn auth_file(v: &str) -> Result<crate::fetch::Credentials, String> {
+    crate::fetch::auth::netrc::read_file(std::path::Path::new(v)).map_err(|e| format!("{e:#}"))
 }
 
 /// What a mount or server serves from: the manifest and the cache's budget.

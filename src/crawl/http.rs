@@ -67,7 +67,7 @@ pub struct Counters {
 
 #[derive(Clone)]
 pub struct IndexFetcher {
-    client: reqwest::Client,
+    client: crate::fetch::HttpClient,
     mirrors: MirrorMap,
     dir: PathBuf,
     cfg: Arc<FetchConfig>,
@@ -106,7 +106,7 @@ impl IndexFetcher {
             crate::files::create_private_dir_all(&dir.join(sub))?;
         }
         Ok(IndexFetcher {
-            client: crate::fetch::http_client(cfg)?,
+            client: crate::fetch::HttpClient::new(cfg)?,
             mirrors: cfg.mirrors.clone(),
             dir,
             cfg: Arc::new(cfg.clone()),
@@ -129,29 +129,36 @@ impl IndexFetcher {
         let deadline = Instant::now() + self.cfg.deadline;
         self.cfg.retry.run(Some(deadline), |_| self.request_once(&target, ask, deadline)).await.map_err(|failed| {
             let n = failed.attempts;
+            let shown = crate::fetch::auth::redact(&target);
             anyhow::Error::new(failed.error)
-                .context(format!("fetching {target} ({n} attempt{})", if n == 1 { "" } else { "s" }))
+                .context(format!("fetching {shown} ({n} attempt{})", if n == 1 { "" } else { "s" }))
         })
     }
 
     async fn request_once(&self, url: &str, ask: Ask<'_>, deadline: Instant) -> Result<(Got, Validators), FetchError> {
-        let mut req = self.client.get(url);
+        use reqwest::header::{HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE};
+        let mut headers = HeaderMap::new();
+        let mut put = |name, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        };
         if let Some(n) = ask.prefix {
-            req = req.header(reqwest::header::RANGE, format!("bytes=0-{}", n.saturating_sub(1)));
+            put(RANGE, &format!("bytes=0-{}", n.saturating_sub(1)));
         }
         if let Some(v) = ask.validators {
             if let Some(etag) = &v.etag {
-                req = req.header(reqwest::header::IF_NONE_MATCH, etag);
+                put(IF_NONE_MATCH, etag);
             }
             if let Some(lm) = &v.last_modified {
-                req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
+                put(IF_MODIFIED_SINCE, lm);
             }
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let wait = self.cfg.stall_timeout + self.cfg.connect_timeout;
-        let mut resp = match tokio::time::timeout(wait.min(remaining(deadline)), req.send()).await {
+        let mut resp = match tokio::time::timeout(wait.min(remaining(deadline)), self.client.get(url, &headers)).await {
             Err(_) => return Err(FetchError::Stalled { after_bytes: 0, timeout: wait }),
-            Ok(Err(e)) => return Err(FetchError::Connect(error_chain(&e))),
+            Ok(Err(e)) => return Err(e),
             Ok(Ok(r)) => r,
         };
         let status = resp.status().as_u16();
@@ -202,7 +209,7 @@ impl IndexFetcher {
                     return Err(FetchError::Cut {
                         after_bytes: body.len() as u64,
                         expected: None,
-                        cause: error_chain(&e),
+                        cause: error_chain(&e.without_url()),
                     })
                 }
                 Ok(Ok(None)) => break,

@@ -107,7 +107,7 @@ fn warn_opt_outs(src: &Source) {
 /// that only in one line for its class, so a host that never reaches a
 /// source is not told so at length every crawl.
 fn log_failures(report: &Report, before: &state::States) {
-    for s in report.sources.iter().filter(|s| matches!(s.outcome, Outcome::Refused(_))) {
+    for s in report.sources.iter().filter(|s| matches!(s.outcome, Outcome::Refused(_) | Outcome::AuthFailed(_))) {
         log::warn!("crawl {}: {}", s.name, s.outcome.line());
     }
     let newly = |s: &SourceReport| before.get(&s.name).is_none_or(|b| b.unreachable_runs == 0);

@@ -20,12 +20,18 @@ pub enum Outcome {
     /// It was reached and its content refused (signature, checksum,
     /// freshness, malformed index) or our side failed (disk): needs a look.
     Refused(String),
+    /// The repository wants credentials, or refused the ones sent: needs
+    /// a credential (docs/operations.md, Credentials).
+    AuthFailed(String),
 }
 
 impl Outcome {
     /// Classify a failure by what is in its chain.
     pub fn of_error(e: &anyhow::Error) -> Outcome {
         let text = format!("{e:#}");
+        if e.chain().any(|c| matches!(c.downcast_ref::<FetchError>(), Some(FetchError::Auth { .. }))) {
+            return Outcome::AuthFailed(text);
+        }
         let transport = e.chain().any(|c| {
             matches!(
                 c.downcast_ref::<FetchError>(),
@@ -51,13 +57,14 @@ impl Outcome {
             Outcome::Ok { .. } => "ok",
             Outcome::Unreachable(_) => "unreachable",
             Outcome::Refused(_) => "refused",
+            Outcome::AuthFailed(_) => "auth_failed",
         }
     }
 
     pub fn cause(&self) -> Option<&str> {
         match self {
             Outcome::Ok { .. } => None,
-            Outcome::Unreachable(c) | Outcome::Refused(c) => Some(c),
+            Outcome::Unreachable(c) | Outcome::Refused(c) | Outcome::AuthFailed(c) => Some(c),
         }
     }
 
@@ -87,6 +94,8 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 3;
     /// Some source was refused (bad signature, checksum, stale index…). Look.
     pub const REFUSED: u8 = 4;
+    /// Some source wants credentials or refused ours (and none was refused).
+    pub const AUTH_FAILED: u8 = 5;
 }
 
 #[derive(Debug)]
@@ -120,6 +129,8 @@ impl Report {
     pub fn exit_code(&self) -> u8 {
         if self.count("refused") > 0 {
             exit::REFUSED
+        } else if self.count("auth_failed") > 0 {
+            exit::AUTH_FAILED
         } else if self.count("unreachable") > 0 {
             exit::UNREACHABLE
         } else {
@@ -144,8 +155,12 @@ impl Report {
         } else {
             format!(", {} backing off", self.backing_off.len())
         };
+        let auth = match self.count("auth_failed") {
+            0 => String::new(),
+            n => format!(", {n} authentication failed"),
+        };
         format!(
-            "crawled {} sources in {:.1}s: {} ok, {} unreachable, {} refused{backing_off}; {packages} packages, {} bundles new, {} entries in the crawl result{merged}; {} requests ({} not modified), {}",
+            "crawled {} sources in {:.1}s: {} ok, {} unreachable, {} refused{auth}{backing_off}; {packages} packages, {} bundles new, {} entries in the crawl result{merged}; {} requests ({} not modified), {}",
             self.sources.len(),
             self.elapsed.as_secs_f64(),
             self.count("ok"),
@@ -201,9 +216,11 @@ impl Report {
                 ));
             }
         }
-        for (class, heading) in
-            [("unreachable", "unreachable (tried again next crawl)"), ("refused", "refused (needs attention)")]
-        {
+        for (class, heading) in [
+            ("unreachable", "unreachable (tried again next crawl)"),
+            ("refused", "refused (needs attention)"),
+            ("auth_failed", "authentication failed (needs credentials)"),
+        ] {
             let failed: Vec<&SourceReport> = self.sources.iter().filter(|s| s.outcome.class() == class).collect();
             if failed.is_empty() {
                 continue;

@@ -170,6 +170,24 @@ pub struct Source {
     /// How far ahead of our clock a Release's Date may be (default 10m).
     #[serde(default)]
     pub clock_skew: Option<String>,
+    /// A TLS client certificate presented to this source's hosts (PEM),
+    /// with its key (a secret file: root's or ours, mode 0600) and the CA
+    /// bundle trusted for them instead of the system's (Red Hat's CDN).
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Base URLs with the same layout where this source's packages go
+    /// when its releases move (old-releases archives, CentOS's vault):
+    /// tried for a package its own locations answer 404/410 for.
+    #[serde(default)]
+    pub archive_urls: Vec<String>,
+    /// A snapshot archive with Debian's snapshot API, for packages gone
+    /// from this source (looked up by name and version, checked by sha256).
+    #[serde(default)]
+    pub snapshot_url: Option<String>,
 }
 
 /// A kernel series as written (`6.6`): two short numbers (kernel-org sources).
@@ -292,9 +310,19 @@ impl Source {
             .chain(&self.tree_url)
             .chain(&self.kernel_url)
             .chain(&self.config_url)
+            .chain(&self.snapshot_url)
+            .chain(&self.archive_urls)
         {
             if !url.contains("://") {
-                bail!("source {n}: url {url:?} is not a URL");
+                bail!("source {n}: url {:?} is not a URL", crate::fetch::auth::redact(url));
+            }
+            // A URL is printed, listed and written into manifests: a secret
+            // in it would leak everywhere.
+            if url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+                bail!(
+                    "source {n}: {} carries credentials in the URL; put them in an auth file (--auth-file, apt's auth.conf format) instead",
+                    crate::fetch::auth::redact(url)
+                );
             }
         }
         if self.kind == Kind::Yum && (self.security_url.is_some() || self.ports_url.is_some()) {
@@ -418,6 +446,48 @@ pub fn canonical_bases() -> crate::fetch::mirror::Canonical {
         ubuntu_security: ubuntu.and_then(|s| s.security_url.clone()),
         ubuntu_ports: ports.map(|s| s.url.clone()),
     }
+}
+
+impl Source {
+    /// The base URLs this source's packages are under.
+    pub fn bases(&self) -> Vec<&str> {
+        std::iter::once(self.url.as_str())
+            .chain(self.security_url.as_deref())
+            .chain(self.ports_url.as_deref())
+            .collect()
+    }
+}
+
+/// What the sources add to the fetcher: their client certificates (by
+/// base URL) and where their packages go when they leave.
+pub fn fetch_extras(
+    sources: &[Source],
+    credentials: &mut crate::fetch::Credentials,
+    archives: &mut crate::fetch::Archives,
+) -> Result<()> {
+    use crate::fetch::auth::{ClientIdentity, Entry, Scope};
+    for src in sources {
+        let from = format!("source {}", src.name);
+        let identity =
+            ClientIdentity::from_parts(src.client_cert.clone(), src.client_key.clone(), src.ca.clone(), &from)?;
+        if let Some(identity) = identity {
+            for base in src.bases() {
+                let scope = Scope::of_url(base).with_context(|| format!("{from}: {base} is not a URL"))?;
+                credentials.add(Entry { scope, secret: None, identity: Some(identity.clone()), from: from.clone() })?;
+            }
+        }
+        for archive in &src.archive_urls {
+            for base in src.bases() {
+                archives.add_prefix(base, archive);
+            }
+        }
+        if let Some(snapshot) = &src.snapshot_url {
+            for base in src.bases() {
+                archives.add_snapshot(base, snapshot);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The sources named or typed by `selectors` (all when empty).

@@ -48,6 +48,11 @@ pub struct Backend {
 /// cache's package store, counted against its budget.
 pub fn env_for(cache: &Arc<Cache>, settings: &Settings, counters: &Arc<Counters>) -> Result<Env> {
     let fetcher = Fetcher::http(settings.fetch.clone(), cache.store().clone())?.with_space_guard(cache.space_guard());
+    let credentials = &settings.fetch.credentials;
+    if !credentials.is_empty() {
+        // Scopes, kinds and files only: Credentials never formats a secret.
+        log::info!("credentials for {} scopes: {credentials:?}", credentials.entries().len());
+    }
     Ok(Env {
         fetcher,
         tier: open_tier(settings)?,

@@ -52,6 +52,13 @@ pub enum FetchError {
     NoRoom {
         needed: u64,
     },
+    /// The server wants credentials (401, 403) or ended the TLS handshake
+    /// over the client certificate. `sent`: credentials were presented.
+    Auth {
+        status: Option<u16>,
+        sent: bool,
+        cause: String,
+    },
     /// A local file operation failed (`errno` when it was a system error).
     Io {
         message: String,
@@ -97,6 +104,7 @@ impl FetchError {
                 ErrorClass::Refused
             }
             FetchError::NoRoom { .. } => ErrorClass::NoSpace,
+            FetchError::Auth { .. } => ErrorClass::AuthFailed,
             FetchError::Io { errno: Some(n), .. } if *n == libc::ENOSPC || *n == libc::EDQUOT => ErrorClass::NoSpace,
             FetchError::Io { .. } => ErrorClass::Internal,
         }
@@ -138,6 +146,20 @@ impl fmt::Display for FetchError {
                 write!(f, "the cache budget has no room for {} more", crate::util::human_bytes(*needed))
             }
             FetchError::Io { message, .. } => f.write_str(message),
+            FetchError::Auth { status, sent, cause } => {
+                let why = match sent {
+                    true => "the credentials for this URL were refused",
+                    false => "no credentials match this URL (see Credentials in docs/operations.md)",
+                };
+                match status {
+                    Some(s) => write!(f, "authentication failed: HTTP {s}{} ({why})", status_reason(*s)),
+                    None => write!(
+                        f,
+                        "authentication failed: the server ended the TLS handshake ({why}){}",
+                        with_cause(cause)
+                    ),
+                }
+            }
         }
     }
 }

@@ -14,12 +14,18 @@
 //!   cache's budget for bytes in progress ([`SpaceGuard`]);
 //! - verification (size, sha256 or sha512) before a package is visible in the store.
 
+pub mod archive;
+pub mod auth;
+pub mod client;
 pub mod error;
 pub mod mirror;
 pub mod retry;
 pub mod source;
 mod store;
 
+pub use archive::Archives;
+pub use auth::Credentials;
+pub use client::HttpClient;
 pub use error::{error_chain, FetchError};
 pub use mirror::MirrorMap;
 pub use retry::{Failed, RetryPolicy};
@@ -27,7 +33,7 @@ pub use store::{hash_file, PackageStore};
 
 use crate::error::{BuildError, ErrorClass};
 use crate::manifest::Package;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use source::{HttpSource, PackageSource, Resume};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,6 +55,10 @@ pub struct FetchConfig {
     /// The largest package accepted when the manifest gives no size.
     pub max_package_bytes: u64,
     pub mirrors: MirrorMap,
+    /// Credentials by URL prefix ([`auth`]).
+    pub credentials: Credentials,
+    /// Where a package is looked for after its own locations lost it ([`archive`]).
+    pub archives: Archives,
 }
 
 impl Default for FetchConfig {
@@ -63,6 +73,8 @@ impl Default for FetchConfig {
             retry: RetryPolicy { retries: d.retries, ..RetryPolicy::default() },
             max_package_bytes: d.max_package_bytes,
             mirrors: MirrorMap::default(),
+            credentials: Credentials::default(),
+            archives: Archives::default(),
         }
     }
 }
@@ -73,18 +85,6 @@ pub fn init_tls() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-}
-
-/// The HTTP client used for packages and repository indexes. Only the
-/// connection has a client-side timeout; the fetcher bounds the rest.
-pub fn http_client(cfg: &FetchConfig) -> Result<reqwest::Client> {
-    init_tls();
-    reqwest::Client::builder()
-        .connect_timeout(cfg.connect_timeout)
-        .read_timeout(cfg.stall_timeout)
-        .user_agent(concat!("kpackfs/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")
 }
 
 /// Bytes of downloads in progress count against the cache's budget.
@@ -110,9 +110,9 @@ impl Fetcher {
         Fetcher { source, cfg: Arc::new(cfg), store, space: None }
     }
 
-    /// Over HTTP(S), with the configuration's mirrors.
+    /// Over HTTP(S), with the configuration's mirrors and credentials.
     pub fn http(cfg: FetchConfig, store: PackageStore) -> Result<Self> {
-        let source = Arc::new(HttpSource::new(http_client(&cfg)?, cfg.mirrors.clone()));
+        let source = Arc::new(HttpSource::new(HttpClient::new(&cfg)?));
         Ok(Fetcher::new(cfg, store, source))
     }
 
@@ -147,22 +147,105 @@ impl Fetcher {
             return Ok(path);
         }
         let deadline = Instant::now() + self.cfg.deadline;
-        let mut failures = Vec::new();
-        let mut errors = Vec::new();
+        let mut tried = Tried::default();
+        // The package's own locations, through the mirrors.
         for url in pkg.locations() {
-            let result = self.cfg.retry.run(Some(deadline), |_| self.attempt(url, pkg, deadline)).await;
-            match result {
-                Ok(path) => return Ok(path),
-                Err(failed) => {
-                    failures.push(format!("from {}: {}", self.source.location(url), failed.describe()));
-                    errors.push(failed.error);
-                }
+            let concrete = self.cfg.mirrors.rewrite(url);
+            if let Some(path) = self.try_location(&concrete, pkg, deadline, &mut tried).await {
+                return Ok(path);
             }
             if Instant::now() >= deadline {
                 break;
             }
         }
-        Err(BuildError::new(failure_class(&errors), failures.join("; ")))
+        let own = tried.errors.len();
+        // Gone from where it should be: the archives, for a package whose
+        // sha256 makes any copy checkable.
+        let gone = tried.errors.iter().any(|e| e.class() == ErrorClass::NotFound);
+        if gone && self.cfg.archives.enabled && pkg.sha256.is_some() && Instant::now() < deadline {
+            if let Some(path) = self.try_archives(pkg, deadline, &mut tried).await {
+                log::info!("package {}: not at its own locations, found at {}", pkg.file_name(), tried.last_url());
+                return Ok(path);
+            }
+        }
+        // The class is the package's own locations' (an archive that is
+        // unreachable from here does not make a deleted package
+        // "unreachable"), except that wrong bytes anywhere are refused.
+        let mut class = failure_class(&tried.errors[..own]);
+        if tried.errors[own..].iter().any(|e| e.class() == ErrorClass::Refused) {
+            class = ErrorClass::Refused;
+        }
+        Err(BuildError::new(class, tried.failures.join("; ")))
+    }
+
+    /// One location with retries; `None` (and the failure noted) if it failed.
+    async fn try_location(&self, url: &str, pkg: &Package, deadline: Instant, tried: &mut Tried) -> Option<PathBuf> {
+        if tried.urls.iter().any(|u| u == url) {
+            return None;
+        }
+        tried.urls.push(url.to_string());
+        match self.cfg.retry.run(Some(deadline), |_| self.attempt(url, pkg, deadline)).await {
+            Ok(path) => Some(path),
+            Err(failed) => {
+                tried.failures.push(format!("from {}: {}", self.source.location(url), failed.describe()));
+                tried.errors.push(failed.error);
+                None
+            }
+        }
+    }
+
+    /// `pkg` from the archives, in order: each own location's canonical
+    /// URL where a mirror stood in, the archives its prefix moved to, then
+    /// the snapshot archives' copies (looked up by name and version when
+    /// reached, so the log reads in the order things were tried).
+    async fn try_archives(&self, pkg: &Package, deadline: Instant, tried: &mut Tried) -> Option<PathBuf> {
+        let archives = &self.cfg.archives;
+        let mut moved: Vec<String> = Vec::new();
+        for url in pkg.locations() {
+            if self.cfg.mirrors.rewrite(url) != url {
+                moved.push(url.to_string());
+            }
+            moved.extend(archives.moved(url));
+        }
+        for url in moved {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            if let Some(path) = self.try_location(&url, pkg, deadline, tried).await {
+                return Some(path);
+            }
+        }
+        let mut bases: Vec<&str> = pkg.locations().flat_map(|u| archives.snapshot_bases(u)).collect();
+        bases.dedup();
+        for base in bases {
+            let Some(api) = archive::snapshot_lookup_url(base, pkg.file_name()) else { continue };
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let looked = self.source.lookup(&api, archive::MAX_LOOKUP_BYTES).await;
+            let files = match looked.map(|body| archive::snapshot_files(base, &body, pkg.file_name())) {
+                Ok(Ok(files)) if !files.is_empty() => files,
+                Ok(Ok(_)) => {
+                    tried.failures.push(format!("from {}: no such file there", self.source.location(&api)));
+                    continue;
+                }
+                Ok(Err(why)) => {
+                    tried.failures.push(format!("from {}: {why}", self.source.location(&api)));
+                    continue;
+                }
+                Err(e) => {
+                    tried.failures.push(format!("from {}: {e}", self.source.location(&api)));
+                    tried.errors.push(e);
+                    continue;
+                }
+            };
+            for url in files {
+                if let Some(path) = self.try_location(&url, pkg, deadline, tried).await {
+                    return Some(path);
+                }
+            }
+        }
+        None
     }
 
     /// One request for `url`, appending to the package's partial file when
@@ -286,6 +369,20 @@ impl Fetcher {
     async fn admit(&self, pkg: &Package, partial: &Path) -> Result<PathBuf, FetchError> {
         let (store, pkg, partial) = (self.store.clone(), pkg.clone(), partial.to_path_buf());
         crate::cpu::run(1, move |_| store.admit(&pkg, &partial)).await
+    }
+}
+
+/// What was tried for one package, in order.
+#[derive(Default)]
+struct Tried {
+    urls: Vec<String>,
+    failures: Vec<String>,
+    errors: Vec<FetchError>,
+}
+
+impl Tried {
+    fn last_url(&self) -> String {
+        self.urls.last().map(|u| auth::redact(u)).unwrap_or_default()
     }
 }
 

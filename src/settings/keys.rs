@@ -166,6 +166,57 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "auth_file",
+        help: "credentials in apt's auth.conf format (plus token, query, cert, key, ca): root's or ours, mode 0600 (repeatable)",
+        set: |s, v| {
+            let path = parse::path(v)?;
+            let found = crate::fetch::auth::netrc::read_file(&path).map_err(|e| format!("{e:#}"))?;
+            s.fetch.credentials.extend(found).map_err(|e| format!("{e:#}"))
+        },
+    },
+    Key {
+        name: "host_credentials",
+        help: "use the host's credentials: apt's auth.conf and auth.conf.d, yum's .repo files (true/false)",
+        set: |s, v| {
+            s.host_credentials = parse::boolean(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "yum_repos_dir",
+        help: "where yum/dnf .repo files are read for credentials (default /etc/yum.repos.d)",
+        set: |s, v| {
+            s.yum_repos_dir = parse::path(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "archives",
+        help: "look for packages their own locations lost in the canonical archive, archives and snapshot archives (true/false)",
+        set: |s, v| {
+            s.fetch.archives.enabled = parse::boolean(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "archive",
+        help: "CANONICAL=ARCHIVE: where packages under CANONICAL go when they leave it (repeatable)",
+        set: |s, v| {
+            let (canonical, archive) = parse::mirror(v)?;
+            s.fetch.archives.add_prefix(&canonical, &archive);
+            Ok(())
+        },
+    },
+    Key {
+        name: "snapshot",
+        help: "CANONICAL=BASE: a snapshot archive (Debian's snapshot API) for packages under CANONICAL (repeatable)",
+        set: |s, v| {
+            let (canonical, base) = parse::mirror(v)?;
+            s.fetch.archives.add_snapshot(&canonical, &base);
+            Ok(())
+        },
+    },
+    Key {
         name: "remote",
         help: "the shared bundle tier: s3://bucket/prefix, gs://…, az://…, file:///path or read-only http(s)://…",
         set: |s, v| {

@@ -41,8 +41,13 @@ pub struct Settings {
     pub lists_dir: Option<PathBuf>,
     /// Use the host's apt Debian and Ubuntu mirrors for those archives' URLs.
     pub apt_mirrors: bool,
-    /// Where apt's configuration is read (sources.list, sources.list.d).
+    /// Where apt's configuration is read (sources.list, sources.list.d,
+    /// auth.conf, auth.conf.d).
     pub apt_dir: PathBuf,
+    /// Read the host's credentials: apt's auth.conf(.d), yum's .repo files.
+    pub host_credentials: bool,
+    /// Where yum/dnf repository files are read for their credentials.
+    pub yum_repos_dir: PathBuf,
     pub fetch: FetchConfig,
     /// The shared bundle tier (s3://, gs://, az://, file://, http(s)://).
     pub remote: Option<String>,
@@ -73,6 +78,8 @@ impl Settings {
             lists_dir: None,
             apt_mirrors: true,
             apt_dir: PathBuf::from(d.apt_dir),
+            host_credentials: true,
+            yum_repos_dir: PathBuf::from(d.yum_repos_dir),
             fetch: FetchConfig::default(),
             remote: None,
             remote_read_only: false,
@@ -89,12 +96,33 @@ impl Settings {
         k.apply(self, value).map_err(|e| anyhow!("{}: {e}", k.name))
     }
 
-    /// Add the host's apt mirrors (unless turned off), under explicit rules.
-    /// Once, after every source of settings.
+    /// Add the host's apt mirrors (unless turned off), under explicit
+    /// rules; the sources' client certificates and archives; the host's
+    /// credentials (after `--auth-file`s, which so take precedence). Once,
+    /// after every source of settings. A host file that fails its checks
+    /// is skipped with a warning; a broken sources file is the crawl's to
+    /// report.
     pub fn finish(mut self) -> Settings {
         if self.apt_mirrors {
             let canonical = crate::crawl::sources::canonical_bases();
             self.fetch.mirrors.add_defaults(&MirrorMap::from_apt(&self.apt_dir, &canonical));
+        }
+        if let Ok(sources) = crate::crawl::sources::load(self.sources.as_deref()) {
+            let fetch = &mut self.fetch;
+            if let Err(e) = crate::crawl::sources::fetch_extras(&sources, &mut fetch.credentials, &mut fetch.archives) {
+                log::warn!("credentials: {e:#}");
+            }
+        }
+        if self.host_credentials {
+            use crate::fetch::auth::{netrc, yum};
+            for (found, problems) in [netrc::read_apt(&self.apt_dir), yum::read_dir(&self.yum_repos_dir)] {
+                for p in problems {
+                    log::warn!("credentials: {p}");
+                }
+                if let Err(e) = self.fetch.credentials.extend(found) {
+                    log::warn!("credentials: {e:#}");
+                }
+            }
         }
         self
     }
@@ -131,11 +159,17 @@ mod tests {
             let err = s.set(key, "0s").unwrap_err().to_string();
             assert!(err.contains("must be more than 0"), "{key}: {err}");
         }
+        let auth_dir = tempfile::tempdir().unwrap();
+        let auth = auth_dir.path().join("auth.conf");
+        std::fs::write(&auth, "machine h.test token t\n").unwrap();
+        std::fs::set_permissions(&auth, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let auth = auth.display().to_string();
         for key in KEYS {
             let mut fresh = Settings::defaults();
             let sample = match key.name {
-                "mirror" => "http://a/=http://b/",
-                "apt_mirrors" | "remote_read_only" => "false",
+                "mirror" | "archive" | "snapshot" => "http://a/=http://b/",
+                "apt_mirrors" | "remote_read_only" | "host_credentials" | "archives" => "false",
+                "auth_file" => auth.as_str(),
                 "remote" => "file:///tmp/x",
                 "metrics" => "127.0.0.1:9101",
                 "threads" | "retries" => "2",

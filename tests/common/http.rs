@@ -41,6 +41,21 @@ struct State {
     /// Send no ETag or Last-Modified and ignore conditional requests, as
     /// some mirrors do.
     no_validators: bool,
+    /// What every request must present, else 401.
+    required: Option<Required>,
+    /// URL path prefix → another base URL: answered with a 302 there.
+    redirects: Vec<(String, String)>,
+    /// Each request's path and its Authorization header, as received.
+    authorizations: Vec<(String, Option<String>)>,
+}
+
+/// Credentials a server requires.
+#[derive(Debug, Clone)]
+pub enum Required {
+    /// This exact Authorization header (`Basic …`, `Bearer …`).
+    Header(String),
+    /// This text in the query (a URL token).
+    Query(String),
 }
 
 pub struct Server {
@@ -88,6 +103,21 @@ impl Server {
 
     pub fn set_validators(&self, on: bool) {
         self.state.lock().unwrap().no_validators = !on;
+    }
+
+    /// Require credentials of every request (401 otherwise).
+    pub fn require(&self, required: Required) {
+        self.state.lock().unwrap().required = Some(required);
+    }
+
+    /// Answer requests under `prefix` with a 302 to `base` + the rest of the path.
+    pub fn redirect(&self, prefix: &str, base: &str) {
+        self.state.lock().unwrap().redirects.push((prefix.to_string(), base.to_string()));
+    }
+
+    /// Every request's path with the Authorization header it carried.
+    pub fn authorizations(&self) -> Vec<(String, Option<String>)> {
+        self.state.lock().unwrap().authorizations.clone()
     }
 
     pub fn clear_faults(&self) {
@@ -200,6 +230,32 @@ fn respond(
 ) -> std::io::Result<bool> {
     let (file, fault, no_validators) = {
         let mut s = state.lock().unwrap();
+        let authorization = headers.get("authorization").cloned();
+        s.authorizations.push((path.to_string(), authorization.clone()));
+        let allowed = match &s.required {
+            None => true,
+            Some(Required::Header(h)) => authorization.as_deref() == Some(h.as_str()),
+            Some(Required::Query(q)) => query.is_some_and(|have| have.split('&').any(|part| part == q)),
+        };
+        if !allowed {
+            s.log.push(format!("{method} {path} -> 401"));
+            drop(s);
+            write!(
+                out,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n"
+            )?;
+            return Ok(true);
+        }
+        let redirect = s
+            .redirects
+            .iter()
+            .find_map(|(prefix, base)| path.strip_prefix(prefix.as_str()).map(|rest| format!("{base}{rest}")));
+        if let Some(location) = redirect {
+            s.log.push(format!("{method} {path} -> 302 {location}"));
+            drop(s);
+            write!(out, "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")?;
+            return Ok(true);
+        }
         *s.counts.entry(path.to_string()).or_default() += 1;
         s.log.push(format!("{method} {path} range={:?} if-range={:?}", headers.get("range"), headers.get("if-range")));
         let fault = s.faults.iter().find(|(k, _)| path.contains(k.as_str())).map(|(_, f)| f.clone());

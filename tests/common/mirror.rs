@@ -164,7 +164,9 @@ impl Fixture {
 
     /// `--mirror` flags pointing every canonical prefix at the loopback mirror.
     pub fn mirror_args(&self) -> Vec<String> {
-        let mut args = vec!["--no-apt-mirrors".to_string()];
+        // The fixtures' packages are made here: the real archives behind
+        // the canonical URLs do not have them.
+        let mut args = vec!["--no-apt-mirrors".to_string(), "--no-archives".to_string()];
         for (canonical, path) in CANONICAL {
             args.push("--mirror".into());
             args.push(format!("{canonical}={}", self.server.url(path)));

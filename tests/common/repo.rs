@@ -377,3 +377,15 @@ impl SignedRepo {
         SignedRepo { work, key, fx, repo, server }
     }
 }
+
+/// A synthetic Debian kernel in an apt repository under `<work>/www/debian`
+/// (suite `testsuite`), signed with a new key: (key, kernel, www).
+pub fn signed_debian_kernel(work: &Path) -> (TestKey, super::pkgs::Synthetic, PathBuf) {
+    let key = TestKey::new(work, "archive");
+    let deb = super::pkgs::synthetic_debian(work, ["xz", "xz", "xz"]);
+    let www = work.join("www");
+    let repo = AptRepo::new(&www.join("debian"), "testsuite");
+    repo.add(&deb.files);
+    repo.publish(Some(&key));
+    (key, deb, www)
+}

@@ -151,6 +151,10 @@ impl PackageSource for FaultySource {
         self.inner.location(url)
     }
 
+    fn lookup<'a>(&'a self, url: &'a str, limit: u64) -> BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+        self.inner.lookup(url, limit)
+    }
+
     fn get<'a>(
         &'a self,
         url: &'a str,

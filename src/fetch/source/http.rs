@@ -1,18 +1,19 @@
-//! Packages over HTTP(S), with the mirror map applied at request time.
+//! Packages over HTTP(S), through the one client (credentials, redirects).
+//! The fetcher hands it concrete URLs: mirrors are applied by the fetcher,
+//! which also decides what to try when a location fails.
 
 use super::{Body, BoxFuture, PackageSource, Resume};
+use crate::fetch::client::HttpClient;
 use crate::fetch::error::{error_chain, FetchError};
-use crate::fetch::mirror::MirrorMap;
 use reqwest::header;
 
 pub struct HttpSource {
-    client: reqwest::Client,
-    mirrors: MirrorMap,
+    client: HttpClient,
 }
 
 impl HttpSource {
-    pub fn new(client: reqwest::Client, mirrors: MirrorMap) -> HttpSource {
-        HttpSource { client, mirrors }
+    pub fn new(client: HttpClient) -> HttpSource {
+        HttpSource { client }
     }
 }
 
@@ -24,7 +25,7 @@ impl Body for HttpBody {
             self.0.chunk().await.map_err(|e| match is_timeout(&e) {
                 // The client's read timeout is the stall timeout.
                 true => FetchError::Stalled { after_bytes: 0, timeout: std::time::Duration::ZERO },
-                false => FetchError::Cut { after_bytes: 0, expected: None, cause: error_chain(&e) },
+                false => FetchError::Cut { after_bytes: 0, expected: None, cause: error_chain(&e.without_url()) },
             })
         })
     }
@@ -51,24 +52,22 @@ pub fn strong_validator(headers: &header::HeaderMap) -> Option<String> {
 }
 
 impl PackageSource for HttpSource {
-    fn location(&self, url: &str) -> String {
-        self.mirrors.rewrite(url)
-    }
-
     fn get<'a>(
         &'a self,
         url: &'a str,
         resume: Option<&'a Resume>,
     ) -> BoxFuture<'a, Result<super::Response, FetchError>> {
         Box::pin(async move {
-            let mut req = self.client.get(self.mirrors.rewrite(url));
+            let mut headers = header::HeaderMap::new();
             if let Some(r) = resume {
-                req = req.header(header::RANGE, format!("bytes={}-", r.offset));
-                if let Some(v) = &r.validator {
-                    req = req.header(header::IF_RANGE, v.as_str());
+                if let Ok(v) = header::HeaderValue::from_str(&format!("bytes={}-", r.offset)) {
+                    headers.insert(header::RANGE, v);
+                }
+                if let Some(v) = r.validator.as_deref().and_then(|v| header::HeaderValue::from_str(v).ok()) {
+                    headers.insert(header::IF_RANGE, v);
                 }
             }
-            let resp = req.send().await.map_err(|e| FetchError::Connect(error_chain(&e)))?;
+            let resp = self.client.get(url, &headers).await?;
             let status = resp.status().as_u16();
             let partial = match status {
                 200 => false,
@@ -81,6 +80,28 @@ impl PackageSource for HttpSource {
                 validator: strong_validator(resp.headers()),
                 body: Box::new(HttpBody(resp)),
             })
+        })
+    }
+
+    fn lookup<'a>(&'a self, url: &'a str, limit: u64) -> BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+        Box::pin(async move {
+            let mut resp = self.client.get(url, &header::HeaderMap::new()).await?;
+            match resp.status().as_u16() {
+                200 => {}
+                s => return Err(FetchError::Status(s)),
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Cut {
+                after_bytes: 0,
+                expected: None,
+                cause: error_chain(&e.without_url()),
+            })? {
+                if body.len() as u64 + chunk.len() as u64 > limit {
+                    return Err(FetchError::TooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
         })
     }
 }

@@ -53,8 +53,14 @@ pub trait Body: Send {
 pub trait PackageSource: Send + Sync {
     fn get<'a>(&'a self, url: &'a str, resume: Option<&'a Resume>) -> BoxFuture<'a, Result<Response, FetchError>>;
 
-    /// Where `url` is actually fetched from (mirrors applied), for messages.
+    /// Where `url` is actually fetched from, for messages.
     fn location(&self, url: &str) -> String {
-        url.to_string()
+        crate::fetch::auth::redact(url)
+    }
+
+    /// A small answer (an archive's API), at most `limit` bytes.
+    fn lookup<'a>(&'a self, url: &'a str, limit: u64) -> BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+        let _ = (url, limit);
+        Box::pin(async { Err(FetchError::Status(404)) })
     }
 }
