@@ -34,6 +34,14 @@ impl Layout {
     }
 }
 
+/// What to write for each bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    pub layout: Layout,
+    /// Its packages too, by sha256 (the package tier, the archive of record).
+    pub packages: bool,
+}
+
 /// One bundle to publish.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -56,13 +64,18 @@ pub enum Outcome {
 
 /// Publish one bundle: skip what the destination has, build (or read the
 /// destination's copy), write. `env.tier` is the destination.
-pub async fn publish_one(job: &Job, env: &Env, layout: Layout) -> Outcome {
+pub async fn publish_one(job: &Job, env: &Env, asked: Asked) -> Outcome {
     let result = async {
         let remote = env.tier.as_ref().ok_or_else(|| anyhow::anyhow!("no destination"))?;
+        let layout = asked.layout;
         let need_id = layout.id() && !remote.has_id(&job.id).await?;
         let need_named = layout.collector() && !remote.has_named(&job.name).await?;
+        let mut written = 0;
+        if asked.packages {
+            written += publish_packages(job, env, remote).await?;
+        }
         if !need_id && !need_named {
-            return Ok(Outcome::Present);
+            return Ok(if written > 0 { Outcome::Published(written) } else { Outcome::Present });
         }
         let scratch = crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-publish.")?;
         let path = scratch.path().join(format!("{}.tgz", job.id.hex()));
@@ -72,7 +85,6 @@ pub async fn publish_one(job: &Job, env: &Env, layout: Layout) -> Outcome {
         let write_back = if need_id { WriteBack::Output } else { WriteBack::Never };
         let build_job = build::Job { id: job.id, label: job.label.clone(), inputs: Inputs::Entry(job.spec.clone()) };
         let built = build::build(env, &build_job, outputs, write_back).await?;
-        let mut written = 0;
         // Written back by the build, unless the destination had it (a copy read back).
         match built.wrote_back {
             Some(Wrote::Put(Put::Created)) => written += 2,
@@ -89,18 +101,30 @@ pub async fn publish_one(job: &Job, env: &Env, layout: Layout) -> Outcome {
     result.unwrap_or_else(|e| Outcome::Failed(format!("{e:#}")))
 }
 
+/// The bundle's packages the destination lacks, fetched (from the local
+/// store, else downloaded and verified) and written by sha256. Returns how
+/// many were written.
+async fn publish_packages(job: &Job, env: &Env, remote: &crate::remote::Remote) -> anyhow::Result<usize> {
+    let mut written = 0;
+    for pkg in &job.spec.packages {
+        let Some(sha) = pkg.sha256.as_deref().map(str::to_ascii_lowercase) else { continue };
+        if remote.has_package(&sha).await? {
+            continue;
+        }
+        let path = env.fetcher.fetch(pkg).await?;
+        if remote.publish_package(&sha, &path).await? == Put::Created {
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
 /// Called as each bundle ends (progress).
 pub type OnDone = Arc<dyn Fn(&Job, &Outcome) + Send + Sync>;
 
 /// Publish every job, `parallel` at a time; `done` is called as each ends.
 /// `env.tier` is the destination.
-pub async fn publish_all(
-    jobs: Vec<Job>,
-    env: Env,
-    layout: Layout,
-    parallel: usize,
-    done: OnDone,
-) -> Vec<(Job, Outcome)> {
+pub async fn publish_all(jobs: Vec<Job>, env: Env, asked: Asked, parallel: usize, done: OnDone) -> Vec<(Job, Outcome)> {
     let limit = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let env = Arc::new(env);
     let tasks: Vec<_> = jobs
@@ -109,7 +133,7 @@ pub async fn publish_all(
             let (env, limit, done) = (env.clone(), limit.clone(), done.clone());
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let outcome = publish_one(&job, &env, layout).await;
+                let outcome = publish_one(&job, &env, asked).await;
                 done(&job, &outcome);
                 (job, outcome)
             })

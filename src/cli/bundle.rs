@@ -79,9 +79,11 @@ pub fn run(args: BundleArgs, base: &Settings) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let tier = crate::daemon::open_tier(&settings)?;
+    let fetcher = Fetcher::http(settings.fetch.clone(), PackageStore::open(&settings.cache_dir.join("packages"))?)?;
     let env = Env {
-        fetcher: Fetcher::http(settings.fetch.clone(), PackageStore::open(&settings.cache_dir.join("packages"))?)?,
-        tier: crate::daemon::open_tier(&settings)?,
+        fetcher: crate::daemon::with_package_tier(fetcher, &settings, tier.as_ref(), true),
+        tier,
         limits: settings.limits(),
         sandbox: crate::build::source::sandbox::Limits::of(&settings),
         image: crate::build::image::Limits::of(&settings),

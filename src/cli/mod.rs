@@ -110,6 +110,9 @@ pub struct FetchArgs {
     /// Read the remote tier, never write to it.
     #[arg(long)]
     pub remote_read_only: bool,
+    /// Share only bundles through the remote tier, not packages.
+    #[arg(long)]
+    pub no_package_tier: bool,
 }
 
 impl FetchArgs {
@@ -157,6 +160,9 @@ impl FetchArgs {
         }
         if self.remote_read_only {
             s.remote_read_only = true;
+        }
+        if self.no_package_tier {
+            s.package_tier = false;
         }
     }
 }

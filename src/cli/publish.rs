@@ -28,6 +28,10 @@ pub struct PublishArgs {
     /// The id layout (what --remote reads), collector's bundle-<name>.tgz, or both.
     #[arg(long, value_enum, default_value = "both")]
     layout: Layout,
+    /// Also keep every selected bundle's packages in the destination by sha256 (the package tier: other
+    /// hosts download them once, and bundles can be rebuilt after upstream deleted them).
+    #[arg(long)]
+    packages: bool,
     /// Largest uncompressed size of one bundle's contents (default 2G).
     #[arg(long, value_name = "SIZE", value_parser = parse::size)]
     max_bundle_size: Option<u64>,
@@ -67,7 +71,12 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
     let remote = Arc::new(crate::remote::Remote::open(&url, crate::remote::options_from(&settings.fetch, false))?);
     let store = crate::fetch::PackageStore::open(&settings.cache_dir.join("packages"))?;
     let env = crate::build::Env {
-        fetcher: crate::fetch::Fetcher::http(settings.fetch.clone(), store)?,
+        fetcher: crate::daemon::with_package_tier(
+            crate::fetch::Fetcher::http(settings.fetch.clone(), store)?,
+            &settings,
+            Some(&remote),
+            args.packages,
+        ),
         tier: Some(remote.clone()),
         limits: settings.limits(),
         sandbox: crate::build::source::sandbox::Limits::of(&settings),
@@ -102,7 +111,13 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let results = runtime.block_on(publish::publish_all(jobs, env, args.layout, args.parallel, done));
+    let results = runtime.block_on(publish::publish_all(
+        jobs,
+        env,
+        publish::Asked { layout: args.layout, packages: args.packages },
+        args.parallel,
+        done,
+    ));
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -47,7 +47,9 @@ pub struct Backend {
 /// The build's environment for a cache: its fetcher downloads into the
 /// cache's package store, counted against its budget.
 pub fn env_for(cache: &Arc<Cache>, settings: &Settings, counters: &Arc<Counters>) -> Result<Env> {
+    let tier = open_tier(settings)?;
     let fetcher = Fetcher::http(settings.fetch.clone(), cache.store().clone())?.with_space_guard(cache.space_guard());
+    let fetcher = with_package_tier(fetcher, settings, tier.as_ref(), true);
     let credentials = &settings.fetch.credentials;
     if !credentials.is_empty() {
         // Scopes, kinds and files only: Credentials never formats a secret.
@@ -55,13 +57,27 @@ pub fn env_for(cache: &Arc<Cache>, settings: &Settings, counters: &Arc<Counters>
     }
     Ok(Env {
         fetcher,
-        tier: open_tier(settings)?,
+        tier,
         limits: settings.limits(),
         sandbox: crate::build::source::sandbox::Limits::of(settings),
         image: crate::build::image::Limits::of(settings),
         counters: counters.clone(),
         cache: Some(cache.clone()),
     })
+}
+
+/// `fetcher` asking the tier's packages first (unless `package_tier` is
+/// off), and writing what it downloads when `write` (and the tier allows).
+pub fn with_package_tier(
+    fetcher: Fetcher,
+    settings: &Settings,
+    tier: Option<&Arc<crate::remote::Remote>>,
+    write: bool,
+) -> Fetcher {
+    match tier.filter(|_| settings.package_tier) {
+        Some(t) => fetcher.with_package_tier(Arc::new(crate::remote::PackageLayer::new(t.clone(), write))),
+        None => fetcher,
+    }
 }
 
 /// The remote tier of the settings, opened (None without `remote`).

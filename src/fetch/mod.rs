@@ -22,6 +22,7 @@ pub mod mirror;
 pub mod retry;
 pub mod source;
 mod store;
+pub mod tier;
 
 pub use archive::Archives;
 pub use auth::Credentials;
@@ -30,6 +31,7 @@ pub use error::{error_chain, FetchError};
 pub use mirror::MirrorMap;
 pub use retry::{Failed, RetryPolicy};
 pub use store::{hash_file, PackageStore};
+pub use tier::{PackageTier, TierGet};
 
 use crate::error::{BuildError, ErrorClass};
 use crate::manifest::Package;
@@ -103,11 +105,12 @@ pub struct Fetcher {
     cfg: Arc<FetchConfig>,
     store: PackageStore,
     space: Option<Arc<dyn SpaceGuard>>,
+    tier: Option<Arc<dyn PackageTier>>,
 }
 
 impl Fetcher {
     pub fn new(cfg: FetchConfig, store: PackageStore, source: Arc<dyn PackageSource>) -> Self {
-        Fetcher { source, cfg: Arc::new(cfg), store, space: None }
+        Fetcher { source, cfg: Arc::new(cfg), store, space: None, tier: None }
     }
 
     /// Over HTTP(S), with the configuration's mirrors and credentials.
@@ -118,6 +121,12 @@ impl Fetcher {
 
     pub fn with_space_guard(mut self, guard: Arc<dyn SpaceGuard>) -> Self {
         self.space = Some(guard);
+        self
+    }
+
+    /// Ask `tier` before the sources, and give it what was downloaded.
+    pub fn with_package_tier(mut self, tier: Arc<dyn PackageTier>) -> Self {
+        self.tier = Some(tier);
         self
     }
 
@@ -146,6 +155,31 @@ impl Fetcher {
         if let Some(path) = found.map_err(|e| BuildError::of(ErrorClass::Internal, &e))? {
             return Ok(path);
         }
+        // The tier only for packages whose sha256 makes its copy checkable.
+        let Some((tier, sha)) = self.tier.clone().zip(pkg.sha256.clone()) else { return self.download(pkg).await };
+        let from_tier = self.store.partial_path(pkg).with_extension("tier");
+        let claimed = match tier.get(&sha, pkg.size, &from_tier).await {
+            TierGet::Found => match self.admit(pkg, &from_tier).await {
+                Ok(path) => return Ok(path),
+                Err(e) => {
+                    log::warn!("package {}: the tier's copy is refused ({e}); downloading it", pkg.file_name());
+                    false
+                }
+            },
+            TierGet::Download { claimed } => claimed,
+        };
+        let _ = std::fs::remove_file(&from_tier);
+        let result = self.download(pkg).await;
+        match &result {
+            Ok(path) => tier.put(&sha, path, claimed).await,
+            Err(_) if claimed => tier.release(&sha).await,
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// From the package's locations (and the archives).
+    async fn download(&self, pkg: &Package) -> Result<PathBuf, BuildError> {
         let deadline = Instant::now() + self.cfg.deadline;
         let mut tried = Tried::default();
         // The package's own locations, through the mirrors.

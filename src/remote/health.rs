@@ -30,12 +30,17 @@ fn usable(m: &Mutex<State>, now: Instant) -> bool {
 }
 
 /// Record a failure; returns how long the tier is now skipped.
-fn failed(m: &Mutex<State>, now: Instant) -> Duration {
+/// The backoff a failure starts, or None when one is already running (a
+/// concurrent failure of the same outage: neither longer nor logged again).
+fn failed(m: &Mutex<State>, now: Instant) -> Option<Duration> {
     let mut st = lock(m);
+    if st.until.is_some_and(|t| now < t) {
+        return None;
+    }
     let wait = FIRST.saturating_mul(1 << st.failures.min(5)).min(MAX);
     st.failures = st.failures.saturating_add(1);
     st.until = Some(now + wait);
-    wait
+    Some(wait)
 }
 
 fn worked(m: &Mutex<State>) {
@@ -49,10 +54,10 @@ impl Health {
     pub fn can_write(&self, now: Instant) -> bool {
         usable(&self.writes, now)
     }
-    pub fn read_failed(&self, now: Instant) -> Duration {
+    pub fn read_failed(&self, now: Instant) -> Option<Duration> {
         failed(&self.reads, now)
     }
-    pub fn write_failed(&self, now: Instant) -> Duration {
+    pub fn write_failed(&self, now: Instant) -> Option<Duration> {
         failed(&self.writes, now)
     }
     pub fn read_worked(&self) {
@@ -72,15 +77,18 @@ mod tests {
         let h = Health::default();
         let t = Instant::now();
         assert!(h.can_read(t));
-        assert_eq!(h.read_failed(t), FIRST);
+        assert_eq!(h.read_failed(t), Some(FIRST));
         assert!(!h.can_read(t) && h.can_write(t), "reads and writes back off apart");
+        assert_eq!(h.read_failed(t), None, "a failure during the backoff neither doubles it nor is logged");
         assert!(h.can_read(t + FIRST));
-        assert_eq!(h.read_failed(t), FIRST * 2);
+        assert_eq!(h.read_failed(t + FIRST), Some(FIRST * 2));
+        let mut now = t + FIRST;
         for _ in 0..10 {
-            h.read_failed(t);
+            now += MAX;
+            h.read_failed(now);
         }
-        assert_eq!(h.read_failed(t), MAX);
+        assert_eq!(h.read_failed(now + MAX), Some(MAX));
         h.read_worked();
-        assert!(h.can_read(t));
+        assert!(h.can_read(now));
     }
 }

@@ -11,6 +11,8 @@
 //! <prefix>/by-id/<id>.sha256    "<sha256>  <id>.tgz\n" (sha256sum's format)
 //! <prefix>/by-id/<id>.building  a host is building it (create-only claim; removed when written)
 //! <prefix>/bundle-<name>.tgz    collector's flat layout (`kpackfs publish --layout collector`)
+//! <prefix>/packages/sha256/<sha256>         a verified package (the package tier, [`packages`])
+//! <prefix>/packages/sha256/<sha256>.fetching a host is downloading it (claim)
 //! ```
 //! The claim makes the fleet build each bundle once: a host that finds a
 //! bundle missing claims it before building; a host that finds it claimed
@@ -20,10 +22,12 @@
 //! operations.md has the trust model.
 
 mod health;
+mod packages;
 mod store;
 mod tier;
 
 pub use health::Health;
+pub use packages::PackageLayer;
 pub use store::{open_store, RemoteOptions};
 pub use tier::{TierRead, Wrote};
 
@@ -94,6 +98,22 @@ pub enum Lookup {
     /// Nobody has it or is building it; this host claimed it (or could not:
     /// read-only) and should build it.
     Build,
+}
+
+/// What [`Remote::stream_to`] copied.
+enum Copied {
+    Whole { len: u64, sha256: String },
+    OverLimit,
+}
+
+/// What [`Remote::fetch_or_wait`] ended with.
+enum Got<T> {
+    Found(T),
+    /// Missing; this host took the claim (and must release it).
+    Claimed,
+    /// Missing and not claimed by this host (read-only, the claim could not
+    /// be written, or its holder gave up or timed out): make it here.
+    Unclaimed,
 }
 
 /// Collector's object name, as is: `ObjectPath::from` would percent-encode
@@ -167,6 +187,36 @@ impl Remote {
         Ok(Some(sha))
     }
 
+    /// Copy `got` (the object at `key`) into `out`, hashing it, each wait
+    /// bounded by the stall timeout; stops past `limit` bytes.
+    async fn stream_to(
+        &self,
+        key: &ObjectPath,
+        got: object_store::GetResult,
+        out: &mut std::fs::File,
+        limit: u64,
+    ) -> Result<Copied> {
+        let mut hasher = sha2::Sha256::new();
+        let mut len = 0u64;
+        let mut stream = got.into_stream();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+        loop {
+            let next = tokio::time::timeout(self.opts.stall, stream.next())
+                .await
+                .map_err(|_| anyhow!("{key} stalled: nothing for {:?}", self.opts.stall))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.with_context(|| format!("reading {key}"))?;
+            len += chunk.len() as u64;
+            if len > limit {
+                return Ok(Copied::OverLimit);
+            }
+            hasher.update(&chunk);
+            w.write_all(&chunk).with_context(|| format!("writing what {key} holds"))?;
+        }
+        w.flush().with_context(|| format!("writing what {key} holds"))?;
+        Ok(Copied::Whole { len, sha256: hex::encode(hasher.finalize()) })
+    }
+
     /// Fetch bundle `id` into a new file in `dir` (a directory of ours),
     /// at most `limit` bytes, its sha256 checked against the recorded one.
     /// None: the tier does not have it. Every wait is bounded by the stall
@@ -182,27 +232,11 @@ impl Remote {
                 .suffix(".tgz")
                 .tempfile_in(dir)
                 .with_context(|| format!("creating a file in {}", dir.display()))?;
-            let mut hasher = sha2::Sha256::new();
-            let mut size = 0u64;
-            let mut stream = got.into_stream();
-            {
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, out.as_file_mut());
-                loop {
-                    let next = tokio::time::timeout(self.opts.stall, stream.next())
-                        .await
-                        .map_err(|_| anyhow!("{key} stalled: nothing for {:?}", self.opts.stall))?;
-                    let Some(chunk) = next else { break };
-                    let chunk = chunk.with_context(|| format!("reading {key}"))?;
-                    size += chunk.len() as u64;
-                    if size > limit {
-                        bail!("{key} is over the limit of {limit} bytes");
-                    }
-                    hasher.update(&chunk);
-                    w.write_all(&chunk).context("writing the fetched bundle")?;
-                }
-                w.flush().context("writing the fetched bundle")?;
-            }
-            let actual = hex::encode(hasher.finalize());
+            let Copied::Whole { len: size, sha256: actual } =
+                self.stream_to(&key, got, out.as_file_mut(), limit).await?
+            else {
+                bail!("{key} is over the limit of {limit} bytes");
+            };
             if actual != expected {
                 bail!("{key} has sha256 {actual}, the tier records {expected}");
             }
@@ -218,20 +252,36 @@ impl Remote {
     /// or wait for the host that claimed it (at most until its claim is
     /// [`CLAIM_TTL`] old) and fetch what it writes.
     pub async fn fetch_or_claim(&self, id: &BundleId, dir: &Path, limit: u64) -> Result<Lookup> {
-        if let Some(f) = self.fetch(id, dir, limit).await? {
-            return Ok(Lookup::Found(f));
+        let what = format!("bundle {id}");
+        let got = self.fetch_or_wait(&what, &claim_key(id), !self.read_only, || self.fetch(id, dir, limit)).await?;
+        Ok(match got {
+            Got::Found(f) => Lookup::Found(f),
+            Got::Claimed | Got::Unclaimed => Lookup::Build,
+        })
+    }
+
+    /// `fetch`; when it finds nothing, take the claim at `key` for this
+    /// host (when `claim`), or wait for the host holding it and fetch what
+    /// it writes.
+    async fn fetch_or_wait<T, F, Fut>(&self, what: &str, key: &ObjectPath, claim: bool, fetch: F) -> Result<Got<T>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        if let Some(f) = fetch().await? {
+            return Ok(Got::Found(f));
         }
-        let key = claim_key(id);
         let now = crate::util::now_secs() as i64;
-        let claimed_at = match self.store.head(&key).await {
+        let claimed_at = match self.store.head(key).await {
             Ok(meta) => meta.last_modified.timestamp(),
             Err(e) if not_found(&e) => {
-                if self.read_only {
-                    return Ok(Lookup::Build);
+                if !claim {
+                    return Ok(Got::Unclaimed);
                 }
                 let stamp = format!("{}\n", crate::util::now_secs()).into_bytes();
-                match self.put_new(&key, stamp).await {
-                    Ok(Put::Created) | Err(_) => return Ok(Lookup::Build),
+                match self.put_new(key, stamp).await {
+                    Ok(Put::Created) => return Ok(Got::Claimed),
+                    Err(_) => return Ok(Got::Unclaimed),
                     // Claimed meanwhile by another host: wait for it below.
                     Ok(Put::Present) => now,
                 }
@@ -242,13 +292,13 @@ impl Remote {
             // Another host's clock, or a hostile object: the wait below is
             // measured on our clock, so it ends within CLAIM_TTL anyway.
             log::warn!(
-                "bundle {id}: the tier's claim {key} is dated {}s in the future; waiting at most {}s for it",
+                "{what}: the tier's claim {key} is dated {}s in the future; waiting at most {}s for it",
                 claimed_at - now,
                 CLAIM_TTL.as_secs()
             );
         }
         let age = Duration::from_secs(now.saturating_sub(claimed_at).max(0) as u64);
-        let Some(mut left) = CLAIM_TTL.checked_sub(age) else { return Ok(Lookup::Build) };
+        let Some(mut left) = CLAIM_TTL.checked_sub(age) else { return Ok(Got::Unclaimed) };
         // A build takes about a second: look often at first, then less.
         let started = std::time::Instant::now();
         while !left.is_zero() {
@@ -259,15 +309,15 @@ impl Remote {
             };
             tokio::time::sleep(pause.min(left)).await;
             left = left.saturating_sub(pause);
-            if let Some(f) = self.fetch(id, dir, limit).await? {
-                return Ok(Lookup::Found(f));
+            if let Some(f) = fetch().await? {
+                return Ok(Got::Found(f));
             }
-            if !self.exists(&key).await? {
-                // Released without a digest: that host failed; build here.
-                return Ok(Lookup::Build);
+            if !self.exists(key).await? {
+                // Released without the object: that host failed; make it here.
+                return Ok(Got::Unclaimed);
             }
         }
-        Ok(Lookup::Build)
+        Ok(Got::Unclaimed)
     }
 
     /// Drop this host's claim (after the bundle is written, or on failure).

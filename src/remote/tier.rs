@@ -74,13 +74,14 @@ impl Remote {
                 TierRead::Found(tree)
             }
             Err(e) => {
-                let wait = self.health.read_failed(now);
                 bump(&counters.remote_errors);
-                log::warn!(
-                    "bundle {label}: remote tier {}: {e:#}; building it from its inputs (the tier is skipped for {}s)",
-                    self.url(),
-                    wait.as_secs()
-                );
+                if let Some(wait) = self.health.read_failed(now) {
+                    log::warn!(
+                        "bundle {label}: remote tier {}: {e:#}; building it from its inputs (the tier is skipped for {}s)",
+                        self.url(),
+                        wait.as_secs()
+                    );
+                }
                 TierRead::Unusable
             }
         }
@@ -122,13 +123,14 @@ impl Remote {
                 Wrote::Put(put)
             }
             Err(e) => {
-                let wait = self.health.write_failed(Instant::now());
                 bump(&counters.remote_errors);
-                log::warn!(
-                    "bundle {label}: not written to the remote tier {}: {e:#} (writes are skipped for {}s)",
-                    self.url(),
-                    wait.as_secs()
-                );
+                if let Some(wait) = self.health.write_failed(Instant::now()) {
+                    log::warn!(
+                        "bundle {label}: not written to the remote tier {}: {e:#} (writes are skipped for {}s)",
+                        self.url(),
+                        wait.as_secs()
+                    );
+                }
                 Wrote::Failed(format!("{e:#}"))
             }
         }

@@ -217,6 +217,14 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "package_tier",
+        help: "share verified packages through the remote tier by sha256, so a fleet downloads each once (true/false)",
+        set: |s, v| {
+            s.package_tier = parse::boolean(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "remote",
         help: "the shared bundle tier: s3://bucket/prefix, gs://…, az://…, file:///path or read-only http(s)://…",
         set: |s, v| {

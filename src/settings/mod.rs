@@ -53,6 +53,8 @@ pub struct Settings {
     pub remote: Option<String>,
     /// Read the tier, never write it.
     pub remote_read_only: bool,
+    /// Share packages through the tier too (by sha256), not only bundles.
+    pub package_tier: bool,
     /// Serve Prometheus metrics over HTTP here (GET /metrics).
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -83,6 +85,7 @@ impl Settings {
             fetch: FetchConfig::default(),
             remote: None,
             remote_read_only: false,
+            package_tier: true,
             metrics: None,
         }
     }
@@ -168,7 +171,7 @@ mod tests {
             let mut fresh = Settings::defaults();
             let sample = match key.name {
                 "mirror" | "archive" | "snapshot" => "http://a/=http://b/",
-                "apt_mirrors" | "remote_read_only" | "host_credentials" | "archives" => "false",
+                "apt_mirrors" | "remote_read_only" | "host_credentials" | "archives" | "package_tier" => "false",
                 "auth_file" => auth.as_str(),
                 "remote" => "file:///tmp/x",
                 "metrics" => "127.0.0.1:9101",

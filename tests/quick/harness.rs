@@ -180,6 +180,12 @@ impl Harness {
         while weak.strong_count() > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The last holder may still be dropping the cache (its index closes
+        // after the count reached zero): wait until the index can be opened.
+        let index = dir.path().join("cache/index.redb");
+        while kpackfs::cache::index::Index::open(&index).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         meanwhile(&dir.path().join("cache"));
         let (cache, core) =
             Self::open(dir.path().join("cache"), &manifest, &source, &callers, &invalidations, &opts, &runtime);
