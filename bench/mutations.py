@@ -272,6 +272,10 @@ MUTATIONS = [
      "if r.health.can_write(now) && r.health.can_read(now) {",
      "if r.health.can_write(now) {",
      ["--test", "fleet", "a_tier_that_is_down_or_stalls_never_fails_a_read"]),
+    ("a warm build's entries not cached", "src/fs/fuse.rs",
+     "reply.entry_with_ttls(&ttl, &FOREVER, &file_attr(&attr), Generation(0))",
+     "reply.entry_with_ttls(&ttl, &std::time::Duration::ZERO, &file_attr(&attr), Generation(0))",
+     ["--test", "mount", "hello_module_builds_through_the_mount_nested_too"]),
 ]
 
 

@@ -134,17 +134,30 @@ fn hello_module_builds_through_the_mount_nested_too() {
     let moved =
         |a: &serde_json::Value, b: &serde_json::Value, op: &str| b[op].as_u64().unwrap() - a[op].as_u64().unwrap();
     let (r0, r1) = (requests(), requests());
-    let before = requests();
-    let warm = common::build_hello(&root, &work.path().join("warm"));
-    assert_eq!(warm, vermagic);
-    let after = requests();
-    for op in ["lookup", "getattr", "read", "opendir", "readdir", "readlink", "open", "statfs"] {
-        assert_eq!(
-            moved(&before, &after, op),
-            moved(&r0, &r1, op),
-            "a warm build sent {op} requests: {before} -> {after} (a status read alone: {r0} -> {r1})"
-        );
+    let ops = ["lookup", "getattr", "read", "opendir", "readdir", "readlink", "open", "statfs"];
+    // Under memory pressure (a CI run's other tests fill the page cache) the
+    // kernel may reclaim a page read once between two builds, and the next
+    // build reads it again: that is the kernel's choice, not a cache miss of
+    // ours. So a warm build gets one retry; a mount that does not cache
+    // fails both.
+    let mut sent = Vec::new();
+    for attempt in ["warm", "warm-again"] {
+        let before = requests();
+        let warm = common::build_hello(&root, &work.path().join(attempt));
+        assert_eq!(warm, vermagic);
+        let after = requests();
+        let extra: Vec<String> = ops
+            .iter()
+            .filter(|op| moved(&before, &after, op) != moved(&r0, &r1, op))
+            .map(|op| format!("{op}: {before} -> {after}"))
+            .collect();
+        if extra.is_empty() {
+            sent.clear();
+            break;
+        }
+        sent.push(format!("{attempt}: {}", extra.join("; ")));
     }
+    assert!(sent.is_empty(), "a warm build sent requests (a status read alone: {r0} -> {r1}): {sent:#?}");
     // A module whose own Makefile runs make -C into the kernel tree, through
     // lib/modules/<uname>/build, as configure steps and DKMS do.
     let nested = work.path().join("nested");

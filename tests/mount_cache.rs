@@ -391,7 +391,7 @@ fn kill_9_at_thirty_points_never_serves_partial_or_wrong_bytes() {
         assert!(started.elapsed() < Duration::from_secs(60), "the clean build finishes");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let window = started.elapsed();
+    let mut window = started.elapsed();
     assert_eq!(reader.join().unwrap(), expected[1].1);
     drop(m);
     let mut phases = std::collections::BTreeMap::new();
@@ -407,6 +407,12 @@ fn kill_9_at_thirty_points_never_serves_partial_or_wrong_bytes() {
             None => "done".to_string(),
         };
         m.kill9();
+        // The clean build's window can be slow (a loaded machine, a cold
+        // page cache): a kill that found the bundle already built says the
+        // window was too long, so the later kills aim earlier.
+        if matches!(phase.as_str(), "ready" | "done") {
+            window = window.mul_f64(0.8);
+        }
         *phases.entry(phase).or_insert(0) += 1;
         if let Ok(correct) = reader.join().unwrap() {
             assert!(correct, "round {round}: a read returned wrong bytes");
@@ -417,7 +423,7 @@ fn kill_9_at_thirty_points_never_serves_partial_or_wrong_bytes() {
         }
         drop(m);
     }
-    eprintln!("kill points by phase: {phases:?} (build window {window:?})");
+    eprintln!("kill points by phase: {phases:?} (build window at the end {window:?})");
     let mid_build: u32 = phases.iter().filter(|(p, _)| !matches!(p.as_str(), "ready" | "done")).map(|(_, n)| n).sum();
     assert!(mid_build >= 20 && phases.len() >= 2, "the kills spread over the build: {phases:?}");
     let m = Mounted::start(&s.manifest, Some(&cache), &s.args(&[]));
