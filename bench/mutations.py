@@ -276,6 +276,18 @@ MUTATIONS = [
      "reply.entry_with_ttls(&ttl, &FOREVER, &file_attr(&attr), Generation(0))",
      "reply.entry_with_ttls(&ttl, &std::time::Duration::ZERO, &file_attr(&attr), Generation(0))",
      ["--test", "mount", "hello_module_builds_through_the_mount_nested_too"]),
+    ("a tier pack's index not checked", "src/remote/packs.rs",
+     "    check_index(&pack, limits)?;\n",
+     "",
+     ["--lib", "remote::packs::tests::a_tier_pack_is_admitted_only_with_a_sound_index_and_its_own_id"]),
+    ("a tier pack's digest not compared", "src/remote/packs.rs",
+     "            if actual != expected {\n                return Ok(PackGot::Refused(",
+     "            if false && actual != expected {\n                return Ok(PackGot::Refused(",
+     ["--test", "tier_packs", "a_pack_object_that_fails_its_digest"]),
+    ("a stale claim not taken over", "src/remote/mod.rs",
+     "            Ok(Put::Created) => Got::Claimed,\n            _ => Got::Unclaimed,",
+     "            Ok(Put::Created) => Got::Unclaimed,\n            _ => Got::Unclaimed,",
+     ["--test", "fleet", "publish_is_idempotent_and_resumes_after_kill_9"]),
 ]
 
 

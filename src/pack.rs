@@ -259,7 +259,9 @@ impl Pack {
             };
             let mode = cur.u16()?;
             let parent = cur.u32()?;
-            ensure!(parent as u64 <= i, "pack entry {i} has parent {parent} after it");
+            // Strictly before it (the root alone is its own parent): a
+            // directory that contains itself would make any walk endless.
+            ensure!((parent as u64) < i.max(1), "pack entry {i} has parent {parent}, not before it");
             let name_len = cur.u16()?;
             let name_off = strings.len() as u32;
             strings.extend_from_slice(cur.take(name_len as usize)?);
@@ -346,13 +348,37 @@ impl Pack {
 
     /// The BUNDLE_CHECKSUM file at the pack's root (what bundle it is).
     pub fn bundle_checksum(&self) -> Option<String> {
-        let idx = self.lookup(0, b"BUNDLE_CHECKSUM")?;
+        self.root_file("BUNDLE_CHECKSUM")
+    }
+
+    /// A small file at the pack's root (a BUNDLE_* file), trimmed.
+    fn root_file(&self, name: &str) -> Option<String> {
+        let idx = self.lookup(0, name.as_bytes())?;
         let e = self.entry(idx)?;
-        if e.kind != Kind::File || e.size > 128 {
+        if e.kind != Kind::File || e.size > 4096 {
             return None;
         }
         let bytes = self.read(e, 0, e.size as u32).ok()?;
         Some(String::from_utf8_lossy(&bytes).trim().to_string())
+    }
+
+    /// The bundle's BUNDLE_* values, as [`crate::layout::Meta::from_tree`] reads them.
+    pub fn meta(&self) -> Option<crate::layout::Meta> {
+        Some(crate::layout::Meta {
+            checksum: self.root_file("BUNDLE_CHECKSUM")?,
+            distro: self.root_file("BUNDLE_DISTRO")?,
+            uname: self.root_file("BUNDLE_UNAME")?,
+            build_dir: self.root_file("BUNDLE_BUILD_DIR")?,
+        })
+    }
+
+    /// The whole file, read through the open handle (an evicted pack's
+    /// name may be gone; its file is not while this is open).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.file_bytes).map_err(|_| io::Error::other("pack too large"))?;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
     }
 
     fn check_body(&self, path: &Path) -> Result<()> {

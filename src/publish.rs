@@ -87,7 +87,8 @@ pub async fn publish_one(job: &Job, env: &Env, asked: Asked) -> Outcome {
         let built = build::build(env, &build_job, outputs, write_back).await?;
         // Written back by the build, unless the destination had it (a copy read back).
         match built.wrote_back {
-            Some(Wrote::Put(Put::Created)) => written += 2,
+            // The .tgz and its digest, and the pack and its digest with them.
+            Some(Wrote::Put(Put::Created)) => written += if built.written.pack.is_some() { 4 } else { 2 },
             Some(Wrote::Put(Put::Present)) | None => {}
             Some(Wrote::Skipped) => anyhow::bail!("writes to {} are backing off after a failure", remote.url()),
             Some(Wrote::Failed(e)) => anyhow::bail!("{e}"),

@@ -36,6 +36,10 @@ fn bundle_objects(moto: &Moto, prefix: &str) -> Vec<String> {
     moto.list(prefix).into_iter().filter(|o| !o.contains("/packages/")).collect()
 }
 
+/// A bundle's objects in the id layout: the .tgz and its digest, then its
+/// pack and the pack's digest (written last).
+const ID_OBJECTS: [&str; 4] = ["tgz", "sha256", "pack", "pack.sha256"];
+
 fn lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
@@ -49,9 +53,11 @@ fn two_hosts_share_one_bucket_and_the_second_downloads_no_package() {
     let deb = fx.bundle("debian");
     let a = Mounted::start_env(&fx.manifest, None, &with_remote(&fx, &remote, &[]), &env);
     assert_eq!(uname_of(&a, "debian", &deb.name), deb.uname);
-    let digest = format!("shared/by-id/{}.sha256", deb.id);
+    let digest = format!("shared/by-id/{}.pack.sha256", deb.id);
     wait_for("the write-back", || moto.list("shared/").contains(&digest));
-    assert!(moto.list("shared/").contains(&format!("shared/by-id/{}.tgz", deb.id)));
+    for ext in ID_OBJECTS {
+        assert!(moto.list("shared/").contains(&format!("shared/by-id/{}.{ext}", deb.id)), "{ext}");
+    }
     assert_eq!(a.status()["remote_writes"], 1, "{}", a.log());
 
     fx.server.reset_counts();
@@ -83,7 +89,7 @@ fn racing_hosts_write_one_copy_and_neither_fails() {
             s.spawn(move || assert_eq!(uname_of(h, "ubuntu", &u.name), u.uname));
         }
     });
-    let digest = format!("race/by-id/{}.sha256", ubuntu.id);
+    let digest = format!("race/by-id/{}.pack.sha256", ubuntu.id);
     wait_for("the write-backs", || {
         moto.list("race/").contains(&digest)
             && hosts
@@ -92,7 +98,7 @@ fn racing_hosts_write_one_copy_and_neither_fails() {
     });
     std::thread::sleep(Duration::from_secs(1)); // the others' create-only writes end
     let objects = bundle_objects(&moto, "race/");
-    assert_eq!(objects.len(), 2, "one .tgz and one digest: {objects:?}");
+    assert_eq!(objects.len(), 4, "one .tgz, one pack and their digests: {objects:?}");
     let written: u64 = hosts.iter().map(|h| h.status()["remote_writes"].as_u64().unwrap()).sum();
     assert!(written >= 1, "someone wrote it");
     for h in &hosts {
@@ -109,7 +115,11 @@ fn a_corrupted_object_is_rejected_and_the_bundle_built_locally() {
     let rpm = fx.bundle("redhat");
     let a = Mounted::start_env(&fx.manifest, None, &with_remote(&fx, &remote, &[]), &env);
     assert_eq!(uname_of(&a, "redhat", &rpm.name), rpm.uname);
-    wait_for("the write-back", || bundle_objects(&moto, "bad/").len() == 2);
+    wait_for("the write-back", || bundle_objects(&moto, "bad/").len() == 4);
+    // The .tgz is the subject: its pack goes, so a mount reads the .tgz.
+    for ext in ["pack.sha256", "pack"] {
+        moto.delete(&format!("bad/by-id/{}.{ext}", rpm.id));
+    }
     moto.put(&format!("bad/by-id/{}.tgz", rpm.id), b"\x1f\x8b garbage");
     fx.server.reset_counts();
     let b = Mounted::start_env(&fx.manifest, None, &with_remote(&fx, &remote, &["--no-package-tier"]), &env);
@@ -163,7 +173,7 @@ fn read_only_credentials_read_the_tier_and_never_fail_on_writes() {
     let deb = fx.bundle("debian");
     let writer = Mounted::start_env(&fx.manifest, None, &with_remote(&fx, &remote, &[]), &moto.env(&moto.writer));
     assert_eq!(uname_of(&writer, "debian", &deb.name), deb.uname);
-    wait_for("the write-back", || bundle_objects(&moto, "ro/").len() == 2);
+    wait_for("the write-back", || bundle_objects(&moto, "ro/").len() == 4);
     let written = moto.list("ro/");
 
     fx.server.reset_counts();
@@ -204,26 +214,25 @@ fn publish_is_idempotent_and_resumes_after_kill_9() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the other bundles", || moto.list("pub/").len() >= 3 * (fx.bundles.len() - 1));
+    // Per bundle: four objects in the id layout and collector's one.
+    let per_bundle = ID_OBJECTS.len() + 1;
+    wait_for("the other bundles", || moto.list("pub/").len() >= per_bundle * (fx.bundles.len() - 1));
     let _ = child.kill();
     let _ = child.wait();
     let partial = moto.list("pub/");
-    assert!(partial.len() < 3 * fx.bundles.len(), "killed midway: {partial:?}");
+    assert!(partial.len() < per_bundle * fx.bundles.len(), "killed midway: {partial:?}");
     fx.server.clear_faults();
     let out = publish(&[]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     let objects = moto.list("pub/");
     for b in &fx.bundles {
-        for key in [
-            format!("pub/by-id/{}.tgz", b.id),
-            format!("pub/by-id/{}.sha256", b.id),
-            format!("pub/bundle-{}.tgz", b.name),
-        ] {
+        let id_layout = ID_OBJECTS.map(|ext| format!("pub/by-id/{}.{ext}", b.id));
+        for key in id_layout.into_iter().chain([format!("pub/bundle-{}.tgz", b.name)]) {
             assert!(objects.contains(&key), "{key} missing: {objects:?}");
         }
     }
-    assert_eq!(objects.len(), 3 * fx.bundles.len(), "{objects:?}");
+    assert_eq!(objects.len(), per_bundle * fx.bundles.len(), "{objects:?}");
     // Again: nothing to do, nothing built.
     fx.server.reset_counts();
     let out = publish(&[]).output().unwrap();

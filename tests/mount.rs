@@ -4,37 +4,11 @@
 mod common;
 
 use common::mirror::{errno_of, Fixture, Mounted};
-use common::{gnu_tar_extract, kpackfs, read, run_ok, sha256_file, tempdir};
+use common::{gnu_tar_extract, kpackfs, read, run_ok, sha256_file, snapshot, tempdir};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-
-/// path → description of every entry under `root` (no symlink following).
-fn snapshot(root: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        for p in entries {
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let meta = p.symlink_metadata().unwrap();
-            let mode = meta.permissions().mode() & 0o777;
-            let desc = if meta.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else if meta.is_dir() {
-                walk(root, &p, out);
-                format!("dir {mode:o}")
-            } else {
-                let data = std::fs::read(&p).unwrap();
-                format!("file {mode:o} {} {}", data.len(), kpackfs::util::sha256_hex(&data))
-            };
-            out.insert(rel, desc);
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
 
 fn mount(fx: &Fixture, extra: &[&str]) -> Mounted {
     let mut args = fx.mirror_args();

@@ -1,10 +1,10 @@
 //! The build for a cache (the mount and `kpackfs serve`): the producers the
 //! cache runs when it has no good file of a bundle. A pack is [`build`]
-//! into the cache's pack file (written back to the tier later, from the
-//! .tgz); a .tgz is written from the bundle's pack (byte-identical to the
-//! .tgz of the tree).
+//! into the cache's pack file (or installed from the tier's pack object),
+//! and written back to the tier later with the .tgz; a .tgz is written
+//! from the bundle's pack (byte-identical to the .tgz of the tree).
 
-use super::{build, output, Env, Inputs, Job, Outputs, TgzLater, WriteBack};
+use super::{build, output, Env, Inputs, Job, LaterUpload, Outputs, TgzLater, WriteBack};
 use crate::cache::{Artefact, Cache, Kind, Outcome, Phase, Produce, Produced, Tgz, Waiter, Watch};
 use crate::error::{BuildError, ErrorClass};
 use crate::ids::BundleId;
@@ -107,7 +107,8 @@ impl Bundles {
         let later: TgzLater = Box::new(move || {
             Box::pin(async move {
                 let tgz = me.obtained::<Tgz>(id, &label, Box::new(move || Some(spec)), Watch::Stays).await?;
-                Ok((me.cache.tgz_path(&id), tgz.sha256.clone()))
+                let pack = me.cache.get::<Pack>(&id);
+                Ok(LaterUpload { tgz: me.cache.tgz_path(&id), sha256: tgz.sha256.clone(), pack })
             })
         });
         let outputs = Outputs { pack: Some(out), tgz: None };

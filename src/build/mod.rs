@@ -27,7 +27,7 @@ use crate::ids::BundleId;
 use crate::layout::Meta;
 use crate::observe::{bump, Counters};
 use crate::package::Limits;
-use crate::remote::{Remote, TierRead, Wrote};
+use crate::remote::{PackDest, Remote, TierRead, Upload, Wrote};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -70,15 +70,23 @@ pub enum Origin {
     Built,
 }
 
-/// A .tgz to write back, when it exists (the mount's, from its cache).
-pub type TgzLater =
-    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(PathBuf, String), BuildError>> + Send>> + Send>;
+/// What the mount writes back once it has it: its .tgz (path and sha256)
+/// and its pack, from its cache.
+pub struct LaterUpload {
+    pub tgz: PathBuf,
+    pub sha256: String,
+    pub pack: Option<Arc<crate::pack::Pack>>,
+}
+
+/// A bundle's files to write back, when they exist (the mount's, from its cache).
+pub type TgzLater = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<LaterUpload, BuildError>> + Send>> + Send>;
 
 /// Whether, and from what, a bundle made here goes to the tier.
 pub enum WriteBack {
     /// Not written (the caller writes the tier itself, or must not).
     Never,
-    /// From the .tgz output file, before [`build`] returns.
+    /// From the .tgz output file (and a pack written beside it for the
+    /// tier), before [`build`] returns.
     Output,
     /// In the background, from the .tgz this gives (the mount answers its
     /// readers first).
@@ -101,13 +109,30 @@ pub async fn build(env: &Env, job: &Job, outputs: Outputs, write_back: WriteBack
     // A type nothing can make fails before the tier or a download.
     let recipe = Recipe::of(job.inputs.kind())?;
     let tier = env.tier.clone().filter(|_| matches!(job.inputs, Inputs::Entry(_)));
-    let mut result = make(env, job, recipe, tier.as_deref(), outputs).await;
+    let mut outputs = outputs;
+    // What goes to the tier gets its pack beside the .tgz: other hosts
+    // install that by a copy. Written in a directory of ours, kept until
+    // the write is done.
+    let _pack_dir = match &tier {
+        Some(t) if matches!(write_back, WriteBack::Output) && outputs.pack.is_none() && t.accepts_writes() => {
+            let dir = scratch(env, "pack.")?;
+            let dest = dir.path().join(format!("{}.pack", job.id.hex()));
+            outputs.pack = Some(
+                crate::files::AtomicFile::create_in(&dest, dir.path())
+                    .map_err(|e| BuildError::of(ErrorClass::Internal, &e))?,
+            );
+            Some(dir)
+        }
+        _ => None,
+    };
+    let mut claimed = false;
+    let mut result = make(env, job, recipe, tier.as_deref(), outputs, &mut claimed).await;
     match (&mut result, &tier) {
         (Ok(built), Some(tier)) if built.origin == Origin::Built => {
-            built.wrote_back = write_back_to(env, job, tier, built, write_back).await;
+            built.wrote_back = write_back_to(env, job, tier, built, write_back, claimed).await;
         }
         // Waiting hosts build it themselves rather than wait out the claim.
-        (Err(_), Some(tier)) => tier.release(&job.id).await,
+        (Err(_), Some(tier)) if claimed => tier.release(&job.id).await,
         _ => {}
     }
     result
@@ -135,26 +160,54 @@ async fn make(
     recipe: Recipe,
     tier: Option<&Remote>,
     outputs: Outputs,
+    claimed: &mut bool,
 ) -> Result<Built, BuildError> {
     let started = Instant::now();
     let cores = crate::cpu::cores();
     if let Some(tier) = tier {
         phase(env, job.id, Phase::Remote);
         let dir = scratch(env, "remote.")?;
-        if let TierRead::Found(tree) = tier.read_layer(&job.id, &job.label, dir.path(), env.limits, &env.counters).await
-        {
-            let meta = Meta::from_tree(&tree)
-                .ok_or_else(|| BuildError::new(ErrorClass::Hostile, "the tier's bundle has no BUNDLE_* files"))?;
-            let entries = tree.items.len();
-            let want = if outputs.tgz.is_some() { cores } else { 1 };
-            let written = crate::cpu::run(want, move |threads| output::write(&tree, outputs, threads)).await?;
+        // A pack and nothing else (the mount's cache): the tier's pack
+        // object installs where the pack goes.
+        let pack_to = match (&outputs.pack, &outputs.tgz) {
+            (Some(out), None) => Some(PackDest {
+                dest: out.dest().to_path_buf(),
+                tmp_dir: crate::files::parent_dir(out.temp_path()).to_path_buf(),
+            }),
+            _ => None,
+        };
+        let read = tier.read_layer(&job.id, &job.label, dir.path(), pack_to.as_ref(), env.limits, &env.counters).await;
+        let installed = |written: &Written, how: &str| {
             log::info!(
-                "installed bundle {} from the remote tier: {} in {:.2}s",
+                "installed bundle {} from the remote tier{how}: {} in {:.2}s",
                 job.label,
-                crate::util::human_bytes(size_of(&written)),
+                crate::util::human_bytes(size_of(written)),
                 started.elapsed().as_secs_f64()
-            );
-            return Ok(Built { origin: Origin::Tier, meta, entries, written, wrote_back: None });
+            )
+        };
+        match read {
+            TierRead::FoundPack(pack, bytes) => {
+                let meta = pack
+                    .meta()
+                    .ok_or_else(|| BuildError::new(ErrorClass::Hostile, "the tier's pack has no BUNDLE_* files"))?;
+                let entries = pack.len();
+                // The pack output's own temporary file goes; the installed pack is at its name.
+                drop(outputs);
+                let written = Written { pack: Some((pack, bytes)), tgz: None };
+                installed(&written, "'s pack");
+                return Ok(Built { origin: Origin::Tier, meta, entries, written, wrote_back: None });
+            }
+            TierRead::Found(tree) => {
+                let meta = Meta::from_tree(&tree)
+                    .ok_or_else(|| BuildError::new(ErrorClass::Hostile, "the tier's bundle has no BUNDLE_* files"))?;
+                let entries = tree.items.len();
+                let want = if outputs.tgz.is_some() { cores } else { 1 };
+                let written = crate::cpu::run(want, move |threads| output::write(&tree, outputs, threads)).await?;
+                installed(&written, "");
+                return Ok(Built { origin: Origin::Tier, meta, entries, written, wrote_back: None });
+            }
+            TierRead::Missing { claimed: c } => *claimed = c,
+            TierRead::Unusable => {}
         }
     }
     let downloaded_before = env.counters.downloaded_bytes.load(Ordering::Relaxed);
@@ -214,28 +267,39 @@ fn size_of(written: &Written) -> u64 {
 }
 
 /// Write a bundle made here to the tier (create-only; a failure is the
-/// tier's, never the build's), or drop this host's claim.
+/// tier's, never the build's), or drop this host's claim if it holds it.
 async fn write_back_to(
     env: &Env,
     job: &Job,
     tier: &Arc<Remote>,
     built: &Built,
     write_back: WriteBack,
+    claimed: bool,
 ) -> Option<Wrote> {
+    let release = move |tier: Arc<Remote>, id: BundleId| async move {
+        if claimed {
+            tier.release(&id).await
+        }
+    };
     match write_back {
         WriteBack::Output => match &built.written.tgz {
             Some(TgzWritten { sha256, path: Some(path), .. }) => {
-                return Some(tier.write_layer(&job.id, &job.label, path, sha256, &env.counters).await)
+                let pack = built.written.pack.as_ref().map(|(p, _)| p);
+                let up = Upload { tgz: path, sha256, pack, claimed };
+                return Some(tier.write_layer(&job.id, &job.label, up, &env.counters).await);
             }
-            _ => tier.release(&job.id).await,
+            _ => release(tier.clone(), job.id).await,
         },
-        WriteBack::Later(tgz) if tier.accepts_writes() => {
+        WriteBack::Later(files) if tier.accepts_writes() => {
             let (tier, id, label, counters) = (tier.clone(), job.id, job.label.clone(), env.counters.clone());
             tokio::spawn(async move {
-                match tgz().await {
-                    Ok((path, sha256)) => drop(tier.write_layer(&id, &label, &path, &sha256, &counters).await),
+                match files().await {
+                    Ok(f) => {
+                        let up = Upload { tgz: &f.tgz, sha256: &f.sha256, pack: f.pack.as_deref(), claimed };
+                        drop(tier.write_layer(&id, &label, up, &counters).await)
+                    }
                     Err(e) => {
-                        tier.release(&id).await;
+                        release(tier.clone(), id).await;
                         log::warn!("bundle {label}: not written to the remote tier {}: {e}", tier.url());
                     }
                 }
@@ -243,10 +307,9 @@ async fn write_back_to(
         }
         // The mount answers its readers first: the claim goes in the background.
         WriteBack::Later(_) => {
-            let (tier, id) = (tier.clone(), job.id);
-            tokio::spawn(async move { tier.release(&id).await });
+            tokio::spawn(release(tier.clone(), job.id));
         }
-        WriteBack::Never => tier.release(&job.id).await,
+        WriteBack::Never => release(tier.clone(), job.id).await,
     }
     None
 }

@@ -75,7 +75,10 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
             crate::fetch::Fetcher::http(settings.fetch.clone(), store)?,
             &settings,
             Some(&remote),
-            args.packages,
+            // Read, never written by the fetcher: `--packages` writes each
+            // package itself (once, and counted), and without it publish
+            // writes bundles alone.
+            false,
         ),
         tier: Some(remote.clone()),
         limits: settings.limits(),

@@ -9,6 +9,8 @@
 //! ```text
 //! <prefix>/by-id/<id>.tgz       the bundle, as `kpackfs bundle` writes it
 //! <prefix>/by-id/<id>.sha256    "<sha256>  <id>.tgz\n" (sha256sum's format)
+//! <prefix>/by-id/<id>.pack      the same bundle in the cache's pack format ([`packs`]: installs by a copy)
+//! <prefix>/by-id/<id>.pack.sha256  the pack's digest, in the same format
 //! <prefix>/by-id/<id>.building  a host is building it (create-only claim; removed when written)
 //! <prefix>/bundle-<name>.tgz    collector's flat layout (`kpackfs publish --layout collector`)
 //! <prefix>/packages/sha256/<sha256>         a verified package (the package tier, [`packages`])
@@ -23,13 +25,15 @@
 
 mod health;
 mod packages;
+mod packs;
 mod store;
 mod tier;
 
 pub use health::Health;
 pub use packages::PackageLayer;
+pub use packs::{check_index, pack_digest_key, pack_key, PackGot};
 pub use store::{open_store, RemoteOptions};
-pub use tier::{TierRead, Wrote};
+pub use tier::{PackDest, TierRead, Upload, Wrote};
 
 use crate::ids::BundleId;
 use anyhow::{anyhow, bail, Context, Result};
@@ -90,15 +94,6 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(180);
 
 /// Clocks of hosts sharing a tier may disagree by this much unremarked.
 const CLAIM_SKEW_SECS: i64 = 60;
-
-/// What looking for a bundle found.
-#[derive(Debug)]
-pub enum Lookup {
-    Found(Fetched),
-    /// Nobody has it or is building it; this host claimed it (or could not:
-    /// read-only) and should build it.
-    Build,
-}
 
 /// What [`Remote::stream_to`] copied.
 enum Copied {
@@ -176,13 +171,18 @@ impl Remote {
         Ok(Some(bytes.to_vec()))
     }
 
-    /// The recorded digest of bundle `id`, if the tier has it.
+    /// The recorded digest of bundle `id`'s .tgz, if the tier has it.
     async fn digest(&self, id: &BundleId) -> Result<Option<String>> {
-        let Some(bytes) = self.get_small(&digest_key(id), MAX_DIGEST_BYTES).await? else { return Ok(None) };
+        self.recorded_digest(&digest_key(id)).await
+    }
+
+    /// The sha256 a digest object records ("<sha256>  <name>\n"), if the tier has it.
+    async fn recorded_digest(&self, key: &ObjectPath) -> Result<Option<String>> {
+        let Some(bytes) = self.get_small(key, MAX_DIGEST_BYTES).await? else { return Ok(None) };
         let text = String::from_utf8_lossy(&bytes);
         let sha = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("{} does not hold a sha256", digest_key(id));
+            bail!("{key} does not hold a sha256");
         }
         Ok(Some(sha))
     }
@@ -248,18 +248,6 @@ impl Remote {
             .map_err(|_| anyhow!("fetching bundle {id} took over {:?}", self.opts.deadline))?
     }
 
-    /// Fetch bundle `id`; when the tier lacks it, claim it for this host,
-    /// or wait for the host that claimed it (at most until its claim is
-    /// [`CLAIM_TTL`] old) and fetch what it writes.
-    pub async fn fetch_or_claim(&self, id: &BundleId, dir: &Path, limit: u64) -> Result<Lookup> {
-        let what = format!("bundle {id}");
-        let got = self.fetch_or_wait(&what, &claim_key(id), !self.read_only, || self.fetch(id, dir, limit)).await?;
-        Ok(match got {
-            Got::Found(f) => Lookup::Found(f),
-            Got::Claimed | Got::Unclaimed => Lookup::Build,
-        })
-    }
-
     /// `fetch`; when it finds nothing, take the claim at `key` for this
     /// host (when `claim`), or wait for the host holding it and fetch what
     /// it writes.
@@ -298,7 +286,7 @@ impl Remote {
             );
         }
         let age = Duration::from_secs(now.saturating_sub(claimed_at).max(0) as u64);
-        let Some(mut left) = CLAIM_TTL.checked_sub(age) else { return Ok(Got::Unclaimed) };
+        let Some(mut left) = CLAIM_TTL.checked_sub(age) else { return self.take_over(key, claim).await };
         // A build takes about a second: look often at first, then less.
         let started = std::time::Instant::now();
         while !left.is_zero() {
@@ -317,7 +305,23 @@ impl Remote {
                 return Ok(Got::Unclaimed);
             }
         }
-        Ok(Got::Unclaimed)
+        self.take_over(key, claim).await
+    }
+
+    /// A claim older than [`CLAIM_TTL`] is a host that died: replace it by
+    /// this host's (so this host drops it when done, and nothing stale is
+    /// left). Two hosts taking over at once: one gets it, the other makes
+    /// the thing unclaimed (double work, never a wrong result).
+    async fn take_over<T>(&self, key: &ObjectPath, claim: bool) -> Result<Got<T>> {
+        if !claim {
+            return Ok(Got::Unclaimed);
+        }
+        let _ = tokio::time::timeout(self.opts.stall, self.store.delete(key)).await;
+        let stamp = format!("{}\n", crate::util::now_secs()).into_bytes();
+        Ok(match self.put_new(key, stamp).await {
+            Ok(Put::Created) => Got::Claimed,
+            _ => Got::Unclaimed,
+        })
     }
 
     /// Drop this host's claim (after the bundle is written, or on failure).

@@ -5,12 +5,14 @@
 //! tier that fails is skipped for a while ([`super::Health`]), reads and
 //! writes apart; each failure is one log line and a counter.
 
-use super::{Lookup, Put, Remote};
+use super::{Got, PackGot, Put, Remote};
 use crate::ids::BundleId;
 use crate::layout::BundleTree;
 use crate::observe::{bump, Counters};
+use crate::pack::Pack;
 use crate::package::Limits;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// What reading the tier gave.
@@ -19,11 +21,38 @@ pub enum TierRead {
     /// The bundle, read as the hostile input it is (the tarball reader
     /// under the bundle limits) and bound to its id (BUNDLE_CHECKSUM).
     Found(BundleTree),
-    /// The tier lacks it and nobody else is building it (this host holds
-    /// the claim, unless the tier is read-only): build it here.
-    Missing,
+    /// The bundle's pack object, checked ([`super::packs`]) and installed
+    /// where it was asked for; its size in bytes.
+    FoundPack(Pack, u64),
+    /// The tier lacks it: build it here. `claimed`: this host holds the
+    /// claim (and must drop it); nobody else is building it either way.
+    Missing { claimed: bool },
     /// Skipped (backing off) or failed just now (logged, counted): build here.
     Unusable,
+}
+
+/// Where a pack object read from the tier is installed: the cache's pack
+/// file name, and a directory of ours on its filesystem for the download.
+#[derive(Debug, Clone)]
+pub struct PackDest {
+    pub dest: PathBuf,
+    pub tmp_dir: PathBuf,
+}
+
+/// What a host made, to write to the tier.
+pub struct Upload<'a> {
+    pub tgz: &'a Path,
+    pub sha256: &'a str,
+    /// Its pack, written beside it.
+    pub pack: Option<&'a Pack>,
+    /// Whether this host holds the bundle's claim (dropped after the write).
+    pub claimed: bool,
+}
+
+/// One thing the tier sent for a bundle.
+enum FromTier {
+    Tgz(super::Fetched),
+    Pack(Pack, u64),
 }
 
 /// What writing to the tier did.
@@ -37,13 +66,16 @@ pub enum Wrote {
 }
 
 impl Remote {
-    /// Read bundle `id` through `scratch` (a directory of ours; the
-    /// fetched file is removed whatever happens).
+    /// Read bundle `id`: its pack object installed at `pack` when asked
+    /// (the mount's cache wants a pack and nothing else), else its .tgz
+    /// through `scratch` (a directory of ours; the fetched file is removed
+    /// whatever happens).
     pub async fn read_layer(
         &self,
         id: &BundleId,
         label: &str,
         scratch: &Path,
+        pack: Option<&PackDest>,
         limits: Limits,
         counters: &Counters,
     ) -> TierRead {
@@ -52,26 +84,59 @@ impl Remote {
             return TierRead::Unusable;
         }
         let started = Instant::now();
-        let result = match self.fetch_or_claim(id, scratch, limits.max_total_bytes).await {
-            Ok(Lookup::Build) => {
-                self.health.read_worked();
-                return TierRead::Missing;
+        // A refused pack is not asked for again while waiting on a claim.
+        let pack_refused = AtomicBool::new(false);
+        let fetch = || {
+            let pack_refused = &pack_refused;
+            async move {
+                if let Some(to) = pack.filter(|_| !pack_refused.load(Ordering::Relaxed)) {
+                    match self.fetch_pack(id, &to.dest, &to.tmp_dir, limits).await? {
+                        PackGot::Installed(p, bytes) => return Ok(Some(FromTier::Pack(p, bytes))),
+                        PackGot::Absent => {}
+                        PackGot::Refused(why) => {
+                            pack_refused.store(true, Ordering::Relaxed);
+                            bump(&counters.remote_errors);
+                            log::warn!(
+                                "bundle {label}: remote tier {}: {} refused: {why}; reading the .tgz instead",
+                                self.url(),
+                                super::pack_key(id)
+                            );
+                            // Garbage, not an outage: removed (when this host may
+                            // write) so the next host that builds it puts a good one.
+                            self.remove_pack(id).await;
+                        }
+                    }
+                }
+                Ok(self.fetch(id, scratch, limits.max_total_bytes).await?.map(FromTier::Tgz))
             }
-            Ok(Lookup::Found(fetched)) => {
+        };
+        let what = format!("bundle {id}");
+        let got = self.fetch_or_wait(&what, &super::claim_key(id), !self.read_only, fetch).await;
+        let result = match got {
+            Ok(Got::Claimed) => {
+                self.health.read_worked();
+                return TierRead::Missing { claimed: true };
+            }
+            Ok(Got::Unclaimed) => {
+                self.health.read_worked();
+                return TierRead::Missing { claimed: false };
+            }
+            Ok(Got::Found(FromTier::Pack(p, bytes))) => Ok(TierRead::FoundPack(p, bytes)),
+            Ok(Got::Found(FromTier::Tgz(fetched))) => {
                 let (path, id) = (fetched.path.clone(), *id);
                 // gunzip and one pass over the tree: one thread.
                 let verified = crate::cpu::run(1, move |_| super::verify_bundle(&path, &id, limits)).await;
                 let _ = std::fs::remove_file(&fetched.path);
-                verified
+                verified.map(TierRead::Found)
             }
             Err(e) => Err(e),
         };
         match result {
-            Ok(tree) => {
+            Ok(read) => {
                 self.health.read_worked();
                 bump(&counters.remote_hits);
                 counters.timings.observe("remote", started.elapsed());
-                TierRead::Found(tree)
+                read
             }
             Err(e) => {
                 bump(&counters.remote_errors);
@@ -92,27 +157,31 @@ impl Remote {
         !self.is_read_only() && self.health.can_write(Instant::now())
     }
 
-    /// Write the .tgz this host built as bundle `id` (create-only: a host
-    /// that wrote it first wins, with the same bytes), then drop this
-    /// host's claim. A failure is one log line, a counter and a write
-    /// backoff; it is never the build's failure.
-    pub async fn write_layer(
-        &self,
-        id: &BundleId,
-        label: &str,
-        tgz: &Path,
-        sha256: &str,
-        counters: &Counters,
-    ) -> Wrote {
+    /// Write what this host built as bundle `id`: the .tgz and its digest,
+    /// then its pack and the pack's digest (create-only: a host that wrote
+    /// first wins), then drop this host's claim if it holds it. A failure
+    /// is one log line, a counter and a write backoff; it is never the
+    /// build's failure.
+    pub async fn write_layer(&self, id: &BundleId, label: &str, up: Upload<'_>, counters: &Counters) -> Wrote {
         if !self.accepts_writes() {
-            self.release(id).await;
+            if up.claimed {
+                self.release(id).await;
+            }
             return Wrote::Skipped;
         }
         let written = {
             let _permit = self.writes.acquire().await;
-            self.publish_id(id, tgz, sha256).await
+            match self.publish_id(id, up.tgz, up.sha256).await {
+                Ok(put) => match up.pack {
+                    Some(pack) => self.publish_pack(id, pack).await.map(|_| put),
+                    None => Ok(put),
+                },
+                Err(e) => Err(e),
+            }
         };
-        self.release(id).await;
+        if up.claimed {
+            self.release(id).await;
+        }
         match written {
             Ok(put) => {
                 self.health.write_worked();

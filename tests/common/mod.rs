@@ -7,6 +7,7 @@ pub mod mirror;
 pub mod moto;
 pub mod pkgs;
 pub mod repo;
+pub mod tier;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -164,4 +165,31 @@ pub fn listed_url(list: &str, needle: &str) -> String {
     let found: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
     assert_eq!(found.len(), 1, "{list}: one URL with {needle}: {found:?}");
     found[0].to_string()
+}
+
+/// path → description of every entry under `root` (kind, mode, size and
+/// sha256, or link target; no symlink following).
+pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let meta = p.symlink_metadata().unwrap();
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            let desc = if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if meta.is_dir() {
+                walk(root, &p, out);
+                format!("dir {mode:o}")
+            } else {
+                let data = std::fs::read(&p).unwrap();
+                format!("file {mode:o} {} {}", data.len(), kpackfs::util::sha256_hex(&data))
+            };
+            out.insert(rel, desc);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
 }

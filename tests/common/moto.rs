@@ -109,6 +109,11 @@ impl Moto {
         self.admin(&["put", &self.endpoint(), BUCKET, key, tmp.path().to_str().unwrap()], Some(&self.writer));
     }
 
+    /// Delete an object (as the writer).
+    pub fn delete(&self, key: &str) {
+        self.admin(&["delete", &self.endpoint(), BUCKET, key], Some(&self.writer));
+    }
+
     /// Stop the server (the tier goes down).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

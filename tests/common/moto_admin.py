@@ -4,6 +4,7 @@
                                  and reader (GetObject, ListBucket); print their keys
   list ENDPOINT BUCKET PREFIX    print the keys under PREFIX, one per line
   put ENDPOINT BUCKET KEY FILE   upload FILE (as the writer: KPACKFS_AK/KPACKFS_SK)
+  delete ENDPOINT BUCKET KEY     delete KEY (as the writer)
 """
 import json
 import os
@@ -39,6 +40,8 @@ def main():
     elif cmd == "put":
         with open(sys.argv[5], "rb") as f:
             client("s3", endpoint).put_object(Bucket=bucket, Key=sys.argv[4], Body=f.read())
+    elif cmd == "delete":
+        client("s3", endpoint).delete_object(Bucket=bucket, Key=sys.argv[4])
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -131,10 +131,13 @@ fn every_documented_metric_moves_when_its_event_happens() {
     let m = metrics(&other);
     assert_eq!(value(&m, "kpackfs_remote_hits_total"), 1.0, "{m}");
     let key = bucket.path().join(kpackfs::remote::id_key(&h.bundle_id(1)).as_ref());
+    let pack_digest = bucket.path().join(kpackfs::remote::pack_digest_key(&h.bundle_id(1)).as_ref());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !key.exists() && std::time::Instant::now() < deadline {
+    while !pack_digest.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The damaged object is the .tgz: without the pack, the host reads it.
+    super::remote::without_pack(bucket.path(), &h.bundle_id(1));
     let mut bytes = std::fs::read(&key).unwrap();
     bytes[200] ^= 1;
     std::fs::write(&key, bytes).unwrap();

@@ -3,7 +3,7 @@
 //! download; corrupted objects are rejected and the bundle built locally.
 
 use crate::harness::{Harness, Options};
-use kpackfs::remote::{digest_key, id_key, Remote, RemoteOptions};
+use kpackfs::remote::{digest_key, id_key, pack_digest_key, pack_key, Remote, RemoteOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,14 +24,21 @@ fn object(dir: &Path, key: object_store::path::Path) -> std::path::PathBuf {
     dir.join(key.as_ref())
 }
 
-/// Wait for the background write-back of bundle `id`.
+/// Wait for the first host's background write-back (the pack's digest is written last).
 fn written(dir: &Path, h: &Harness) {
-    let digest = object(dir, digest_key(&h.bundle_id(0)));
+    let digest = object(dir, pack_digest_key(&h.bundle_id(0)));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !digest.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(digest.exists(), "the first host wrote the bundle back");
+}
+
+/// Remove a bundle's pack objects, so a host reads its .tgz.
+pub fn without_pack(dir: &Path, id: &kpackfs::ids::BundleId) {
+    for key in [pack_digest_key(id), pack_key(id)] {
+        std::fs::remove_file(object(dir, key)).unwrap();
+    }
 }
 
 #[test]
@@ -63,6 +70,8 @@ fn corrupted_objects_are_rejected_and_the_bundle_built_locally() {
     first.read_file(&format!("debian/{UNAME}/BUNDLE_UNAME")).unwrap();
     written(bucket.path(), &first);
     let id = first.bundle_id(0);
+    // The .tgz is the subject: without the pack, hosts read it.
+    without_pack(bucket.path(), &id);
     let (tgz, digest) = (object(bucket.path(), id_key(&id)), object(bucket.path(), digest_key(&id)));
     let good = std::fs::read(&tgz).unwrap();
     let cases: Vec<(&str, Vec<u8>, Option<String>)> = vec![
