@@ -182,6 +182,13 @@ fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Count one step of link resolution against the pack's budget.
+fn step(steps: &mut usize) -> Result<()> {
+    *steps += 1;
+    ensure!(*steps <= MAX_LINK_STEPS, "more than {MAX_LINK_STEPS} steps over the pack's links");
+    Ok(())
+}
+
 /// Resolve link `link`'s target over the pack's directories, without
 /// following links (the layout makes links to files and directories
 /// alone), never above the root.
@@ -193,8 +200,7 @@ fn check_link(pack: &Pack, link: u32, steps: &mut usize) -> Result<()> {
     let dir = e.parent;
     let mut at = dir;
     for part in target.split(|b| *b == b'/') {
-        *steps += 1;
-        ensure!(*steps <= MAX_LINK_STEPS, "more than {MAX_LINK_STEPS} steps over the pack's links");
+        step(steps)?;
         match part {
             b"" | b"." => continue,
             b".." => {
@@ -218,8 +224,7 @@ fn check_link(pack: &Pack, link: u32, steps: &mut usize) -> Result<()> {
             if up == 0 {
                 break;
             }
-            *steps += 1;
-            ensure!(*steps <= MAX_LINK_STEPS, "more than {MAX_LINK_STEPS} steps over the pack's links");
+            step(steps)?;
             up = pack.entry(up).context("an entry out of range")?.parent;
         }
     }
