@@ -288,6 +288,18 @@ MUTATIONS = [
      "            Ok(Put::Created) => Got::Claimed,\n            _ => Got::Unclaimed,",
      "            Ok(Put::Created) => Got::Unclaimed,\n            _ => Got::Unclaimed,",
      ["--test", "fleet", "publish_is_idempotent_and_resumes_after_kill_9"]),
+    ("publish waits on another worker's claim", "src/publish.rs",
+     "pass == Pass::First && remote.claimed_elsewhere(&job.id).await?",
+     "pass == Pass::Last && remote.claimed_elsewhere(&job.id).await?",
+     ["--test", "publish_workers", "a_bundle_another_worker_is_building_is_put_off"]),
+    ("publish ignores its shard", "src/cli/publish.rs",
+     "if args.shard.is_some_and(|shard| !shard.holds(&id)) {",
+     "if args.shard.is_some_and(|shard| shard.count == 0) {",
+     ["--test", "publish_workers", "shards_split_the_bundles_by_id"]),
+    ("publish workers do not claim", "src/remote/tier.rs",
+     "let got = self.fetch_or_wait(&what, &super::claim_key(id), !self.read_only, fetch).await;",
+     "let got = self.fetch_or_wait(&what, &super::claim_key(id), false, fetch).await;",
+     ["--test", "publish_workers", "two_workers_started_at_once_build_each_bundle_once"]),
 ]
 
 

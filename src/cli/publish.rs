@@ -1,12 +1,13 @@
 //! `kpackfs publish [SELECTOR…] --to URL`: build every selected bundle the
 //! destination lacks and upload it (src/publish.rs). Selectors: NAME,
 //! TYPE/NAME, TYPE/ (a whole type), or a regular expression over TYPE/NAME;
-//! none: every bundle served. Exit 1 when any bundle failed (each named
-//! with its cause in the summary).
+//! none: every bundle served. `--shard I/N`: this worker's share of them.
+//! Exit 1 when any bundle failed (each named with its cause in the
+//! summary).
 
 use super::{FetchArgs, ViewArgs};
 use crate::lookup::select::select;
-use crate::publish::{self, Job, Layout, Outcome};
+use crate::publish::{self, Job, Layout, Outcome, Shard};
 use crate::settings::{parse, Settings};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -32,6 +33,11 @@ pub struct PublishArgs {
     /// hosts download them once, and bundles can be rebuilt after upstream deleted them).
     #[arg(long)]
     packages: bool,
+    /// Only this worker's share, I of N (0 ≤ I < N), split by bundle id: N workers given 0/N to N-1/N
+    /// publish every bundle between them (a Kubernetes Indexed Job: --shard $(JOB_COMPLETION_INDEX)/N).
+    /// Workers without shards may share a bucket too: each bundle is still built once.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
     /// Largest uncompressed size of one bundle's contents (default 2G).
     #[arg(long, value_name = "SIZE", value_parser = parse::size)]
     max_bundle_size: Option<u64>,
@@ -63,12 +69,16 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
         .iter()
         .filter_map(|s| {
             let (id, spec, _) = view.index.entry(*s)?;
+            if args.shard.is_some_and(|shard| !shard.holds(&id)) {
+                return None;
+            }
             let name = spec.name.clone()?;
             Some(Job { id, label: format!("{}/{name}", spec.kind), name, spec: Arc::new(spec) })
         })
         .collect();
     let url = destination(&args.to)?;
     let remote = Arc::new(crate::remote::Remote::open(&url, crate::remote::options_from(&settings.fetch, false))?);
+    let counters: Arc<crate::observe::Counters> = Arc::default();
     let store = crate::fetch::PackageStore::open(&settings.cache_dir.join("packages"))?;
     let env = crate::build::Env {
         fetcher: crate::daemon::with_package_tier(
@@ -84,7 +94,7 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
         limits: settings.limits(),
         sandbox: crate::build::source::sandbox::Limits::of(&settings),
         image: crate::build::image::Limits::of(&settings),
-        counters: Arc::default(),
+        counters: counters.clone(),
         cache: None,
     };
     let total = jobs.len();
@@ -114,7 +124,7 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let results = runtime.block_on(publish::publish_all(
+    let (results, deferred) = runtime.block_on(publish::publish_all(
         jobs,
         env,
         publish::Asked { layout: args.layout, packages: args.packages },
@@ -129,10 +139,12 @@ pub fn run(args: PublishArgs, base: &Settings) -> Result<ExitCode> {
     let present = count(|o| matches!(o, Outcome::Present));
     let failed: Vec<&(Job, Outcome)> = results.iter().filter(|(_, o)| matches!(o, Outcome::Failed(_))).collect();
     let mut summary = format!(
-        "published {published}, already there {present}, failed {} of {total} bundles to {} in {:.1}s\n",
+        "published {published}, already there {present}, failed {} of {total} bundles to {} in {:.1}s \
+         (built here {}, deferred behind another worker's claim {deferred})\n",
         failed.len(),
         remote.url(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        counters.builds.load(std::sync::atomic::Ordering::Relaxed),
     );
     for (job, outcome) in &failed {
         if let Outcome::Failed(cause) = outcome {

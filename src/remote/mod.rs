@@ -336,15 +336,30 @@ impl Remote {
         self.exists(&digest_key(id)).await
     }
 
+    /// Whether another host holds a live claim on bundle `id` (one younger
+    /// than [`CLAIM_TTL`]: an older one is a host that died, taken over by
+    /// the build path). Ours never exists here: a build takes its claim
+    /// after this is asked, and drops it before it returns.
+    pub async fn claimed_elsewhere(&self, id: &BundleId) -> Result<bool> {
+        let Some(meta) = self.head(&claim_key(id)).await? else { return Ok(false) };
+        let age = (crate::util::now_secs() as i64).saturating_sub(meta.last_modified.timestamp());
+        Ok(age < CLAIM_TTL.as_secs() as i64)
+    }
+
     pub async fn has_named(&self, name: &str) -> Result<bool> {
         self.exists(&collector_key(name)?).await
     }
 
     async fn exists(&self, key: &ObjectPath) -> Result<bool> {
+        Ok(self.head(key).await?.is_some())
+    }
+
+    /// `key`'s metadata, or None when absent; bounded by the stall timeout.
+    async fn head(&self, key: &ObjectPath) -> Result<Option<object_store::ObjectMeta>> {
         match tokio::time::timeout(self.opts.stall, self.store.head(key)).await {
             Err(_) => bail!("no answer for {key} in {:?}", self.opts.stall),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if not_found(&e) => Ok(false),
+            Ok(Ok(meta)) => Ok(Some(meta)),
+            Ok(Err(e)) if not_found(&e) => Ok(None),
             Ok(Err(e)) => Err(anyhow!(e).context(format!("checking {key}"))),
         }
     }
