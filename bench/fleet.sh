@@ -103,8 +103,8 @@ sleep 2
 curl -s -X PUT "http://127.0.0.1:$s3port/fleet" >/dev/null
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
   AWS_ENDPOINT_URL="http://127.0.0.1:$s3port" AWS_ALLOW_HTTP=true
-mirror_args=(--no-apt-mirrors --mirror "http://security.debian.org=http://127.0.0.1:$port"
-             --mirror "http://ftp.debian.org=http://127.0.0.1:$port")
+mapfile -t mirrors < <(debian_mirror_args "$port")
+mirror_args=(--no-apt-mirrors "${mirrors[@]}")
 downloads() { grep -c '"GET .*\.deb' "$work/mirror.log" || true; }
 write_hello "$work/hello-src"
 

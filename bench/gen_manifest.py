@@ -1,15 +1,27 @@
 #!/usr/bin/env python3
 """Write a kpackfs manifest of N synthetic Debian bundles (3 packages each,
 with sha256 and size), for the scale benchmark: gen_manifest.py N OUT [TYPES]."""
-import hashlib, sys
+import hashlib, os, sys
 
 def simplify(url):
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in url)
 
+def debian_archive():
+    """The first Debian source's URL in the shipped sources.yml."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "../kernel-package-lists/sources.yml"), encoding="utf-8") as f:
+        in_debian = False
+        for line in f:
+            if line.startswith("- name:"):
+                in_debian = line.split(":", 1)[1].strip().startswith("debian-")
+            elif in_debian and line.startswith("  url: "):
+                return line.split(":", 1)[1].strip()
+    raise SystemExit("no Debian source in sources.yml")
+
 def main():
     n, out = int(sys.argv[1]), sys.argv[2]
     types = int(sys.argv[3]) if len(sys.argv) > 3 else 10
-    base = "http://ftp.debian.org/debian/pool/main/l/linux"
+    base = debian_archive() + "/pool/main/l/linux"
     with open(out, "w") as f:
         f.write("# kpackfs manifest: id -> bundle. See docs/manifest.md.\n")
         for i in range(n):

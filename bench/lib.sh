@@ -5,6 +5,15 @@ cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 kp="$repo/target/release/kpackfs"
 
 now() { date +%s.%N; }
+
+# debian_hosts: scheme://host of every Debian source in the shipped
+# sources.yml (the canonical URLs manifests name; no host is written here).
+debian_hosts() {
+  awk '/^- name: debian-/ {d=1; next} /^- name:/ {d=0} d && /^  url: / {print $2}' \
+    "$repo/kernel-package-lists/sources.yml" | sed -E 's#^(https?://[^/]+).*#\1#' | sort -u
+}
+# debian_mirror_args PORT: one --mirror per Debian host, to a loopback mirror.
+debian_mirror_args() { local h; for h in $(debian_hosts); do printf -- '--mirror\n%s=http://127.0.0.1:%s\n' "$h" "$1"; done; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # write_hello DIR: a one-file module and its Kbuild line.

@@ -52,7 +52,8 @@ for p in entry["packages"]:
 port=$((20000 + RANDOM % 20000))
 (cd "$work/mirror" && exec python3 -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1) & server_pid=$!
 sleep 1
-mirror_args=(--no-apt-mirrors --crawl-interval off --mirror "http://security.debian.org=http://127.0.0.1:$port" --mirror "http://ftp.debian.org=http://127.0.0.1:$port")
+mapfile -t mirrors < <(debian_mirror_args "$port")
+mirror_args=(--no-apt-mirrors --crawl-interval off "${mirrors[@]}")
 
 # --- the three trees: local disk, kpackfs, ratarmount ---------------------------
 native="$work/native"; mkdir -p "$native"; tar -xzf "$work/bundle.tgz" -C "$native"

@@ -4,14 +4,14 @@
 # the index), daemon memory, and `ls -l` of one type directory.
 # `shipped` instead of N: the default mount (the shipped manifest, every
 # Debian and Ubuntu kernel), first and indexed, and `ls -l` of /ubuntu/.
-# Usage: bench/scale.sh [N|shipped ...]   (default: 10000 100000 1000000)
+# Usage: bench/scale.sh [N|shipped ...]   (default: 10000 30000 100000 1000000)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 work=$(mktemp -d /tmp/kpackfs-scale.XXXXXX)
 mnt=$work/mnt; mkdir -p "$mnt"
 cleanup() { "$kp" umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000 1000000)
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10000 30000 100000 1000000)
 
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %s MiB  ", $1, int($2/1024)}' "/proc/$1/status"; }
 mount_once() {  # cache dir [manifest args...]; prints seconds to ready

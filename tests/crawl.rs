@@ -113,6 +113,9 @@ fn apt_repository_signed_with_a_test_key() {
     );
     let manifest = Manifest::load(&p.manifest, None).unwrap();
     assert_eq!(manifest.entries.len(), 1);
+    // The index beside the manifest is the index of exactly these bytes.
+    let sidecar = kpackfs::manifest::index::sidecar::adopt(&p.manifest, &work.path().join("adopted.idx"), [3; 32]);
+    assert_eq!(sidecar.unwrap().expect("an index beside the crawled manifest").counts.shown, 1);
     let (_, entry) = manifest.entries.iter().next().unwrap();
     assert_eq!((entry.kind.as_str(), entry.name.as_deref()), ("debian", Some(fx.name.as_str())));
     for f in &fx.files {

@@ -302,6 +302,9 @@ fn tgz_reads_exact_bytes_whether_built_or_not() {
     ];
     for (tool, copy) in tools {
         let cold = mount(&fx, &[]); // a new cache: the .tgz was never built there
+                                    // Listed with attributes first, as a user would: what the listing
+                                    // leaves in the kernel's caches must not stand for the real size.
+        run_ok(Command::new("ls").arg("-l").arg(cold.path("ubuntu")));
         let src = cold.path(&format!("ubuntu/{}.tgz", ubuntu.name));
         let dst = work.path().join(format!("out-{tool}"));
         copy(&src, &dst);
@@ -316,6 +319,82 @@ fn tgz_reads_exact_bytes_whether_built_or_not() {
     let size = std::fs::metadata(work.path().join("out-cp")).unwrap().len();
     assert_eq!(std::fs::metadata(&tgz).unwrap().len(), size);
     drop(m);
+}
+
+/// A manifest of `n` Debian bundles in one type directory (nothing is built:
+/// listing never needs the packages).
+fn many_bundles_manifest(dir: &Path, n: usize) -> std::path::PathBuf {
+    let mut yaml = String::new();
+    for i in 0..n {
+        let uname = format!("6.1.0-{i}-amd64");
+        let url = format!("http://127.0.0.1:9/pool/linux-headers-{uname}_6.1.{i}-1_amd64.deb");
+        let id = kpackfs::manifest::bundle_id([url.as_str()]);
+        yaml.push_str(&format!(
+            "{id}:\n  type: debian\n  name: {uname}\n  uname: {uname}\n  packages:\n  - url: {url}\n    sha256: ab{:062x}\n    size: 1000\n",
+            i + 1
+        ));
+    }
+    let path = dir.join("many.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn ls_l_of_a_big_type_directory_asks_only_about_unbuilt_tgz_names() {
+    let work = tempdir();
+    // 10,000 names: more than one 1 MiB READDIRPLUS page.
+    let n = 5000;
+    let manifest = many_bundles_manifest(work.path(), n);
+    let m = Mounted::start(&manifest, None, &["--no-apt-mirrors".into(), "--crawl-interval".into(), "off".into()]);
+    let requests = || m.status()["requests"].clone();
+    let moved =
+        |a: &serde_json::Value, b: &serde_json::Value, op: &str| b[op].as_u64().unwrap() - a[op].as_u64().unwrap();
+    // Names first (ls, shell completion, find -name), attributes later: the
+    // kernel keeps the first listing and answers the second from it.
+    let before = requests();
+    let names = run_ok(Command::new("ls").arg(m.path("debian")));
+    assert_eq!(names.lines().count(), 2 * n);
+    let listing = run_ok(Command::new("ls").arg("-l").arg(m.path("debian")));
+    let after = requests();
+    assert_eq!(listing.lines().count(), 2 * n + 1, "a directory and a .tgz per bundle, and the total line");
+    // Attributes come with the listing (READDIRPLUS always, big buffers):
+    // no LOOKUP for the 5,000 directories, a few requests for 10,000 names.
+    // (With READDIRPLUS_AUTO, only pages read while names were being stat'ed
+    // had attributes: the plain listing's later pages had none, and each of
+    // their directories cost a LOOKUP.)
+    // Each never-built .tgz is asked about, by design: its size must be
+    // asked again once built (docs/semantics.md).
+    let (lookups, listings) = (moved(&before, &after, "lookup"), moved(&before, &after, "readdir"));
+    assert!(lookups <= n as u64 + 4, "{lookups} LOOKUPs for {n} .tgz names and {n} directories");
+    assert!(listings <= 12, "{listings} READDIR(PLUS) requests for {} names", 2 * n);
+    assert_eq!(m.status()["builds"], 0, "listing built nothing");
+}
+
+#[test]
+fn a_manifest_with_its_index_beside_it_mounts_without_parsing_the_yaml() {
+    let work = tempdir();
+    let n = 100_000;
+    let manifest = many_bundles_manifest(work.path(), n);
+    let out = run_ok(kpackfs().arg("index").arg(&manifest));
+    assert!(out.contains(&format!("{n} bundles shown of {n} entries")), "{out}");
+    let quiet = ["--no-apt-mirrors".to_string(), "--crawl-interval".into(), "off".into()];
+    {
+        let m = Mounted::start(&manifest, None, &quiet);
+        let status = m.status();
+        assert_eq!(status["manifest_entries_parsed"], 0, "mapped, not parsed: {status}");
+        assert_eq!(status["entries"], n);
+        assert!(m.path("debian/6.1.0-99999-amd64/").is_dir());
+    }
+    // One more entry in the YAML: the index beside it is for other bytes,
+    // so the YAML is parsed and the new entry served.
+    let mut yaml = std::fs::read_to_string(&manifest).unwrap();
+    let url = "http://127.0.0.1:9/pool/linux-headers-6.1.0-100000-amd64_6.1.0-1_amd64.deb";
+    yaml.push_str(&format!("{}:\n  type: debian\n  packages:\n  - url: {url}\n", kpackfs::manifest::bundle_id([url])));
+    std::fs::write(&manifest, yaml).unwrap();
+    let m = Mounted::start(&manifest, None, &quiet);
+    let status = m.status();
+    assert_eq!(status["manifest_entries_parsed"], n + 1, "{status}");
+    assert!(m.path("debian/6.1.0-100000-amd64/").is_dir());
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod bundle;
 mod crawl;
 mod docs;
 mod helper;
+mod index;
 mod list;
 mod mount;
 mod publish;
@@ -48,6 +49,8 @@ enum Command {
     Which(which::WhichArgs),
     /// Refresh package lists and the manifest from the repositories in sources.yml.
     Crawl(crawl::CrawlArgs),
+    /// Write the index beside a manifest (<manifest>.idx), which a mount maps instead of parsing the YAML.
+    Index(index::IndexArgs),
     /// Build bundles into a running mount's cache ahead of use (--pin keeps them from eviction).
     Warm(warm::WarmArgs),
     /// Build the selected bundles a bucket or directory lacks and upload them.
@@ -332,6 +335,7 @@ pub fn main() -> ExitCode {
         Command::List(args) => list::run(args, &config),
         Command::Which(args) => which::run(args, &config),
         Command::Crawl(args) => crawl::run(args, &config),
+        Command::Index(args) => index::run(args),
         Command::Warm(args) => warm::run(args),
         Command::Publish(args) => publish::run(args, &config),
         Command::Serve(args) => serve::run(args, &config),

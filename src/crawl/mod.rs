@@ -250,6 +250,10 @@ pub async fn run(sources: &[&Source], opts: &Options, progress: Arc<dyn Progress
     let changed = manifest.entries != before.entries;
     if changed || !opts.manifest.exists() {
         manifest.save(&opts.manifest).with_context(|| format!("writing {}", opts.manifest.display()))?;
+        // The index beside it, so a mount of it maps instead of parsing.
+        if let Err(e) = crate::manifest::index::sidecar::write(&opts.manifest) {
+            log::warn!("crawl: no index beside {}: {e:#}", opts.manifest.display());
+        }
     }
     let c = &fetch.counters;
     let report = Report {

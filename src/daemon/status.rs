@@ -108,6 +108,8 @@ impl Status {
             bundles_total: shown,
             entries: ns.index().counts.slots,
             bundles_unnamed: unnamed,
+            manifest_entries_parsed: crate::manifest::index::sidecar::YAML_ENTRIES_PARSED
+                .load(std::sync::atomic::Ordering::Relaxed),
             bundles_shadowed: shadowed,
             flat_collisions: ns
                 .flat_clashes()

@@ -26,11 +26,20 @@ use std::sync::{Arc, OnceLock};
 /// Preferred I/O size reported for .tgz files: read whole, so fewer,
 /// larger reads mean fewer FUSE round trips.
 const TGZ_BLKSIZE: u32 = 1 << 20;
-/// Directory entries computed per readdir request: the kernel's buffer is
-/// one page, about 100 plain entries or 25 with attributes (readdirplus);
-/// the rest is asked for by offset. Computing more is thrown away.
-const DIR_PAGE: usize = 128;
-const DIR_PAGE_PLUS: usize = 32;
+/// Preferred I/O size reported for namespace directories (the root, type
+/// directories, bundles/, by-uname/): glibc sizes its getdents buffer by the
+/// directory's st_blksize (32 KiB to 1 MiB), and the kernel asks for as much
+/// in one READDIRPLUS (up to 256 pages), so a 100,000-bundle directory lists
+/// in ~40 requests instead of ~6,000 (docs/performance.md).
+const NAMESPACE_DIR_BLKSIZE: u32 = 1 << 20;
+/// Entries computed per readdir request of a namespace directory: what a
+/// 1 MiB buffer holds with attributes (~160 bytes each at the least); the
+/// rest is asked for by offset, whatever did not fit is thrown away.
+const NAMESPACE_DIR_PAGE: usize = 6600;
+/// The same for bundle trees (32 KiB buffers: ~1,000 plain entries or ~200
+/// with attributes).
+const DIR_PAGE: usize = 1024;
+const DIR_PAGE_PLUS: usize = 256;
 
 /// Tells the kernel to forget cached entries when the namespace grows.
 pub trait Invalidator: Send + Sync {
@@ -121,7 +130,9 @@ impl FsCore {
     }
 
     fn dir_attr(ino: u64, subdirs: usize) -> Attr {
-        Attr::new(ino, FileKind::Dir, 0, 0o555, 2 + subdirs as u32)
+        let mut attr = Attr::new(ino, FileKind::Dir, 0, 0o555, 2 + subdirs as u32);
+        attr.blksize = NAMESPACE_DIR_BLKSIZE;
+        attr
     }
 
     /// The bundle directory before (and after) it is built: nothing about
@@ -296,7 +307,7 @@ impl FsCore {
                 // (which never build). A reader that has it open needs the
                 // real size first: cp and tar read past the cached size
                 // (from_open_file), rsync and Python fstat the open file.
-                let reading = from_open_file || self.callers.has_open(caller.pid, ino);
+                let reading = from_open_file || self.callers.has_tgz_open(caller.pid, ino);
                 if self.bundles.cache().tgz_size(&id).is_none() && reading {
                     return self.with_tgz(slot, caller, done, move |tgz| {
                         let mut attr = Attr::new(ino, FileKind::File, tgz.size, 0o444, 2);
@@ -463,8 +474,9 @@ impl FsCore {
             });
         }
         let ns = self.namespace();
-        let page = if plus { DIR_PAGE_PLUS } else { DIR_PAGE };
-        let Some(children) = self.namespace_children(dir, &ns, from, page) else { return done(Err(Errno::ENOTDIR)) };
+        let Some(children) = self.namespace_children(dir, &ns, from, NAMESPACE_DIR_PAGE) else {
+            return done(Err(Errno::ENOTDIR));
+        };
         let items = children
             .into_iter()
             .enumerate()

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 pub trait CallerProbe: Send + Sync {
     /// It has a fatal signal pending, or is gone.
     fn is_dying(&self, pid: u32) -> bool;
-    /// It has inode `ino` of this filesystem open (see `procfd`).
-    fn has_open(&self, pid: u32, ino: u64) -> bool;
+    /// It has the .tgz with inode `ino` of this filesystem open (see `procfd`).
+    fn has_tgz_open(&self, pid: u32, ino: u64) -> bool;
 }
 
 /// The real probe: `/proc/<tid>/status`. SIGKILL, or any fatal signal the
@@ -39,8 +39,8 @@ impl CallerProbe for ProcProbe {
         status_says_dying(&text)
     }
 
-    fn has_open(&self, pid: u32, ino: u64) -> bool {
-        super::procfd::process_has_open(pid, ino)
+    fn has_tgz_open(&self, pid: u32, ino: u64) -> bool {
+        super::procfd::process_has_open(pid, ino, crate::namespace::TGZ_SUFFIX.as_bytes())
     }
 }
 
@@ -150,7 +150,7 @@ mod tests {
         fn is_dying(&self, pid: u32) -> bool {
             pid == 7 && self.0.load(Ordering::SeqCst)
         }
-        fn has_open(&self, _: u32, _: u64) -> bool {
+        fn has_tgz_open(&self, _: u32, _: u64) -> bool {
             false
         }
     }

@@ -90,7 +90,7 @@ pub struct Namespace {
     by_uname: OnceLock<Vec<u32>>,
 }
 
-const TGZ_SUFFIX: &str = ".tgz";
+pub const TGZ_SUFFIX: &str = ".tgz";
 const FLAT_PREFIX: &str = "bundle-";
 
 impl Namespace {

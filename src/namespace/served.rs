@@ -99,6 +99,24 @@ impl Inputs {
         }
     }
 
+    /// The index written beside the manifest (`<manifest>.idx`), when it
+    /// alone is served: a first index (no slots to keep), no package lists,
+    /// no crawl result to merge. Anything else parses the YAML.
+    fn adopt_sidecar(&self, prev: Option<&Index>, key: [u8; 32]) -> Option<Index> {
+        let manifest = self.manifest.as_deref()?;
+        if prev.is_some() || self.lists_dir.is_some() || self.crawl_result.exists() {
+            return None;
+        }
+        crate::files::create_private_dir_all(crate::files::parent_dir(&self.index_path)).ok()?;
+        match index::sidecar::adopt(manifest, &self.index_path, key) {
+            Ok(found) => found,
+            Err(e) => {
+                log::warn!("not using the index beside {}: {e:#}; parsing the YAML", manifest.display());
+                None
+            }
+        }
+    }
+
     /// The index for these inputs without writing anything: the one on
     /// disk when it is current (a mount keeps it), else built in memory.
     /// For commands that only look (list, bundle, which).
@@ -127,6 +145,14 @@ impl Inputs {
             }
         }
         let started = std::time::Instant::now();
+        if let Some(index) = self.adopt_sidecar(prev, key) {
+            log::info!(
+                "mapped the index beside the manifest: {} in {:.2}s",
+                index.counts.summary(),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(index);
+        }
         let mut b = match prev {
             Some(p) => IndexBuilder::with_prev(p)?,
             None => IndexBuilder::new(),

@@ -50,6 +50,10 @@ pub struct Report {
     /// the mount's log lines count the same way).
     pub entries: usize,
     pub bundles_unnamed: usize,
+    /// Manifest entries this daemon parsed from YAML (0 when every index it
+    /// served was mapped: from the cache, or the index beside the manifest).
+    #[serde(default)]
+    pub manifest_entries_parsed: u64,
     pub bundles_shadowed: usize,
     pub flat_collisions: Vec<FlatClash>,
     pub cache_dir: String,

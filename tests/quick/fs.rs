@@ -114,23 +114,29 @@ fn reading_past_the_cached_size_builds_the_tgz() {
 
 #[test]
 fn readdir_resumes_at_every_offset_without_gaps_or_repeats() {
-    let unames: Vec<String> = (0..700).map(|i| format!("9.1.0-{i}-amd64")).collect();
+    let unames: Vec<String> = (0..3500).map(|i| format!("9.1.0-{i}-amd64")).collect();
     let refs: Vec<&str> = unames.iter().map(String::as_str).collect();
     let h = Harness::new(&refs, 10, Options::default());
-    let debian = h.resolve("debian").unwrap().attr.ino;
+    let debian = h.resolve("debian").unwrap().attr;
+    // glibc sizes its getdents buffer by st_blksize: 1 MiB, the kernel's
+    // largest READDIRPLUS, so a big directory lists in a few requests.
+    assert_eq!(debian.blksize, 1 << 20);
+    let debian = debian.ino;
     let first = h.readdir_page(debian, 0, false).unwrap();
-    assert!(first.len() < 1400, "a page is bounded: {}", first.len());
+    assert!(first.len() < 7000, "a page is bounded: {}", first.len());
+    assert!(first.len() >= 5000, "a page fills a 1 MiB buffer: {}", first.len());
     let all = h.list("debian").unwrap();
-    assert_eq!(all.len(), 1400);
+    assert_eq!(all.len(), 7000);
     let mut sorted = all.clone();
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted, all, "sorted, no repeats");
     // Resuming from an arbitrary offset gives exactly the rest.
-    let from = h.readdir_page(debian, 1001, true).unwrap();
-    assert_eq!(String::from_utf8(from[0].name.clone()).unwrap(), all[1001]);
+    let from = h.readdir_page(debian, 5001, true).unwrap();
+    assert_eq!(String::from_utf8(from[0].name.clone()).unwrap(), all[5001]);
+    assert_eq!(from.len(), 1999);
     assert!(from.iter().all(|i| i.attr.is_some()), "readdirplus carries attributes");
-    assert!(h.readdir_page(debian, 1400, false).unwrap().is_empty());
+    assert!(h.readdir_page(debian, 7000, false).unwrap().is_empty());
     assert!(h.readdir_page(debian, u64::MAX, false).unwrap().is_empty());
     // Bundle directories page the same way.
     let usr = h.resolve("debian/9.1.0-5-amd64/usr").unwrap().attr.ino;

@@ -29,7 +29,7 @@ impl CallerProbe for FakeCallers {
     fn is_dying(&self, pid: u32) -> bool {
         self.dying.lock().unwrap().contains(&pid)
     }
-    fn has_open(&self, pid: u32, ino: u64) -> bool {
+    fn has_tgz_open(&self, pid: u32, ino: u64) -> bool {
         self.open.lock().unwrap().contains(&(pid, ino))
     }
 }

@@ -120,6 +120,7 @@ struct PkgRec {
 
 mod build;
 mod read;
+pub mod sidecar;
 
 pub use build::IndexBuilder;
 pub use read::Index;
@@ -168,6 +169,7 @@ pub fn add_yaml(b: &mut IndexBuilder, text: &str, lists: &super::PackageLists) -
         n += 1;
         Ok(())
     })?;
+    sidecar::count_parsed(n);
     Ok(n)
 }
 

@@ -31,16 +31,22 @@ impl Index {
         Index::parse(Backing::Owned(bytes))
     }
 
+    /// Check a header alone: magic and checksum.
+    pub(super) fn parse_header(bytes: &[u8]) -> Result<()> {
+        ensure!(bytes.len() >= HEADER_LEN && &bytes[..8] == MAGIC, "not a kpackfs manifest index");
+        let fixed = 8 + 32 + 6 * 4 + SECTIONS * 16;
+        let crc = u32::from_le_bytes(bytes[fixed..fixed + 4].try_into()?);
+        ensure!(crc32fast::hash(&bytes[..fixed]) == crc, "header checksum mismatch");
+        Ok(())
+    }
+
     fn parse(backing: Backing) -> Result<Index> {
         let bytes: &[u8] = match &backing {
             Backing::Mapped(m) => m.bytes(),
             Backing::Owned(v) => v,
         };
-        ensure!(bytes.len() >= HEADER_LEN && &bytes[..8] == MAGIC, "not a kpackfs manifest index");
+        Index::parse_header(bytes)?;
         let h = &bytes[..HEADER_LEN];
-        let fixed = 8 + 32 + 6 * 4 + SECTIONS * 16;
-        let crc = u32::from_le_bytes(h[fixed..fixed + 4].try_into()?);
-        ensure!(crc32fast::hash(&h[..fixed]) == crc, "header checksum mismatch");
         let mut key = [0u8; 32];
         key.copy_from_slice(&h[8..40]);
         let n = |i: usize| u32::from_le_bytes(h[40 + i * 4..44 + i * 4].try_into().unwrap_or_default()) as usize;
