@@ -317,8 +317,8 @@ MUTATIONS = [
      "        if true || prev.is_some() || self.lists_dir.is_some() || self.crawl_result.exists() {",
      ["--test", "mount", "a_manifest_with_its_index_beside_it_mounts_without_parsing_the_yaml"]),
     ("an index beside a manifest is adopted for other YAML bytes", "src/manifest/index/sidecar.rs",
-     "    if &header[..8] != MAGIC || header[8..40] != want {",
-     "    if &header[..8] != MAGIC {",
+     "    &head[..8] == MAGIC && head[8..40] == *want\n",
+     "    &head[..8] == MAGIC\n",
      ["--test", "mount", "a_manifest_with_its_index_beside_it_mounts_without_parsing_the_yaml"]),
 ]
 

@@ -91,7 +91,7 @@ pub fn adopt(manifest: &Path, dest: &Path, key: [u8; 32]) -> Result<Option<Index
     let want = key_for(&sha256_of_file(manifest)?);
     let mut header = [0u8; HEADER_LEN];
     src.read_exact(&mut header).with_context(|| format!("reading {}", side.display()))?;
-    if &header[..8] != MAGIC || header[8..40] != want {
+    if !indexes(&header, &want) {
         log::info!("{} is not the index of {} as it is now: parsing the YAML", side.display(), manifest.display());
         return Ok(None);
     }
@@ -102,7 +102,7 @@ pub fn adopt(manifest: &Path, dest: &Path, key: [u8; 32]) -> Result<Option<Index
     // The copy is what counts: its header must still say this YAML.
     let mut head = [0u8; HEADER_LEN];
     std::fs::File::open(out.temp_path())?.read_exact(&mut head)?;
-    if head[8..40] != want {
+    if !indexes(&head, &want) {
         bail!("{} changed while being copied", side.display());
     }
     Index::parse_header(&head).with_context(|| format!("index {}", side.display()))?;
@@ -112,6 +112,11 @@ pub fn adopt(manifest: &Path, dest: &Path, key: [u8; 32]) -> Result<Option<Index
     file.write_all(&head)?;
     out.commit()?;
     Index::open(dest).map(Some)
+}
+
+/// Whether an index header says it indexes the YAML whose key is `want`.
+fn indexes(head: &[u8; HEADER_LEN], want: &[u8; 32]) -> bool {
+    &head[..8] == MAGIC && head[8..40] == *want
 }
 
 /// Put `key` in a header and its checksum after.
