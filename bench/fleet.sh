@@ -10,6 +10,9 @@
 #            fresh bucket). Package downloads (the mirror's log), bundle
 #            builds (status), wall time; also the bundle phase alone (every
 #            host reading every kernel's BUNDLE_UNAME, no module build).
+#   hosts    the fleet as four CPU-limited hosts (cgroups, HOST_CPU of a
+#            core each, default 0.5): per-host wall time, CPU seconds,
+#            builds, bundles from the tier and bytes downloaded.
 #   cold     one cold bundle: installed from the tier vs built from packages
 #            (median of ROUNDS, fresh cache each time).
 #   publish  `kpackfs publish` of every Debian bundle of the shipped manifest
@@ -17,7 +20,7 @@
 #            (both from the same warm loopback mirror).
 #
 # Usage (as root): bench/fleet.sh [ROUNDS]   (default 5)
-#   SECTIONS="fleet cold publish"   which parts to run (default: all)
+#   SECTIONS="fleet hosts cold publish"   which parts to run (default: all)
 #   TIER=s3|file   the fleet's tier: moto's S3 on loopback (a Python process
 #                  on the same 2 cores as the hosts), or a shared directory
 #                  (file://, as an NFS share would be)
@@ -29,7 +32,7 @@
 set -euo pipefail
 shopt -s inherit_errexit
 rounds=${1:-5}
-sections=${SECTIONS:-fleet cold publish}
+sections=${SECTIONS:-fleet hosts cold publish}
 want() { [[ " $sections " == *" $1 "* ]]; }
 source "$(dirname "$0")/lib.sh"
 moto_bin="$repo/target/ci-venv/bin/moto_server"
@@ -114,7 +117,7 @@ host() { # host MNT SEED MODE
   for k in $(printf '%s\n' "${kernels[@]}" | shuf --random-source=<(yes "$seed")); do
     local tree="$mnt/debian/$k"
     if [ "$mode" = modules ]; then
-      local w="$work/hello-$seed-$k"; cp -r "$work/hello-src" "$w"
+      local w; w="$work/hello-$(basename "$mnt")-$k"; cp -r "$work/hello-src" "$w"
       make -s -C "$tree/$(cat "$tree/BUNDLE_BUILD_DIR")" M="$w" >/dev/null 2>&1 || echo "FAILED $k on host $seed" >&2
     else
       cat "$tree/BUNDLE_UNAME" >/dev/null
@@ -166,6 +169,68 @@ if want fleet; then
   printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
   printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
   echo "wall time ratio $(ratio "$t1" "$t0")"
+fi
+
+# --- four CPU-limited hosts (issue 23 item 4) ----------------------------------
+# Each host's daemon and builds run in their own cgroup (v1 cpu + cpuacct)
+# with HOST_CPU of a core (default 0.5: four hosts make this machine's two
+# cores), so a host that skips a build another host did finishes sooner, as
+# on a real fleet, and each host's CPU is its own. The mirror and the bucket
+# run outside (other machines, on a real fleet).
+cg=/sys/fs/cgroup
+host_quota=$(echo "${HOST_CPU:-0.5} * 100000 / 1" | bc)
+cg_usable() { [ -w "$cg/cpu" ] && [ -w "$cg/cpuacct" ] && [ -e "$cg/cpuacct/cpuacct.usage" ]; }
+cg_make() { local c; for c in cpu cpuacct; do mkdir -p "$cg/$c/$1"; done
+  echo 100000 >"$cg/cpu/$1/cpu.cfs_period_us"; echo "$host_quota" >"$cg/cpu/$1/cpu.cfs_quota_us"; }
+cg_join() { local c; for c in cpu cpuacct; do echo "$BASHPID" >"$cg/$c/$1/cgroup.procs"; done; }
+cg_cpu_secs() { awk '{printf "%.1f", $1 / 1e9}' "$cg/cpuacct/$1/cpuacct.usage"; }
+cg_remove() { local c; for c in cpu cpuacct; do rmdir "$cg/$c/$1" 2>/dev/null || true; done; }
+metric() { awk -v n="$2" '$1 == n {print $2}' "$1/.kpackfs/metrics"; }
+
+# limited_host RUN I REMOTE: in its cgroup, mount, build every module, report
+# "wall builds tier-hits downloaded-bytes".
+limited_host() {
+  local run=$1 i=$2 remote=$3 m="$work/$1-mnt$2" extra=()
+  cg_join "kpackfs-bench-$run-$i"
+  mkdir -p "$m"; [ -n "$remote" ] && extra=(--remote "$remote")
+  "$kp" mount "$m" --cache-dir "$work/$run-cache$i" --crawl-interval off "${mirror_args[@]}" "${extra[@]}" >/dev/null
+  local t0; t0=$(now); host "$m" "$i" modules; local secs; secs=$(echo "$(now) - $t0" | bc)
+  local st="$m/.kpackfs/status.json"
+  echo "$secs $(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["builds"], s["remote_hits"])' "$st") $(metric "$m" kpackfs_downloaded_bytes_total)"
+  "$kp" umount "$m" >/dev/null
+}
+
+# limited_fleet RUN REMOTE: the four hosts at once; per-host lines, then
+# "wall total-cpu max-host-wall".
+limited_fleet() {
+  local run=$1 remote=$2 i pids=() t0 total=0 slowest=0
+  for i in 1 2 3 4; do cg_make "kpackfs-bench-$run-$i"; mounts+=("$work/$run-mnt$i"); done
+  t0=$(now)
+  for i in 1 2 3 4; do (limited_host "$run" "$i" "$remote" >"$work/$run-host$i") & pids+=($!); done
+  wait "${pids[@]}"
+  local secs; secs=$(echo "$(now) - $t0" | bc)
+  for i in 1 2 3 4; do
+    local wall builds hits bytes cpu; read -r wall builds hits bytes <"$work/$run-host$i"
+    cpu=$(cg_cpu_secs "kpackfs-bench-$run-$i"); cg_remove "kpackfs-bench-$run-$i"
+    printf '  host %d: %6.1fs wall  %6.1f CPU s  %2d builds  %2d from the tier  %6.1f MiB downloaded\n' \
+      "$i" "$wall" "$cpu" "$builds" "$hits" "$(echo "${bytes:-0} / 1048576" | bc -l)" >&2
+    total=$(echo "$total + $cpu" | bc); slowest=$(echo "if ($wall > $slowest) $wall else $slowest" | bc)
+  done
+  echo "$secs $total $slowest"
+}
+
+if want hosts; then
+  echo
+  echo "== four hosts of ${HOST_CPU:-0.5} CPU each ($tier_kind tier), ${#kernels[@]} kernels, hello module builds; without, then with the tier =="
+  if cg_usable; then
+    echo "without tier:"; read -r w0 c0 s0 < <(limited_fleet cgnotier "")
+    echo "with tier:"; read -r w1 c1 s1 < <(limited_fleet cgtier "$(tier_url hosts)")
+    printf 'without tier: %6.1fs wall (slowest host %.1fs), %6.1f CPU s over the hosts\n' "$w0" "$s0" "$c0"
+    printf 'with tier:    %6.1fs wall (slowest host %.1fs), %6.1f CPU s over the hosts\n' "$w1" "$s1" "$c1"
+    echo "wall time ratio $(ratio "$w1" "$w0") (goal <= 0.5), host CPU ratio $(ratio "$c1" "$c0")"
+  else
+    echo "skipped: no writable cgroup v1 cpu and cpuacct controllers under $cg"
+  fi
 fi
 
 if want cold; then

@@ -17,10 +17,16 @@ use std::time::{Duration, Instant};
 fn publish(fx: &Fixture, to: &Path, extra: &[&str]) -> Command {
     let mut c = kpackfs();
     c.arg("publish").args(["--layout", "id"]).args(extra).arg("--to").arg(to);
-    // Each worker its own cache: they share the destination alone.
-    c.arg("--manifest").arg(&fx.manifest).arg("--cache-dir").arg(tempdir().keep());
+    // Each worker its own cache (removed with the fixture): they share the
+    // destination alone.
+    c.arg("--manifest").arg(&fx.manifest).arg("--cache-dir").arg(fresh_cache(fx));
     c.args(fx.mirror_args());
     c
+}
+
+/// A new cache directory inside the fixture's directory.
+fn fresh_cache(fx: &Fixture) -> std::path::PathBuf {
+    tempfile::Builder::new().prefix("cache-").tempdir_in(fx.dir.path()).unwrap().keep()
 }
 
 /// A number from the summary line: the one after `label`.
@@ -112,7 +118,7 @@ fn a_bundle_another_worker_is_building_is_put_off_not_waited_on() {
     // The bundle this worker takes first (its listing order), claimed by
     // "another worker" that is still building it.
     let list =
-        run_ok(kpackfs().arg("list").arg("--manifest").arg(&fx.manifest).arg("--cache-dir").arg(tempdir().keep()));
+        run_ok(kpackfs().arg("list").arg("--manifest").arg(&fx.manifest).arg("--cache-dir").arg(fresh_cache(&fx)));
     let first = list.lines().next().and_then(|l| l.split_whitespace().nth(3)).expect("a bundle listed").to_string();
     let full = fx.bundles.iter().find(|b| b.id.starts_with(&first)).expect("the listed bundle").id.clone();
     std::fs::create_dir_all(to.path().join("by-id")).unwrap();
