@@ -219,6 +219,36 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// Hex sha256 and length of a file.
+pub fn hash_file(path: &std::path::Path) -> anyhow::Result<(String, u64)> {
+    let (sha256, _, len) = hash_file_with(path, false)?;
+    Ok((sha256, len))
+}
+
+/// Hex sha256, hex sha512 when asked for, and length of a file, in one pass.
+pub fn hash_file_with(path: &std::path::Path, sha512: bool) -> anyhow::Result<(String, Option<String>, u64)> {
+    use anyhow::Context;
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut hasher512 = sha512.then(sha2::Sha512::new);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(h) = &mut hasher512 {
+            h.update(&buf[..n]);
+        }
+        len += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), hasher512.map(|h| hex::encode(h.finalize())), len))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -13,10 +13,8 @@
 
 use super::error::FetchError;
 use crate::manifest::Package;
-use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
+use anyhow::Result;
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -30,32 +28,7 @@ fn url_key(url: &str) -> String {
     crate::util::sha256_hex(url.as_bytes())
 }
 
-/// Hex sha256 and length of a file.
-pub fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let (sha256, _, len) = hash_file_with(path, false)?;
-    Ok((sha256, len))
-}
-
-/// Hex sha256, hex sha512 when asked for, and length of a file, in one pass.
-pub fn hash_file_with(path: &Path, sha512: bool) -> Result<(String, Option<String>, u64)> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut hasher512 = sha512.then(sha2::Sha512::new);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if let Some(h) = &mut hasher512 {
-            h.update(&buf[..n]);
-        }
-        len += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), hasher512.map(|h| hex::encode(h.finalize())), len))
-}
+pub use crate::util::{hash_file, hash_file_with};
 
 impl PackageStore {
     pub fn open(dir: &Path) -> Result<Self> {

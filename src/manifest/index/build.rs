@@ -385,7 +385,7 @@ impl IndexBuilder {
             h.extend_from_slice(&off.to_le_bytes());
             h.extend_from_slice(&len.to_le_bytes());
         }
-        debug_assert!(h.len() + 4 <= HEADER_LEN);
+        debug_assert_eq!(h.len(), HEADER_FIXED);
         let crc = crc32fast::hash(&h);
         h.extend_from_slice(&crc.to_le_bytes());
         h.resize(HEADER_LEN, 0);

@@ -39,6 +39,9 @@ use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"KPKIDX03";
 const HEADER_LEN: usize = 232;
+/// The header's checksummed part: magic, key, six counts, the section
+/// table; its CRC-32 follows.
+const HEADER_FIXED: usize = 8 + 32 + 6 * 4 + SECTIONS * 16;
 const SLOT_LEN: usize = 80;
 const PKG_LEN: usize = 64;
 const TYPE_LEN: usize = 16;

@@ -34,9 +34,8 @@ impl Index {
     /// Check a header alone: magic and checksum.
     pub(super) fn parse_header(bytes: &[u8]) -> Result<()> {
         ensure!(bytes.len() >= HEADER_LEN && &bytes[..8] == MAGIC, "not a kpackfs manifest index");
-        let fixed = 8 + 32 + 6 * 4 + SECTIONS * 16;
-        let crc = u32::from_le_bytes(bytes[fixed..fixed + 4].try_into()?);
-        ensure!(crc32fast::hash(&bytes[..fixed]) == crc, "header checksum mismatch");
+        let crc = u32::from_le_bytes(bytes[HEADER_FIXED..HEADER_FIXED + 4].try_into()?);
+        ensure!(crc32fast::hash(&bytes[..HEADER_FIXED]) == crc, "header checksum mismatch");
         Ok(())
     }
 

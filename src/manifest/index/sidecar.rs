@@ -8,7 +8,7 @@
 //! header re-checked on the copy, and every later read is bounds checked
 //! like any index's. One whose key is not this YAML's digest is ignored.
 
-use super::{key_of, Index, IndexBuilder, HEADER_LEN, MAGIC};
+use super::{key_of, Index, IndexBuilder, HEADER_FIXED, HEADER_LEN, MAGIC};
 use anyhow::{bail, ensure, Context, Result};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,8 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The sidecar format: what its key means. A change makes old ones unused.
 const SIDECAR_VERSION: &[u8] = b"sidecar-1";
-/// Where the CRC of the header's fixed part sits (see `build.rs`).
-const HEADER_CRC_AT: usize = 8 + 32 + 6 * 4 + super::SECTIONS * 16;
 /// The largest sidecar adopted (a million entries index to ~650 MB).
 const MAX_SIDECAR_BYTES: u64 = 4 << 30;
 
@@ -38,23 +36,10 @@ pub fn path_for(manifest: &Path) -> PathBuf {
     manifest.with_file_name(name)
 }
 
-fn key_for(yaml_sha256: &[u8; 32]) -> [u8; 32] {
-    key_of(&[SIDECAR_VERSION, yaml_sha256])
-}
-
-fn sha256_of_file(path: &Path) -> Result<[u8; 32]> {
-    use sha2::Digest;
-    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
+/// The key of the sidecar of the YAML at `manifest`: its sha256.
+fn key_for(manifest: &Path) -> Result<[u8; 32]> {
+    let (sha256, _) = crate::util::hash_file(manifest)?;
+    Ok(key_of(&[SIDECAR_VERSION, sha256.as_bytes()]))
 }
 
 /// Index the manifest at `manifest` and write its sidecar beside it.
@@ -63,14 +48,9 @@ fn sha256_of_file(path: &Path) -> Result<[u8; 32]> {
 pub fn write(manifest: &Path) -> Result<super::IndexCounts> {
     let (text, lists) = crate::manifest::read_file(manifest, None)?;
     ensure!(lists.is_empty(), "{} names packages by bare file names: no index beside it", manifest.display());
-    let digest = {
-        use sha2::Digest;
-        let d: [u8; 32] = sha2::Sha256::digest(text.as_str().as_bytes()).into();
-        d
-    };
     let mut b = IndexBuilder::new();
     super::add_yaml(&mut b, text.as_str(), &lists).with_context(|| format!("indexing {}", manifest.display()))?;
-    let index = b.write(key_for(&digest), &path_for(manifest))?;
+    let index = b.write(key_for(manifest)?, &path_for(manifest))?;
     Ok(index.counts)
 }
 
@@ -88,7 +68,7 @@ pub fn adopt(manifest: &Path, dest: &Path, key: [u8; 32]) -> Result<Option<Index
     let meta = src.metadata()?;
     ensure!(meta.is_file(), "{} is not a file", side.display());
     ensure!(meta.len() <= MAX_SIDECAR_BYTES, "{} is {} bytes, over {MAX_SIDECAR_BYTES}", side.display(), meta.len());
-    let want = key_for(&sha256_of_file(manifest)?);
+    let want = key_for(manifest)?;
     let mut header = [0u8; HEADER_LEN];
     src.read_exact(&mut header).with_context(|| format!("reading {}", side.display()))?;
     if !indexes(&header, &want) {
@@ -122,8 +102,8 @@ fn indexes(head: &[u8; HEADER_LEN], want: &[u8; 32]) -> bool {
 /// Put `key` in a header and its checksum after.
 fn rekey(head: &mut [u8; HEADER_LEN], key: [u8; 32]) {
     head[8..40].copy_from_slice(&key);
-    let crc = crc32fast::hash(&head[..HEADER_CRC_AT]);
-    head[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast::hash(&head[..HEADER_FIXED]);
+    head[HEADER_FIXED..HEADER_FIXED + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 #[cfg(test)]
