@@ -1,9 +1,8 @@
-//! Manifest files as the mount and the commands read them: the YAML text
-//! (mapped, not read into the heap) and kernel-packer's package lists,
-//! which map the simplified package names of its manifest back to URLs.
+//! kernel-packer's package lists, which map the simplified package names
+//! of its manifest back to URLs.
 
-use super::{simplify, MAX_MANIFEST_BYTES};
-use anyhow::{anyhow, bail, Context, Result};
+use super::simplify;
+use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -56,41 +55,42 @@ impl PackageLists {
     }
 }
 
-/// A manifest file's text, mapped rather than read (a million entries are
-/// 700 MB of YAML; mapped, they cost page cache, not heap).
-pub struct ManifestText {
-    map: Option<crate::files::Mapping>,
+/// The package lists a manifest's bare names are mapped through, loaded
+/// when the first bare name is seen (a manifest of URLs needs none).
+pub enum Lists<'a> {
+    Given(&'a PackageLists),
+    /// From `dir`, else the manifest's own directory and its
+    /// `kernel-package-lists/` subdirectory.
+    Near {
+        manifest: &'a Path,
+        dir: Option<&'a Path>,
+        loaded: Option<PackageLists>,
+    },
+    /// Bare names are refused, saying why.
+    Refused(&'static str),
 }
 
-impl ManifestText {
-    pub fn as_str(&self) -> &str {
-        // Checked as UTF-8 when opened.
-        self.map.as_ref().and_then(|m| std::str::from_utf8(m.bytes()).ok()).unwrap_or("")
+impl<'a> Lists<'a> {
+    pub fn near(manifest: &'a Path, dir: Option<&'a Path>) -> Lists<'a> {
+        Lists::Near { manifest, dir, loaded: None }
     }
-}
 
-/// A manifest file's text and the package lists it needs (see [`Manifest::load`]).
-pub fn read_file(path: &Path, lists_dir: Option<&Path>) -> Result<(ManifestText, PackageLists)> {
-    let file = std::fs::File::open(path).with_context(|| format!("reading manifest {}", path.display()))?;
-    let size = file.metadata().with_context(|| format!("reading manifest {}", path.display()))?.len();
-    if size > MAX_MANIFEST_BYTES as u64 {
-        bail!("manifest {} is {size} bytes, over the limit of {MAX_MANIFEST_BYTES}", path.display());
+    pub(super) fn resolve(&mut self, name: &str) -> Result<Option<String>> {
+        let lists = match self {
+            Lists::Given(lists) => *lists,
+            Lists::Near { manifest, dir, loaded } => {
+                if loaded.is_none() {
+                    *loaded = Some(load_lists_near(manifest, *dir)?);
+                }
+                match loaded {
+                    Some(lists) => &*lists,
+                    None => return Ok(None),
+                }
+            }
+            Lists::Refused(why) => bail!("package {} is a bare name: {why}", super::rules::shown(name)),
+        };
+        Ok(lists.resolve(name).map(str::to_string))
     }
-    let map = crate::files::Mapping::new(&file, size);
-    if let Some(m) = &map {
-        std::str::from_utf8(m.bytes()).map_err(|e| anyhow!("manifest {} is not UTF-8: {e}", path.display()))?;
-    }
-    let text = ManifestText { map };
-    let lists = if needs_lists(text.as_str()) { load_lists_near(path, lists_dir)? } else { PackageLists::default() };
-    Ok((text, lists))
-}
-
-/// Whether the text has bare package names that need package lists.
-fn needs_lists(text: &str) -> bool {
-    text.lines().any(|l| {
-        let t = l.trim_start();
-        t.starts_with("- ") && !t.starts_with("- url:") && !t.contains("://")
-    })
 }
 
 fn load_lists_near(manifest: &Path, lists_dir: Option<&Path>) -> Result<PackageLists> {

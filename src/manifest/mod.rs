@@ -10,15 +10,19 @@
 pub mod arch;
 mod collapse;
 pub mod debversion;
+mod fast_yaml;
 pub mod index;
 mod lists;
 mod naming;
+mod parse;
 pub mod rules;
 
 pub use collapse::{collapse, keep_locations};
-pub use lists::{read_file, ManifestText, PackageLists};
+pub use lists::{Lists, PackageLists};
 pub(crate) use naming::parse_nevra;
 pub use naming::{derive_names, Names};
+pub use parse::{parse_each, parse_file_each, yaml_options, ParseStats, MAX_MANIFEST_BYTES};
+use parse::{RawPackage, RawSpec};
 
 use crate::ids::BundleId;
 use anyhow::{anyhow, bail, Context, Result};
@@ -171,33 +175,6 @@ pub struct Manifest {
     pub unnamed: BTreeMap<String, String>,
 }
 
-/// The on-disk package item: a full mapping, or a bare string (kernel-packer's
-/// simplified name, or a URL).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawPackage {
-    Full(Package),
-    Name(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpec {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    uname: Option<String>,
-    #[serde(default)]
-    signed_by: Option<String>,
-    packages: Vec<RawPackage>,
-    /// kernel-packer's repackaging image (`repackage-bookworm`): it names
-    /// how kernel-packer built the bundle, which kpackfs does its own way.
-    #[serde(default, rename = "image")]
-    _image: Option<String>,
-}
-
 /// The repository's manifest, compiled in: what `mount` and `bundle` serve by default.
 pub const SHIPPED: &str = include_str!("../../manifest.yml");
 
@@ -206,99 +183,6 @@ pub fn load_or_shipped(path: Option<&Path>, lists_dir: Option<&Path>) -> Result<
     match path {
         Some(p) => Manifest::load(p, lists_dir),
         None => Manifest::parse(SHIPPED, &PackageLists::default()).context("loading the shipped manifest"),
-    }
-}
-
-/// Parse manifest YAML entry by entry, calling `each(id, spec)` with every
-/// checked entry (names not yet derived), without holding the whole
-/// manifest: a million entries stream through. Simplified package names
-/// are mapped back to URLs through `lists`; a name with no URL is an error.
-pub fn parse_each(
-    text: &str,
-    lists: &PackageLists,
-    mut each: impl FnMut(String, BundleSpec) -> Result<()>,
-) -> Result<()> {
-    if text.len() > MAX_MANIFEST_BYTES {
-        bail!("malformed manifest: {} bytes, over the limit of {MAX_MANIFEST_BYTES}", text.len());
-    }
-    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
-        return Ok(());
-    }
-    let mut failure: Option<anyhow::Error> = None;
-    let mut unresolved: Vec<String> = Vec::new();
-    let mut unresolved_count = 0usize;
-    let mut handle = |id: String, raw: RawSpec| -> Result<()> {
-        let mut packages = Vec::with_capacity(raw.packages.len());
-        for item in raw.packages {
-            match item {
-                RawPackage::Full(p) => packages.push(p),
-                RawPackage::Name(name) if name.contains("://") => packages.push(Package::new(name)),
-                RawPackage::Name(name) => match lists.resolve(&name) {
-                    Some(url) => packages.push(Package::new(url)),
-                    None => {
-                        unresolved_count += 1;
-                        if unresolved.is_empty() {
-                            unresolved.push(name);
-                        }
-                    }
-                },
-            }
-        }
-        if unresolved_count > 0 {
-            return Ok(()); // reported once, below
-        }
-        if packages.is_empty() {
-            bail!("malformed manifest: entry {} has no packages", rules::shown(&id));
-        }
-        let spec = BundleSpec { kind: raw.kind, name: raw.name, uname: raw.uname, signed_by: raw.signed_by, packages };
-        validate_entry(&id, &spec)?;
-        each(id, spec)
-    };
-    let seed = EachEntry { handle: &mut handle, failure: &mut failure };
-    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
-        serde::de::DeserializeSeed::deserialize(seed, de)
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    parsed.map_err(|e| anyhow!("malformed manifest: {e}"))?;
-    if unresolved_count > 0 {
-        bail!(
-            "{unresolved_count} package name(s) have no URL in the package lists, e.g. {} (pass the directory of kernel-packer's *.txt lists)",
-            unresolved[0]
-        );
-    }
-    Ok(())
-}
-
-/// Visits the top-level mapping one entry at a time.
-struct EachEntry<'a, F: FnMut(String, RawSpec) -> Result<()>> {
-    handle: &'a mut F,
-    failure: &'a mut Option<anyhow::Error>,
-}
-
-impl<'de, F: FnMut(String, RawSpec) -> Result<()>> serde::de::DeserializeSeed<'de> for EachEntry<'_, F> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, F: FnMut(String, RawSpec) -> Result<()>> serde::de::Visitor<'de> for EachEntry<'_, F> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a mapping of bundle id to bundle")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(id) = map.next_key::<String>()? {
-            let raw: RawSpec = map.next_value()?;
-            if let Err(e) = (self.handle)(id, raw) {
-                let message = format!("{e:#}");
-                *self.failure = Some(e);
-                return Err(serde::de::Error::custom(message));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -317,8 +201,14 @@ impl Manifest {
     /// Load a manifest file. Package lists are looked for in `lists_dir`, else in
     /// the manifest's own directory and its `kernel-package-lists/` subdirectory.
     pub fn load(path: &Path, lists_dir: Option<&Path>) -> Result<Self> {
-        let (text, lists) = read_file(path, lists_dir)?;
-        Self::parse(text.as_str(), &lists).with_context(|| format!("loading manifest {}", path.display()))
+        let mut manifest = Manifest::default();
+        parse_file_each(path, &mut Lists::near(path, lists_dir), |id, spec| {
+            manifest.entries.insert(id, spec);
+            Ok(())
+        })
+        .with_context(|| format!("loading manifest {}", path.display()))?;
+        manifest.fill_names();
+        Ok(manifest)
     }
 
     /// Derive missing names; entries that cannot be named are recorded in `unnamed`.
@@ -399,26 +289,7 @@ impl Manifest {
     }
 }
 
-/// YAML limits for manifests: generous on size (a crawl of every kernel
-/// ever shipped is millions of nodes), strict on what makes bombs: aliases,
-/// depth, and the input size itself.
-pub fn yaml_options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_nodes = usize::MAX;
-    budget.max_events = usize::MAX;
-    budget.max_total_scalar_bytes = MAX_MANIFEST_BYTES;
-    budget.max_aliases = 0;
-    budget.max_anchors = 0;
-    budget.max_depth = 16;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options
-}
-
-/// The largest manifest file accepted (a million entries take about 600 MB).
-pub const MAX_MANIFEST_BYTES: usize = 2 << 30;
-
-fn validate_entry(id: &str, entry: &BundleSpec) -> Result<()> {
+pub(super) fn validate_entry(id: &str, entry: &BundleSpec) -> Result<()> {
     if BundleId::parse(id).is_none() {
         bail!("malformed manifest: key {:?} is not a bundle id (64 hex digits)", rules::shown(id));
     }

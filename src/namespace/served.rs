@@ -9,7 +9,7 @@
 //! into a new index, entry by entry.
 
 use crate::manifest::index::{self, Index, IndexBuilder};
-use crate::manifest::{PackageLists, SHIPPED};
+use crate::manifest::{Lists, PackageLists, ParseStats, SHIPPED};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -77,12 +77,10 @@ impl Inputs {
     }
 
     /// Add the base manifest; an error means it cannot be served.
-    fn add_base(&self, b: &mut IndexBuilder) -> Result<usize> {
+    fn add_base(&self, b: &mut IndexBuilder) -> Result<ParseStats> {
         match &self.manifest {
-            Some(p) => {
-                let (text, lists) = crate::manifest::read_file(p, self.lists_dir.as_deref())?;
-                index::add_yaml(b, text.as_str(), &lists).with_context(|| format!("loading manifest {}", p.display()))
-            }
+            Some(p) => index::add_yaml_file(b, p, &mut Lists::near(p, self.lists_dir.as_deref()))
+                .with_context(|| format!("loading manifest {}", p.display())),
             None => index::add_yaml(b, SHIPPED, &PackageLists::default()).context("loading the shipped manifest"),
         }
     }
@@ -92,8 +90,7 @@ impl Inputs {
         if !self.crawl_result.exists() {
             return;
         }
-        let added = crate::manifest::read_file(&self.crawl_result, None)
-            .and_then(|(text, lists)| index::add_yaml(b, text.as_str(), &lists));
+        let added = index::add_yaml_file(b, &self.crawl_result, &mut Lists::near(&self.crawl_result, None));
         if let Err(e) = added {
             log::warn!("ignoring the crawl result {}: {e:#}", self.crawl_result.display());
         }
@@ -153,18 +150,19 @@ impl Inputs {
             );
             return Ok(index);
         }
-        let mut b = match prev {
-            Some(p) => IndexBuilder::with_prev(p)?,
-            None => IndexBuilder::new(),
-        };
+        // Written as it is read, in the directory kpackfs made.
+        crate::files::create_private_dir_all(crate::files::parent_dir(&self.index_path))?;
+        let mut b = IndexBuilder::for_file(&self.index_path)?;
+        if let Some(p) = prev {
+            b.keep_slots_of(p)?;
+        }
         match self.add_base(&mut b) {
             Ok(_) => {}
             Err(e) if base_must_load => return Err(e),
             Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
         }
         self.add_crawl(&mut b);
-        crate::files::create_private_dir_all(crate::files::parent_dir(&self.index_path))?;
-        let index = b.write(key, &self.index_path)?;
+        let index = b.write(key)?;
         log::info!("indexed the manifest: {} in {:.2}s", index.counts.summary(), started.elapsed().as_secs_f64());
         Ok(index)
     }

@@ -172,7 +172,7 @@ fn a_manifest_beyond_the_old_node_budget_loads_and_lists() {
     let mut b = kpackfs::manifest::index::IndexBuilder::new();
     let n = kpackfs::manifest::index::add_yaml(&mut b, &yaml, &kpackfs::manifest::PackageLists::default())
         .expect("the daemon's loader");
-    assert_eq!(n, 20_000);
+    assert_eq!(n.entries, 20_000);
     let ns =
         kpackfs::namespace::Namespace::new(kpackfs::manifest::index::Index::from_bytes(b.finish([0; 32])).unwrap());
     assert_eq!(ns.counts.shown, 20_000, "{:?}", ns.counts);

@@ -46,11 +46,12 @@ fn key_for(manifest: &Path) -> Result<[u8; 32]> {
 /// A manifest of bare package names (kernel-packer's, which needs package
 /// lists: another input) gets none.
 pub fn write(manifest: &Path) -> Result<super::IndexCounts> {
-    let (text, lists) = crate::manifest::read_file(manifest, None)?;
-    ensure!(lists.is_empty(), "{} names packages by bare file names: no index beside it", manifest.display());
-    let mut b = IndexBuilder::new();
-    super::add_yaml(&mut b, text.as_str(), &lists).with_context(|| format!("indexing {}", manifest.display()))?;
-    let index = b.write(key_for(manifest)?, &path_for(manifest))?;
+    let side = path_for(manifest);
+    let mut b = IndexBuilder::for_file(&side)?;
+    let mut lists =
+        crate::manifest::Lists::Refused("kernel-packer's names need package lists, another input: no index beside it");
+    super::add_yaml_file(&mut b, manifest, &mut lists).with_context(|| format!("indexing {}", manifest.display()))?;
+    let index = b.write(key_for(manifest)?)?;
     Ok(index.counts)
 }
 

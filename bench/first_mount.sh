@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One first mount of MANIFEST by the kpackfs binary KPACKFS into an empty
+# cache: seconds until `kpackfs mount` returns (the mount is ready), the
+# daemon's peak memory, and how many entries it parsed (status.json).
+# Run it alternately for two binaries to compare them in the same run.
+# Usage: bench/first_mount.sh KPACKFS MANIFEST
+set -euo pipefail
+kp=$1 manifest=$2
+work=$(mktemp -d /tmp/kpackfs-first-mount.XXXXXX); mkdir -p "$work/mnt"
+cleanup() { "$kp" umount "$work/mnt" 2>/dev/null || umount -l "$work/mnt" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+t0=$(date +%s.%N)
+"$kp" mount "$work/mnt" --manifest "$manifest" --cache-dir "$work/cache" --crawl-interval off --no-apt-mirrors >/dev/null
+t1=$(date +%s.%N)
+status=$work/mnt/.kpackfs/status.json
+pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$status")
+hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
+parsed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifest_entries_parsed"])' "$status")
+printf '%s: first mount %.2fs, daemon VmHWM %s MiB, %s entries parsed\n' "$kp" "$(echo "$t1 - $t0" | bc)" "$hwm" "$parsed"
