@@ -4,11 +4,14 @@
 # daemon's peak memory, and how many entries it parsed (status.json).
 # Run it alternately for two binaries to compare them in the same run.
 # Usage: bench/first_mount.sh KPACKFS MANIFEST
+#   CRAWL=FILE   put FILE in the cache as the last crawl result first (the
+#                mount then merges it onto MANIFEST, or onto its index beside it)
 set -euo pipefail
 kp=$1 manifest=$2
 work=$(mktemp -d /tmp/kpackfs-first-mount.XXXXXX); mkdir -p "$work/mnt"
 cleanup() { "$kp" umount "$work/mnt" 2>/dev/null || umount -l "$work/mnt" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+if [ -n "${CRAWL:-}" ]; then mkdir -p "$work/cache/crawl"; cp "$CRAWL" "$work/cache/crawl/manifest.yml"; fi
 t0=$(date +%s.%N)
 "$kp" mount "$work/mnt" --manifest "$manifest" --cache-dir "$work/cache" --crawl-interval off --no-apt-mirrors >/dev/null
 t1=$(date +%s.%N)

@@ -1,8 +1,14 @@
 # Shared by the bench scripts (sourced): the release binary, timing helpers
 # and the hello-world module.
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-kp="$repo/target/release/kpackfs"
+# KPACKFS=/path/to/kpackfs: run another build (an older commit's, for an
+# A/B in one run) instead of this tree's.
+if [ -n "${KPACKFS:-}" ]; then
+  kp=$KPACKFS
+else
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+  kp="$repo/target/release/kpackfs"
+fi
 
 now() { date +%s.%N; }
 

@@ -341,6 +341,17 @@ MUTATIONS = [
     ("a later source's entry does not replace the earlier one", "src/manifest/index/settle.rs",
      "        slots[first as usize] = slots[last as usize];", "        let _ = (first, last);",
      ["--lib", "manifest::index::tests::a_later_source_replaces"]),
+    ("the mount's pack not written before its .tgz", "src/build/mod.rs",
+     "                        let up = Upload { tgz: None, pack: Some(&pack), claimed: false };",
+     "                        let up = Upload { tgz: None, pack: None, claimed: false }; let _ = &pack;",
+     ["--test", "tier_packs", "the_pack_is_written_back_before_and_without_the_tgz"]),
+    ("an id twice in one file is kept by Manifest::parse and load", "src/manifest/mod.rs",
+     "            std::collections::btree_map::Entry::Occupied(e) => {\n                bail!",
+     "            std::collections::btree_map::Entry::Occupied(mut e) => {\n                e.insert(spec);\n                return Ok(());\n                #[allow(unreachable_code)]\n                bail!",
+     ["--lib", "manifest::index::tests::a_later_source_replaces"]),
+    ("a crawl result or reload parses the YAML despite its sidecar", "src/namespace/served.rs",
+     "                if sidecar && self.add_sidecar(b, p)? {", "                if sidecar && false {",
+     ["--lib", "namespace::served::tests::a_crawl_result_and_a_reload"]),
 ]
 
 

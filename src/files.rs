@@ -276,6 +276,16 @@ impl Mapping {
         // SAFETY: ptr/len come from a successful mmap that lives as long as self.
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
     }
+
+    /// Drop the pages read so far from this process's memory (a pass over
+    /// a whole index otherwise keeps all of it resident): they stay in the
+    /// page cache, and a later read faults them back in, unchanged, since
+    /// the file is immutable.
+    pub fn release_pages(&self) {
+        // SAFETY: MADV_DONTNEED on a read-only shared file mapping only
+        // drops resident pages; the bytes read afterwards are the file's.
+        unsafe { libc::madvise(self.ptr, self.len, libc::MADV_DONTNEED) };
+    }
 }
 
 impl Drop for Mapping {

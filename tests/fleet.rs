@@ -53,7 +53,8 @@ fn two_hosts_share_one_bucket_and_the_second_downloads_no_package() {
     let deb = fx.bundle("debian");
     let a = Mounted::start_env(&fx.manifest, None, &with_remote(&fx, &remote, &[]), &env);
     assert_eq!(uname_of(&a, "debian", &deb.name), deb.uname);
-    let digest = format!("shared/by-id/{}.pack.sha256", deb.id);
+    // Written last: the .tgz's digest (the pack goes first).
+    let digest = format!("shared/by-id/{}.sha256", deb.id);
     wait_for("the write-back", || moto.list("shared/").contains(&digest));
     for ext in ID_OBJECTS {
         assert!(moto.list("shared/").contains(&format!("shared/by-id/{}.{ext}", deb.id)), "{ext}");
@@ -89,7 +90,7 @@ fn racing_hosts_write_one_copy_and_neither_fails() {
             s.spawn(move || assert_eq!(uname_of(h, "ubuntu", &u.name), u.uname));
         }
     });
-    let digest = format!("race/by-id/{}.pack.sha256", ubuntu.id);
+    let digest = format!("race/by-id/{}.sha256", ubuntu.id);
     wait_for("the write-backs", || {
         moto.list("race/").contains(&digest)
             && hosts

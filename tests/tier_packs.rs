@@ -139,3 +139,33 @@ fn publish_writes_pack_objects_a_mount_installs_from() {
     let tgz = sha256_file(&m.path(&format!("debian/{}.tgz", k.flavours[0].name)));
     assert!(id_tgz.iter().any(|p| sha256_file(p) == tgz), "{id_tgz:?}");
 }
+
+/// The mount writes its pack back before it compresses the .tgz (hosts
+/// waiting on its claim install the pack): so a .tgz that cannot be
+/// written still leaves the pack, and the next host installs from it.
+#[test]
+fn the_pack_is_written_back_before_and_without_the_tgz() {
+    let k = Kernels::new();
+    let amd64 = &k.flavours[0];
+    let manifest = kpackfs::manifest::Manifest::load(&k.manifest, None).unwrap();
+    let spec = manifest.entries.values().find(|s| s.packages.iter().any(|p| p.url.contains("amd64"))).unwrap();
+    // Something of ours where the .tgz goes: its create-only write fails.
+    let blocked = k.tier.join(format!("by-id/{}.tgz", spec.compute_id()));
+    std::fs::create_dir_all(&blocked).unwrap();
+    let first = k.mount(&[]);
+    assert_eq!(uname(&first, amd64), amd64.uname);
+    let pack = wait_for_pack(&k, &first);
+    assert!(first.log().contains("its pack written to the remote tier"), "{}", first.log());
+    assert!(ending(&k, ".sha256").iter().all(|d| d.to_string_lossy().ends_with(".pack.sha256")), "no .tgz digest");
+    let tree_built = tree(&first, &k);
+    drop(first);
+    k.server.reset_counts();
+    let second = k.mount(&[]);
+    assert_eq!(uname(&second, amd64), amd64.uname, "{}", second.log());
+    let lines = installed_lines(&second);
+    assert!(lines.len() == 1 && lines[0].contains("from the remote tier's pack"), "{lines:?}\n{}", second.log());
+    assert_eq!(second.status()["builds"], 0);
+    assert_eq!(k.server.total_requests(), 0, "{:?}", k.server.log());
+    assert_eq!(tree(&second, &k), tree_built);
+    assert!(pack.exists());
+}

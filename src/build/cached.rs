@@ -4,7 +4,7 @@
 //! and written back to the tier later with the .tgz; a .tgz is written
 //! from the bundle's pack (byte-identical to the .tgz of the tree).
 
-use super::{build, output, Env, Inputs, Job, LaterUpload, Outputs, TgzLater, WriteBack};
+use super::{build, output, Env, Inputs, Job, Later, LaterTgz, Outputs, WriteBack};
 use crate::cache::{Artefact, Cache, Kind, Outcome, Phase, Produce, Produced, Tgz, Waiter, Watch};
 use crate::error::{BuildError, ErrorClass};
 use crate::ids::BundleId;
@@ -103,14 +103,22 @@ impl Bundles {
             spec().ok_or_else(|| BuildError::new(ErrorClass::NotFound, "the bundle is no longer in the manifest"))?;
         let out = self.cache.new_file(&id, Kind::Pack).map_err(internal)?;
         let job = Job { id, label: label.clone(), inputs: Inputs::Entry(spec.clone()) };
-        let me = self.clone();
-        let later: TgzLater = Box::new(move || {
-            Box::pin(async move {
-                let tgz = me.obtained::<Tgz>(id, &label, Box::new(move || Some(spec)), Watch::Stays).await?;
-                let pack = me.cache.get::<Pack>(&id);
-                Ok(LaterUpload { tgz: me.cache.tgz_path(&id), sha256: tgz.sha256.clone(), pack })
-            })
-        });
+        let (me, again, pack_label) = (self.clone(), self.clone(), label.clone());
+        let pack_spec = spec.clone();
+        let later = Later {
+            // This build's own flight: ready when it ends.
+            pack: Box::new(move || {
+                Box::pin(async move {
+                    again.obtained::<Pack>(id, &pack_label, Box::new(move || Some(pack_spec)), Watch::Stays).await
+                })
+            }),
+            tgz: Box::new(move || {
+                Box::pin(async move {
+                    let tgz = me.obtained::<Tgz>(id, &label, Box::new(move || Some(spec)), Watch::Stays).await?;
+                    Ok(LaterTgz { tgz: me.cache.tgz_path(&id), sha256: tgz.sha256.clone() })
+                })
+            }),
+        };
         let outputs = Outputs { pack: Some(out), tgz: None };
         let built = build(&self.env, &job, outputs, WriteBack::Later(later)).await?;
         let (pack, bytes) =

@@ -70,16 +70,23 @@ pub enum Origin {
     Built,
 }
 
-/// What the mount writes back once it has it: its .tgz (path and sha256)
-/// and its pack, from its cache.
-pub struct LaterUpload {
+/// The .tgz the mount writes back once it has it (path and sha256), from its cache.
+pub struct LaterTgz {
     pub tgz: PathBuf,
     pub sha256: String,
-    pub pack: Option<Arc<crate::pack::Pack>>,
 }
 
-/// A bundle's files to write back, when they exist (the mount's, from its cache).
-pub type TgzLater = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<LaterUpload, BuildError>> + Send>> + Send>;
+/// A future of the cache, boxed: what the mount hands the write-back.
+pub type Deferred<T> = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<T, BuildError>> + Send>> + Send>;
+
+/// A bundle's files to write back, as the mount's cache comes to have them:
+/// its pack first (open once the build's flight ends), then its .tgz
+/// (compressed from the pack). Hosts waiting on this host's claim install
+/// the pack, so it goes before the compression, not after.
+pub struct Later {
+    pub pack: Deferred<Arc<crate::pack::Pack>>,
+    pub tgz: Deferred<LaterTgz>,
+}
 
 /// Whether, and from what, a bundle made here goes to the tier.
 pub enum WriteBack {
@@ -88,9 +95,9 @@ pub enum WriteBack {
     /// From the .tgz output file (and a pack written beside it for the
     /// tier), before [`build`] returns.
     Output,
-    /// In the background, from the .tgz this gives (the mount answers its
-    /// readers first).
-    Later(TgzLater),
+    /// In the background, from the files these give (the mount answers
+    /// its readers first).
+    Later(Later),
 }
 
 /// A build's result.
@@ -285,7 +292,7 @@ async fn write_back_to(
         WriteBack::Output => match &built.written.tgz {
             Some(TgzWritten { sha256, path: Some(path), .. }) => {
                 let pack = built.written.pack.as_ref().map(|(p, _)| p);
-                let up = Upload { tgz: path, sha256, pack, claimed };
+                let up = Upload { tgz: Some((path, sha256)), pack, claimed };
                 return Some(tier.write_layer(&job.id, &job.label, up, &env.counters).await);
             }
             _ => release(tier.clone(), job.id).await,
@@ -293,9 +300,18 @@ async fn write_back_to(
         WriteBack::Later(files) if tier.accepts_writes() => {
             let (tier, id, label, counters) = (tier.clone(), job.id, job.label.clone(), env.counters.clone());
             tokio::spawn(async move {
-                match files().await {
+                // The pack first, the claim kept: a failure here leaves the
+                // .tgz to try (it is the bundle of record).
+                match (files.pack)().await {
+                    Ok(pack) => {
+                        let up = Upload { tgz: None, pack: Some(&pack), claimed: false };
+                        drop(tier.write_layer(&id, &label, up, &counters).await)
+                    }
+                    Err(e) => log::warn!("bundle {label}: its pack not written to the remote tier {}: {e}", tier.url()),
+                }
+                match (files.tgz)().await {
                     Ok(f) => {
-                        let up = Upload { tgz: &f.tgz, sha256: &f.sha256, pack: f.pack.as_deref(), claimed };
+                        let up = Upload { tgz: Some((&f.tgz, &f.sha256)), pack: None, claimed };
                         drop(tier.write_layer(&id, &label, up, &counters).await)
                     }
                     Err(e) => {

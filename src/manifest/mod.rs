@@ -190,10 +190,7 @@ impl Manifest {
     /// Parse a manifest from YAML text (see [`parse_each`]).
     pub fn parse(text: &str, lists: &PackageLists) -> Result<Self> {
         let mut manifest = Manifest::default();
-        parse_each(text, lists, |id, spec| {
-            manifest.entries.insert(id, spec);
-            Ok(())
-        })?;
+        parse_each(text, lists, |id, spec| manifest.insert_once(id, spec))?;
         manifest.fill_names();
         Ok(manifest)
     }
@@ -202,13 +199,25 @@ impl Manifest {
     /// the manifest's own directory and its `kernel-package-lists/` subdirectory.
     pub fn load(path: &Path, lists_dir: Option<&Path>) -> Result<Self> {
         let mut manifest = Manifest::default();
-        parse_file_each(path, &mut Lists::near(path, lists_dir), |id, spec| {
-            manifest.entries.insert(id, spec);
-            Ok(())
-        })
-        .with_context(|| format!("loading manifest {}", path.display()))?;
+        parse_file_each(path, &mut Lists::near(path, lists_dir), |id, spec| manifest.insert_once(id, spec))
+            .with_context(|| format!("loading manifest {}", path.display()))?;
         manifest.fill_names();
         Ok(manifest)
+    }
+
+    /// Add an entry as read from one file: an id seen before in it is
+    /// refused (YAML allows no key twice, and the line reader does not
+    /// look; the index refuses it too, `check_unique_since`).
+    fn insert_once(&mut self, id: String, spec: BundleSpec) -> Result<()> {
+        match self.entries.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => {
+                bail!("malformed manifest: entry {} appears twice", e.key())
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(spec);
+                Ok(())
+            }
+        }
     }
 
     /// Derive missing names; entries that cannot be named are recorded in `unnamed`.

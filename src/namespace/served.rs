@@ -77,12 +77,52 @@ impl Inputs {
     }
 
     /// Add the base manifest; an error means it cannot be served.
-    fn add_base(&self, b: &mut IndexBuilder) -> Result<ParseStats> {
+    /// `sidecar`: read the index beside it when there is one for it (a copy
+    /// in the cache: not for the commands that only look).
+    fn add_base(&self, b: &mut IndexBuilder, sidecar: bool) -> Result<()> {
         match &self.manifest {
-            Some(p) => index::add_yaml_file(b, p, &mut Lists::near(p, self.lists_dir.as_deref()))
-                .with_context(|| format!("loading manifest {}", p.display())),
-            None => index::add_yaml(b, SHIPPED, &PackageLists::default()).context("loading the shipped manifest"),
+            Some(p) => {
+                if sidecar && self.add_sidecar(b, p)? {
+                    return Ok(());
+                }
+                index::add_yaml_file(b, p, &mut Lists::near(p, self.lists_dir.as_deref()))
+                    .with_context(|| format!("loading manifest {}", p.display()))
+                    .map(|_: ParseStats| ())
+            }
+            None => index::add_yaml(b, SHIPPED, &PackageLists::default())
+                .context("loading the shipped manifest")
+                .map(|_| ()),
         }
+    }
+
+    /// Add the entries of the index beside `manifest` instead of parsing
+    /// it (when there are no package lists, which the sidecar does not
+    /// know). Ok(false): none for these bytes, or one that cannot be read
+    /// (logged): parse the YAML. A sidecar whose entries fail once being
+    /// added is the manifest's failure, like YAML that fails to parse.
+    fn add_sidecar(&self, b: &mut IndexBuilder, manifest: &Path) -> Result<bool> {
+        if self.lists_dir.is_some() {
+            return Ok(false);
+        }
+        let scratch = crate::files::parent_dir(&self.index_path);
+        let copied =
+            crate::files::create_private_dir_all(scratch).and_then(|_| index::sidecar::copy_for(manifest, scratch));
+        let (_dir, side) = match copied {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                log::warn!("not using the index beside {}: {e:#}; parsing the YAML", manifest.display());
+                return Ok(false);
+            }
+        };
+        index::add_index(b, &side).with_context(|| {
+            format!(
+                "loading manifest {} from the index beside it (remove it, or rewrite it with `kpackfs index`)",
+                manifest.display()
+            )
+        })?;
+        log::info!("read {} from the index beside {}", side.counts.summary(), manifest.display());
+        Ok(true)
     }
 
     /// Add the crawl result, if there is one; a bad one is logged and skipped.
@@ -98,7 +138,8 @@ impl Inputs {
 
     /// The index written beside the manifest (`<manifest>.idx`), when it
     /// alone is served: a first index (no slots to keep), no package lists,
-    /// no crawl result to merge. Anything else parses the YAML.
+    /// no crawl result to merge. With those, its entries are read instead
+    /// of the YAML ([`Inputs::add_sidecar`]).
     fn adopt_sidecar(&self, prev: Option<&Index>, key: [u8; 32]) -> Option<Index> {
         let manifest = self.manifest.as_deref()?;
         if prev.is_some() || self.lists_dir.is_some() || self.crawl_result.exists() {
@@ -124,7 +165,7 @@ impl Inputs {
             }
         }
         let mut b = IndexBuilder::new();
-        self.add_base(&mut b)?;
+        self.add_base(&mut b, false)?;
         self.add_crawl(&mut b);
         Index::from_bytes(b.finish(self.key()))
     }
@@ -156,7 +197,7 @@ impl Inputs {
         if let Some(p) = prev {
             b.keep_slots_of(p)?;
         }
-        match self.add_base(&mut b) {
+        match self.add_base(&mut b, true) {
             Ok(_) => {}
             Err(e) if base_must_load => return Err(e),
             Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
@@ -165,5 +206,88 @@ impl Inputs {
         let index = b.write(key)?;
         log::info!("indexed the manifest: {} in {:.2}s", index.counts.summary(), started.elapsed().as_secs_f64());
         Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::BundleId;
+    use crate::manifest::index::sidecar::{self, YAML_ENTRIES_PARSED};
+    use crate::manifest::{BundleSpec, Manifest, Package};
+    use std::sync::atomic::Ordering;
+
+    fn entry(n: u32) -> BundleSpec {
+        let url = format!("http://x.test/linux-headers-6.1.0-{n}-amd64_6.1.1-1_amd64.deb");
+        BundleSpec {
+            kind: "debian".into(),
+            name: None,
+            uname: None,
+            signed_by: None,
+            packages: vec![Package::new(url)],
+        }
+    }
+
+    fn parsed() -> u64 {
+        YAML_ENTRIES_PARSED.load(Ordering::Relaxed)
+    }
+
+    fn size_of(index: &Index, spec: &BundleSpec) -> Option<u64> {
+        let slot = index.find_id(&BundleId::parse(&spec.compute_id()).unwrap()).unwrap();
+        index.entry(slot).unwrap().1.packages[0].size
+    }
+
+    #[test]
+    fn a_crawl_result_and_a_reload_merge_onto_the_index_beside_the_manifest_without_parsing_its_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut base = Manifest::default();
+        for n in 1..=50 {
+            base.insert(entry(n));
+        }
+        let manifest = dir.path().join("m.yml");
+        base.save(&manifest).unwrap();
+        sidecar::write(&manifest).unwrap();
+        let inputs = Inputs::new(Some(manifest.clone()), None, &dir.path().join("cache"));
+        // The crawl result: one new kernel, and one of the base's with a size.
+        let mut crawl = Manifest::default();
+        let mut first = entry(1);
+        first.packages[0].size = Some(4242);
+        crawl.insert(first.clone());
+        crawl.insert(entry(51));
+        std::fs::create_dir_all(inputs.crawl_result.parent().unwrap()).unwrap();
+        crawl.save(&inputs.crawl_result).unwrap();
+
+        let before = parsed();
+        let index = inputs.index(None, true).unwrap();
+        assert_eq!(parsed() - before, 2, "the crawl result alone was parsed");
+        assert_eq!(index.counts.slots, 51);
+        assert_eq!(size_of(&index, &first), Some(4242), "the crawl result wins");
+        let left: Vec<_> = std::fs::read_dir(inputs.index_path.parent().unwrap()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "the sidecar's copy is gone: {left:?}");
+
+        // A reload after a new crawl: the kept slots, the base from its
+        // sidecar again, the new crawl result parsed.
+        crawl.insert(entry(52));
+        crawl.save(&inputs.crawl_result).unwrap();
+        let before = parsed();
+        let reloaded = inputs.index(Some(&index), false).unwrap();
+        assert_eq!(parsed() - before, 3);
+        assert_eq!(reloaded.counts.slots, 52);
+        for n in [1, 7, 51] {
+            let id = BundleId::parse(&entry(n).compute_id()).unwrap();
+            assert_eq!(reloaded.find_id(&id), index.find_id(&id), "slot numbers stay");
+        }
+
+        // Without the sidecar the YAML is parsed, to the same entries.
+        std::fs::remove_file(sidecar::path_for(&manifest)).unwrap();
+        let before = parsed();
+        let from_yaml = inputs.index(Some(&index), false).unwrap();
+        assert_eq!(parsed() - before, 53);
+        assert_eq!(from_yaml.counts.slots, 52);
+        for n in 1..=52 {
+            let id = BundleId::parse(&entry(n).compute_id()).unwrap();
+            let (a, b) = (from_yaml.find_id(&id).unwrap(), reloaded.find_id(&id).unwrap());
+            assert_eq!(from_yaml.entry(a), reloaded.entry(b));
+        }
     }
 }

@@ -41,9 +41,11 @@ pub struct PackDest {
 
 /// What a host made, to write to the tier.
 pub struct Upload<'a> {
-    pub tgz: &'a Path,
-    pub sha256: &'a str,
-    /// Its pack, written beside it.
+    /// The .tgz and its sha256: the bundle of record.
+    pub tgz: Option<(&'a Path, &'a str)>,
+    /// Its pack, written before it (the mount: in an upload of its own
+    /// while the .tgz is compressed), so hosts waiting on the claim go a
+    /// compression earlier.
     pub pack: Option<&'a Pack>,
     /// Whether this host holds the bundle's claim (dropped after the write).
     pub claimed: bool,
@@ -157,8 +159,8 @@ impl Remote {
         !self.is_read_only() && self.health.can_write(Instant::now())
     }
 
-    /// Write what this host built as bundle `id`: the .tgz and its digest,
-    /// then its pack and the pack's digest (create-only: a host that wrote
+    /// Write what this host built as bundle `id`: its pack and the pack's
+    /// digest, then the .tgz and its digest (create-only: a host that wrote
     /// first wins), then drop this host's claim if it holds it. A failure
     /// is one log line, a counter and a write backoff; it is never the
     /// build's failure.
@@ -169,27 +171,32 @@ impl Remote {
             }
             return Wrote::Skipped;
         }
-        let written = {
+        let written = async {
             let _permit = self.writes.acquire().await;
-            match self.publish_id(id, up.tgz, up.sha256).await {
-                Ok(put) => match up.pack {
-                    Some(pack) => self.publish_pack(id, pack).await.map(|_| put),
-                    None => Ok(put),
-                },
-                Err(e) => Err(e),
+            let mut pack_put = None;
+            if let Some(pack) = up.pack {
+                pack_put = Some(self.publish_pack(id, pack).await?);
             }
-        };
+            match up.tgz {
+                Some((tgz, sha256)) => self.publish_id(id, tgz, sha256).await.map(|put| (Some(put), pack_put)),
+                None => Ok((None, pack_put)),
+            }
+        }
+        .await;
         if up.claimed {
             self.release(id).await;
         }
         match written {
-            Ok(put) => {
+            Ok((tgz_put, pack_put)) => {
                 self.health.write_worked();
-                if put == Put::Created {
+                // A bundle is written when its .tgz is (a pack alone is not counted).
+                if tgz_put == Some(Put::Created) {
                     bump(&counters.remote_writes);
                     log::info!("bundle {label}: written to the remote tier");
+                } else if tgz_put.is_none() && pack_put == Some(Put::Created) {
+                    log::info!("bundle {label}: its pack written to the remote tier");
                 }
-                Wrote::Put(put)
+                Wrote::Put(tgz_put.or(pack_put).unwrap_or(Put::Present))
             }
             Err(e) => {
                 bump(&counters.remote_errors);

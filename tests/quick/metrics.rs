@@ -131,9 +131,10 @@ fn every_documented_metric_moves_when_its_event_happens() {
     let m = metrics(&other);
     assert_eq!(value(&m, "kpackfs_remote_hits_total"), 1.0, "{m}");
     let key = bucket.path().join(kpackfs::remote::id_key(&h.bundle_id(1)).as_ref());
-    let pack_digest = bucket.path().join(kpackfs::remote::pack_digest_key(&h.bundle_id(1)).as_ref());
+    // Written last: the .tgz's digest (the pack goes first).
+    let tgz_digest = bucket.path().join(kpackfs::remote::digest_key(&h.bundle_id(1)).as_ref());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !pack_digest.exists() && std::time::Instant::now() < deadline {
+    while !tgz_digest.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The damaged object is the .tgz: without the pack, the host reads it.

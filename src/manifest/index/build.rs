@@ -118,7 +118,11 @@ impl IndexBuilder {
         for slot in 0..prev.counts.slots as u32 {
             let (id, spec, reason) = prev.entry(slot).context("damaged index: unreadable slot")?;
             self.add(id, &spec, reason.as_deref())?;
+            if slot % super::RELEASE_EVERY == super::RELEASE_EVERY - 1 {
+                prev.release_pages();
+            }
         }
+        prev.release_pages();
         self.fixed = self.slots.len();
         Ok(())
     }

@@ -178,6 +178,27 @@ pub fn add_manifest(b: &mut IndexBuilder, m: &super::Manifest) -> Result<()> {
     Ok(())
 }
 
+/// Slots read between two releases of an index's pages in a pass over all
+/// of them: a million-entry index is ~630 MiB, all resident otherwise, and
+/// such a pass reads one of the two orders (slots, or packages) out of
+/// order, so a window of 8,192 slots touches up to 8,192 pages of it.
+pub(super) const RELEASE_EVERY: u32 = 1 << 13;
+
+/// Add every entry of `index` (a sidecar: one manifest file's entries,
+/// names derived) as one source, as if its YAML had been read.
+pub fn add_index(b: &mut IndexBuilder, index: &Index) -> Result<()> {
+    let start = b.added();
+    for (i, slot) in index.slots_in_file_order().into_iter().enumerate() {
+        let (id, spec, reason) = index.entry(slot).context("damaged index: an unreadable slot")?;
+        b.add(id, &spec, reason.as_deref())?;
+        if i as u32 % RELEASE_EVERY == RELEASE_EVERY - 1 {
+            index.release_pages();
+        }
+    }
+    index.release_pages();
+    b.check_unique_since(start)
+}
+
 /// Stream manifest YAML text into a builder (see [`super::parse_each`]).
 pub fn add_yaml(b: &mut IndexBuilder, text: &str, lists: &super::PackageLists) -> Result<super::ParseStats> {
     let start = b.added();
@@ -372,6 +393,14 @@ mod tests {
         let twice = format!("{yaml}{body}\n");
         let mut b = IndexBuilder::new();
         let err = add_yaml(&mut b, &twice, &super::super::PackageLists::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("appears twice"), "{err:#}");
+        // So do the in-memory readers, of text and of a file.
+        let err = Manifest::parse(&twice, &super::super::PackageLists::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("appears twice"), "{err:#}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yml");
+        std::fs::write(&path, &twice).unwrap();
+        let err = Manifest::load(&path, None).unwrap_err();
         assert!(format!("{err:#}").contains("appears twice"), "{err:#}");
     }
 }

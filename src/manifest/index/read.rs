@@ -26,6 +26,26 @@ impl Index {
         Index::parse(Backing::Mapped(map)).with_context(|| format!("index {}", path.display()))
     }
 
+    /// Let the pages read so far go from this process's memory (a pass
+    /// over every slot: a reload, a sidecar merged); nothing for an index
+    /// in memory.
+    pub fn release_pages(&self) {
+        if let Backing::Mapped(m) = &self.backing {
+            m.release_pages();
+        }
+    }
+
+    /// Every slot, in the order its packages were written (the order its
+    /// source listed them): a pass over all entries in this order reads
+    /// the package records and strings front to back, where slot order
+    /// (by type and name) jumps about the whole file.
+    pub fn slots_in_file_order(&self) -> Vec<u32> {
+        let mut order: Vec<(u32, u32)> =
+            (0..self.slot_count()).map(|s| (self.slot(s).map_or(u32::MAX, |r| r.pkgs_start), s)).collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, s)| s).collect()
+    }
+
     /// An index held in memory (tests, small manifests).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Index> {
         Index::parse(Backing::Owned(bytes))

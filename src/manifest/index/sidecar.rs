@@ -95,6 +95,16 @@ pub fn adopt(manifest: &Path, dest: &Path, key: [u8; 32]) -> Result<Option<Index
     Index::open(dest).map(Some)
 }
 
+/// The sidecar of `manifest`, if it indexes exactly the YAML there now,
+/// copied into a new directory of `scratch` (one kpackfs made; removed with
+/// the returned handle): the base of an index that merges more (a crawl
+/// result, a reload's kept slots), read instead of the YAML.
+pub fn copy_for(manifest: &Path, scratch: &Path) -> Result<Option<(tempfile::TempDir, Index)>> {
+    let dir = crate::files::private_temp_dir(scratch, "sidecar.")?;
+    let copied = adopt(manifest, &dir.path().join("base.idx"), [0; 32])?;
+    Ok(copied.map(|index| (dir, index)))
+}
+
 /// Whether an index header says it indexes the YAML whose key is `want`.
 fn indexes(head: &[u8; HEADER_LEN], want: &[u8; 32]) -> bool {
     &head[..8] == MAGIC && head[8..40] == *want
