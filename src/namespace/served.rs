@@ -96,24 +96,13 @@ impl Inputs {
     }
 
     /// Add the entries of the index beside `manifest` instead of parsing
-    /// it (when there are no package lists, which the sidecar does not
-    /// know). Ok(false): none for these bytes, or one that cannot be read
+    /// it. Ok(false): none for these bytes, or one that cannot be read
     /// (logged): parse the YAML. A sidecar whose entries fail once being
     /// added is the manifest's failure, like YAML that fails to parse.
     fn add_sidecar(&self, b: &mut IndexBuilder, manifest: &Path) -> Result<bool> {
-        if self.lists_dir.is_some() {
-            return Ok(false);
-        }
         let scratch = crate::files::parent_dir(&self.index_path);
-        let copied =
-            crate::files::create_private_dir_all(scratch).and_then(|_| index::sidecar::copy_for(manifest, scratch));
-        let (_dir, side) = match copied {
-            Ok(Some(found)) => found,
-            Ok(None) => return Ok(false),
-            Err(e) => {
-                log::warn!("not using the index beside {}: {e:#}; parsing the YAML", manifest.display());
-                return Ok(false);
-            }
+        let Some((_dir, side)) = self.sidecar(manifest, |m| index::sidecar::copy_for(m, scratch)) else {
+            return Ok(false);
         };
         index::add_index(b, &side).with_context(|| {
             format!(
@@ -123,6 +112,25 @@ impl Inputs {
         })?;
         log::info!("read {} from the index beside {}", side.counts.summary(), manifest.display());
         Ok(true)
+    }
+
+    /// What `take` makes of the sidecar of `manifest` (adopted, or copied
+    /// to be read), in the index's directory (made here). None: no package
+    /// lists allowed (the sidecar does not know them), none for these
+    /// bytes, or one that cannot be used (logged).
+    fn sidecar<T>(&self, manifest: &Path, take: impl FnOnce(&Path) -> Result<Option<T>>) -> Option<T> {
+        if self.lists_dir.is_some() {
+            return None;
+        }
+        let taken = crate::files::create_private_dir_all(crate::files::parent_dir(&self.index_path))
+            .and_then(|_| take(manifest));
+        match taken {
+            Ok(found) => found,
+            Err(e) => {
+                log::warn!("not using the index beside {}: {e:#}; parsing the YAML", manifest.display());
+                None
+            }
+        }
     }
 
     /// Add the crawl result, if there is one; a bad one is logged and skipped.
@@ -140,19 +148,9 @@ impl Inputs {
     /// alone is served: a first index (no slots to keep), no package lists,
     /// no crawl result to merge. With those, its entries are read instead
     /// of the YAML ([`Inputs::add_sidecar`]).
-    fn adopt_sidecar(&self, prev: Option<&Index>, key: [u8; 32]) -> Option<Index> {
+    fn adopt_sidecar(&self, key: [u8; 32]) -> Option<Index> {
         let manifest = self.manifest.as_deref()?;
-        if prev.is_some() || self.lists_dir.is_some() || self.crawl_result.exists() {
-            return None;
-        }
-        crate::files::create_private_dir_all(crate::files::parent_dir(&self.index_path)).ok()?;
-        match index::sidecar::adopt(manifest, &self.index_path, key) {
-            Ok(found) => found,
-            Err(e) => {
-                log::warn!("not using the index beside {}: {e:#}; parsing the YAML", manifest.display());
-                None
-            }
-        }
+        self.sidecar(manifest, |m| index::sidecar::adopt(m, &self.index_path, key))
     }
 
     /// The index for these inputs without writing anything: the one on
@@ -183,7 +181,10 @@ impl Inputs {
             }
         }
         let started = std::time::Instant::now();
-        if let Some(index) = self.adopt_sidecar(prev, key) {
+        // Served alone, the sidecar is adopted whole; else (or if it is not
+        // for these bytes: asked once) the YAML's entries come from it.
+        let alone = prev.is_none() && !self.crawl_result.exists();
+        if let Some(index) = alone.then(|| self.adopt_sidecar(key)).flatten() {
             log::info!(
                 "mapped the index beside the manifest: {} in {:.2}s",
                 index.counts.summary(),
@@ -197,7 +198,7 @@ impl Inputs {
         if let Some(p) = prev {
             b.keep_slots_of(p)?;
         }
-        match self.add_base(&mut b, true) {
+        match self.add_base(&mut b, !alone) {
             Ok(_) => {}
             Err(e) if base_must_load => return Err(e),
             Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
