@@ -6,6 +6,8 @@
 # Usage: bench/first_mount.sh KPACKFS MANIFEST
 #   CRAWL=FILE   put FILE in the cache as the last crawl result first (the
 #                mount then merges it onto MANIFEST, or onto its index beside it)
+#   RELOAD=FILE  then put FILE there as a new crawl result, send SIGHUP and
+#                time the reload (until its "manifest reloaded" log line)
 set -euo pipefail
 kp=$1 manifest=$2
 work=$(mktemp -d /tmp/kpackfs-first-mount.XXXXXX); mkdir -p "$work/mnt"
@@ -20,3 +22,17 @@ pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "
 hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
 parsed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifest_entries_parsed"])' "$status")
 printf '%s: first mount %.2fs, daemon VmHWM %s MiB, %s entries parsed\n' "$kp" "$(echo "$t1 - $t0" | bc)" "$hwm" "$parsed"
+if [ -n "${RELOAD:-}" ]; then
+  # A reload that adds no bundle logs no "manifest reloaded" at info level:
+  # wait for the index it builds (or the refusal).
+  log=$work/cache/kpackfs.log; before=$(grep -c 'indexed the manifest\|reload: keeping' "$log" || true)
+  mkdir -p "$work/cache/crawl"; cp "$RELOAD" "$work/cache/crawl/manifest.yml"
+  t0=$(date +%s.%N); kill -HUP "$pid"
+  until [ "$(grep -c 'indexed the manifest\|reload: keeping' "$log" || true)" -gt "$before" ]; do sleep 0.05; done
+  t1=$(date +%s.%N)
+  grep -q 'reload: keeping' "$log" && { echo "reload failed: $(grep 'reload: keeping' "$log")" >&2; exit 1; }
+  hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
+  parsed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifest_entries_parsed"])' "$status")
+  printf '%s: reload %.2fs, daemon VmHWM %s MiB, %s entries parsed in all; %s\n' "$kp" "$(echo "$t1 - $t0" | bc)" "$hwm" \
+    "$parsed" "$(grep 'indexed the manifest' "$log" | tail -1 | sed 's/.*indexed the manifest: //')"
+fi

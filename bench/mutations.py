@@ -350,7 +350,13 @@ MUTATIONS = [
      "            std::collections::btree_map::Entry::Occupied(mut e) => {\n                e.insert(spec);\n                return Ok(());\n                #[allow(unreachable_code)]\n                bail!",
      ["--lib", "manifest::index::tests::a_later_source_replaces"]),
     ("a crawl result or reload parses the YAML despite its sidecar", "src/namespace/served.rs",
-     "                if sidecar && self.add_sidecar(b, p)? {", "                if sidecar && false {",
+     "                if sidecar && self.add_sidecar(b, p, kept)? {", "                if sidecar && false {",
+     ["--lib", "namespace::served::tests::a_crawl_result_and_a_reload"]),
+    ("a reload adds the base's unchanged entries again", "src/manifest/index/mod.rs",
+     ".is_some_and(|k| k == entry);", ".is_some_and(|k| k == entry) && false;",
+     ["--lib", "namespace::served::tests::a_crawl_result_and_a_reload"]),
+    ("a reload keeps a slot at another number", "src/manifest/index/build.rs",
+     "let at = kept.get_mut(slot as usize)", "let at = kept.get_mut(i)",
      ["--lib", "namespace::served::tests::a_crawl_result_and_a_reload"]),
 ]
 

@@ -78,11 +78,12 @@ impl Inputs {
 
     /// Add the base manifest; an error means it cannot be served.
     /// `sidecar`: read the index beside it when there is one for it (a copy
-    /// in the cache: not for the commands that only look).
-    fn add_base(&self, b: &mut IndexBuilder, sidecar: bool) -> Result<()> {
+    /// in the cache: not for the commands that only look). `kept`: the
+    /// index being reloaded, whose slots `b` kept.
+    fn add_base(&self, b: &mut IndexBuilder, sidecar: bool, kept: Option<&Index>) -> Result<()> {
         match &self.manifest {
             Some(p) => {
-                if sidecar && self.add_sidecar(b, p)? {
+                if sidecar && self.add_sidecar(b, p, kept)? {
                     return Ok(());
                 }
                 index::add_yaml_file(b, p, &mut Lists::near(p, self.lists_dir.as_deref()))
@@ -99,12 +100,12 @@ impl Inputs {
     /// it. Ok(false): none for these bytes, or one that cannot be read
     /// (logged): parse the YAML. A sidecar whose entries fail once being
     /// added is the manifest's failure, like YAML that fails to parse.
-    fn add_sidecar(&self, b: &mut IndexBuilder, manifest: &Path) -> Result<bool> {
+    fn add_sidecar(&self, b: &mut IndexBuilder, manifest: &Path, kept: Option<&Index>) -> Result<bool> {
         let scratch = crate::files::parent_dir(&self.index_path);
         let Some((_dir, side)) = self.sidecar(manifest, |m| index::sidecar::copy_for(m, scratch)) else {
             return Ok(false);
         };
-        index::add_index(b, &side).with_context(|| {
+        index::add_index(b, &side, kept).with_context(|| {
             format!(
                 "loading manifest {} from the index beside it (remove it, or rewrite it with `kpackfs index`)",
                 manifest.display()
@@ -163,7 +164,7 @@ impl Inputs {
             }
         }
         let mut b = IndexBuilder::new();
-        self.add_base(&mut b, false)?;
+        self.add_base(&mut b, false, None)?;
         self.add_crawl(&mut b);
         Index::from_bytes(b.finish(self.key()))
     }
@@ -198,7 +199,7 @@ impl Inputs {
         if let Some(p) = prev {
             b.keep_slots_of(p)?;
         }
-        match self.add_base(&mut b, !alone) {
+        match self.add_base(&mut b, !alone, prev) {
             Ok(_) => {}
             Err(e) if base_must_load => return Err(e),
             Err(e) => log::warn!("reload: keeping the served manifest: {e:#}"),
@@ -271,9 +272,14 @@ mod tests {
         crawl.insert(entry(52));
         crawl.save(&inputs.crawl_result).unwrap();
         let before = parsed();
+        let first_size = std::fs::metadata(&inputs.index_path).unwrap().len();
         let reloaded = inputs.index(Some(&index), false).unwrap();
         assert_eq!(parsed() - before, 3);
         assert_eq!(reloaded.counts.slots, 52);
+        // The base's entries the kept slots hold unchanged are not added
+        // again: the new file is not a second copy of every package record.
+        let reloaded_size = std::fs::metadata(&inputs.index_path).unwrap().len();
+        assert!(reloaded_size < first_size * 5 / 4, "{first_size} bytes, then {reloaded_size} after the reload");
         for n in [1, 7, 51] {
             let id = BundleId::parse(&entry(n).compute_id()).unwrap();
             assert_eq!(reloaded.find_id(&id), index.find_id(&id), "slot numbers stay");

@@ -108,21 +108,30 @@ impl IndexBuilder {
         Ok(b)
     }
 
-    /// Start from every slot of `prev` (an empty builder only).
+    /// Start from every slot of `prev` (an empty builder only), each at its
+    /// number. Read in the order its packages were written: slot order (by
+    /// type and name) jumps about the whole file, and a window of slots kept
+    /// up to 530 of a million entries' 630 MiB resident between two page
+    /// releases (docs/performance.md).
     pub fn keep_slots_of(&mut self, prev: &Index) -> Result<()> {
         ensure!(self.slots.is_empty(), "an index's slots are kept before anything is added");
         for t in 0..prev.type_count() {
             let name = prev.type_name(t as u16).context("damaged index: a type has no name")?;
             self.type_id(name)?;
         }
-        for slot in 0..prev.counts.slots as u32 {
+        // Every number once (a permutation of the slots), each overwritten.
+        let placeholder = Pending { rec: SlotRec::default(), version: NO_VERSION };
+        let mut kept = vec![placeholder; prev.counts.slots];
+        for (i, slot) in prev.slots_in_file_order().into_iter().enumerate() {
             let (id, spec, reason) = prev.entry(slot).context("damaged index: unreadable slot")?;
-            self.add(id, &spec, reason.as_deref())?;
-            if slot % super::RELEASE_EVERY == super::RELEASE_EVERY - 1 {
+            let at = kept.get_mut(slot as usize).context("damaged index: a slot out of range")?;
+            *at = self.record(id, &spec, reason.as_deref())?;
+            if i as u32 % super::RELEASE_EVERY == super::RELEASE_EVERY - 1 {
                 prev.release_pages();
             }
         }
         prev.release_pages();
+        self.slots = kept;
         self.fixed = self.slots.len();
         Ok(())
     }
@@ -171,6 +180,13 @@ impl IndexBuilder {
     /// `unnamed` saying why it has none.
     pub fn add(&mut self, id: BundleId, spec: &BundleSpec, unnamed: Option<&str>) -> Result<()> {
         ensure!(self.slots.len() < u32::MAX as usize - 1, "too many bundles");
+        let pending = self.record(id, spec, unnamed)?;
+        self.slots.push(pending);
+        Ok(())
+    }
+
+    /// An entry's strings and packages written, its slot record returned.
+    fn record(&mut self, id: BundleId, spec: &BundleSpec, unnamed: Option<&str>) -> Result<Pending> {
         let kind = self.type_id(&spec.kind)?;
         // A name is enough to be shown; the release may be known only from the contents.
         let named = spec.name.is_some() && unnamed.is_none();
@@ -231,8 +247,7 @@ impl IndexBuilder {
             Some(v) => self.push_hot(&v)?,
             None => NO_VERSION,
         };
-        self.slots.push(Pending { rec, version });
-        Ok(())
+        Ok(Pending { rec, version })
     }
 
     /// Refuse an id added twice since entry `start` (one manifest file:

@@ -185,17 +185,28 @@ pub fn add_manifest(b: &mut IndexBuilder, m: &super::Manifest) -> Result<()> {
 pub(super) const RELEASE_EVERY: u32 = 1 << 13;
 
 /// Add every entry of `index` (a sidecar: one manifest file's entries,
-/// names derived) as one source, as if its YAML had been read.
-pub fn add_index(b: &mut IndexBuilder, index: &Index) -> Result<()> {
+/// names derived) as one source, as if its YAML had been read. On a reload
+/// `kept` is the index whose slots the builder kept: an entry it holds
+/// unchanged is not added again. The last copy of an id wins and both are
+/// the same, so the result is too; a second copy of a million entries would
+/// double the builder's records and the new file (package records are
+/// copied whole, dead ones included).
+pub fn add_index(b: &mut IndexBuilder, index: &Index, kept: Option<&Index>) -> Result<()> {
     let start = b.added();
     for (i, slot) in index.slots_in_file_order().into_iter().enumerate() {
-        let (id, spec, reason) = index.entry(slot).context("damaged index: an unreadable slot")?;
-        b.add(id, &spec, reason.as_deref())?;
+        let entry = index.entry(slot).context("damaged index: an unreadable slot")?;
+        let unchanged = kept.and_then(|k| k.entry(k.find_id(&entry.0)?)).is_some_and(|k| k == entry);
+        if !unchanged {
+            let (id, spec, reason) = entry;
+            b.add(id, &spec, reason.as_deref())?;
+        }
         if i as u32 % RELEASE_EVERY == RELEASE_EVERY - 1 {
             index.release_pages();
+            kept.inspect(|k| k.release_pages());
         }
     }
     index.release_pages();
+    kept.inspect(|k| k.release_pages());
     b.check_unique_since(start)
 }
 
