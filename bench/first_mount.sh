@@ -10,7 +10,8 @@
 #                time the reload (until its "manifest reloaded" log line)
 set -euo pipefail
 kp=$1 manifest=$2
-work=$(mktemp -d /tmp/kpackfs-first-mount.XXXXXX); mkdir -p "$work/mnt"
+# Not under /tmp: a mount left there by a killed run is walked by tests that scan it.
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-first-mount.XXXXXX"); mkdir -p "$work/mnt"
 cleanup() { "$kp" umount "$work/mnt" 2>/dev/null || umount -l "$work/mnt" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 if [ -n "${CRAWL:-}" ]; then mkdir -p "$work/cache/crawl"; cp "$CRAWL" "$work/cache/crawl/manifest.yml"; fi

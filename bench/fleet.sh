@@ -20,6 +20,8 @@
 #            kernels, served as minikube entries from the loopback mirror):
 #            the kind of bundle that takes minutes, where one build per
 #            fleet matters most. SOURCE_KERNELS=1-3 (default 3).
+#   hostsmix the four CPU-limited hosts with that mix (not in the default:
+#            each host's source builds take minutes at half a core).
 #   publish  `kpackfs publish` of every Debian bundle of the shipped manifest
 #            into an empty bucket vs `kpackfs bundle` of each in a loop
 #            (both from the same warm loopback mirror).
@@ -202,7 +204,7 @@ limited_host() {
   local run=$1 i=$2 remote=$3 m="$work/$1-mnt$2" extra=()
   cg_join "kpackfs-bench-$run-$i"
   mkdir -p "$m"; [ -n "$remote" ] && extra=(--remote "$remote")
-  "$kp" mount "$m" --cache-dir "$work/$run-cache$i" --crawl-interval off "${mirror_args[@]}" "${extra[@]}" >/dev/null
+  "$kp" mount "$m" --cache-dir "$work/$run-cache$i" --crawl-interval off "${mirror_args[@]}" "${fleet_args[@]}" "${extra[@]}" >/dev/null
   local t0; t0=$(now); host "$m" "$i" modules; local secs; secs=$(echo "$(now) - $t0" | bc)
   local st="$m/.kpackfs/status.json"
   echo "$secs $(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["builds"], s["remote_hits"])' "$st") $(metric "$m" kpackfs_downloaded_bytes_total)"
@@ -228,19 +230,23 @@ limited_fleet() {
   echo "$secs $total $slowest"
 }
 
-if want hosts; then
+# limited_hosts RUN WHAT: the four limited hosts without, then with the tier.
+limited_hosts() {
+  local run=$1 what=$2 w0 c0 s0 w1 c1 s1
   echo
-  echo "== four hosts of ${HOST_CPU:-0.5} CPU each ($tier_kind tier), ${#kernels[@]} kernels, hello module builds; without, then with the tier =="
+  echo "== four hosts of ${HOST_CPU:-0.5} CPU each ($tier_kind tier), $what, hello module builds; without, then with the tier =="
   if cg_usable; then
-    echo "without tier:"; read -r w0 c0 s0 < <(limited_fleet cgnotier "")
-    echo "with tier:"; read -r w1 c1 s1 < <(limited_fleet cgtier "$(tier_url hosts)")
+    echo "without tier:"; read -r w0 c0 s0 < <(limited_fleet "cgnotier$run" "")
+    echo "with tier:"; read -r w1 c1 s1 < <(limited_fleet "cgtier$run" "$(tier_url "hosts$run")")
     printf 'without tier: %6.1fs wall (slowest host %.1fs), %6.1f CPU s over the hosts\n' "$w0" "$s0" "$c0"
     printf 'with tier:    %6.1fs wall (slowest host %.1fs), %6.1f CPU s over the hosts\n' "$w1" "$s1" "$c1"
     echo "wall time ratio $(ratio "$w1" "$w0") (goal <= 0.5), host CPU ratio $(ratio "$c1" "$c0")"
   else
     echo "skipped: no writable cgroup v1 cpu and cpuacct controllers under $cg"
   fi
-fi
+}
+
+want hosts && limited_hosts "" "${#kernels[@]} kernels"
 
 if want cold; then
   echo
@@ -270,8 +276,8 @@ fi
 # served from the loopback mirror, beside the same 12 Debian entries, in a
 # manifest of their own. SOURCE_KERNELS (1-3, default 3) of them: 3 in 15 is
 # kernel-packer's share of kernels with no headers package (19%).
-if want mix; then
-  echo
+# prepare_mix: mix.yml, and the paths and mount arguments that serve it.
+prepare_mix() {
   src="$prep/src"; mkdir -p "$src"
   newest=$(apt-cache depends linux-headers-amd64 | awk '/Depends: linux-headers-/{print $2; exit}')
   newest=${newest#linux-headers-}; abi=${newest%-amd64}
@@ -322,12 +328,23 @@ for row in sources.split():
 print("".join(out), end="")
 PYMIX
   paths=("${kernels[@]/#/debian/}" "${flavours[@]/#/minikube/source-}"); fleet_args=(--manifest "$work/mix.yml")
+}
+
+if want mix; then
+  echo
+  prepare_mix
   echo "== fleet with kernels from source ($tier_kind tier): 4 hosts x ${#paths[@]} kernels (${#kernels[@]} Debian, ${#flavours[@]} built from Debian's linux-source: ${flavours[*]}), hello module builds; without, then with the tier =="
   read -r t0 d0 b0 h0 < <(fleet notier3 modules "")
   read -r t1 d1 b1 h1 < <(fleet tier3 modules "$(tier_url mix)")
   printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
   printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
   echo "wall time ratio $(ratio "$t1" "$t0") (goal <= 0.5), builds per bundle $(ratio "$b1" "${#paths[@]}") with the tier, $(ratio "$b0" "${#paths[@]}") without"
+  paths=("${kernels[@]/#/debian/}"); fleet_args=()
+fi
+
+if want hostsmix; then
+  prepare_mix
+  limited_hosts mix "${#paths[@]} kernels (${#flavours[@]} from source)"
   paths=("${kernels[@]/#/debian/}"); fleet_args=()
 fi
 
