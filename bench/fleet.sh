@@ -66,7 +66,8 @@ EOF
 mapfile -t kernels <"$work/kernels.txt"
 echo "kernels: ${kernels[*]}"
 # What the hosts read (TYPE/NAME under the mount) and what every mount gets.
-paths=("${kernels[@]/#/debian/}"); fleet_args=()
+debian_paths() { paths=("${kernels[@]/#/debian/}"); fleet_args=(); }
+debian_paths
 npkgs=$(python3 - "$work/manifest.json" "${kernels[@]}" <<'EOF'
 import json, sys
 want = set(sys.argv[2:])
@@ -161,22 +162,25 @@ fleet() {
 tier_kind=${TIER:-s3}
 tier_url() { if [ "$tier_kind" = file ]; then mkdir -p "$work/bucket/$1"; echo "file://$work/bucket/$1"; else echo "s3://fleet/$1"; fi; }
 
+# fleet_pair RUN MODE BUCKET: the fleet without, then with the tier; prints
+# both lines and leaves t0 d0 b0 h0 / t1 d1 b1 h1 set.
+fleet_pair() {
+  read -r t0 d0 b0 h0 < <(fleet "notier$1" "$2" "")
+  read -r t1 d1 b1 h1 < <(fleet "tier$1" "$2" "$(tier_url "$3")")
+  printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
+  printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
+}
+
 if want fleet; then
   echo
   echo "== fleet ($tier_kind tier): 4 hosts x ${#kernels[@]} kernels, hello module builds; without, then with the tier =="
-  read -r t0 d0 b0 h0 < <(fleet notier modules "")
-  read -r t1 d1 b1 h1 < <(fleet tier modules "$(tier_url modules)")
-  printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
-  printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
+  fleet_pair "" modules modules
   echo "wall time ratio $(ratio "$t1" "$t0") (goal <= 0.5)"
   echo "with the tier: downloads per package $(ratio "$d1" "$npkgs") ($npkgs packages), builds per bundle $(ratio "$b1" "${#kernels[@]}") (goal <= 1.1 each)"
   echo "without: downloads per package $(ratio "$d0" "$npkgs"), builds per bundle $(ratio "$b0" "${#kernels[@]}")"
   echo
   echo "== fleet, bundle phase only (every host reads every BUNDLE_UNAME) =="
-  read -r t0 d0 b0 h0 < <(fleet notier2 uname "")
-  read -r t1 d1 b1 h1 < <(fleet tier2 uname "$(tier_url uname)")
-  printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
-  printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
+  fleet_pair 2 uname uname
   echo "wall time ratio $(ratio "$t1" "$t0")"
 fi
 
@@ -334,18 +338,15 @@ if want mix; then
   echo
   prepare_mix
   echo "== fleet with kernels from source ($tier_kind tier): 4 hosts x ${#paths[@]} kernels (${#kernels[@]} Debian, ${#flavours[@]} built from Debian's linux-source: ${flavours[*]}), hello module builds; without, then with the tier =="
-  read -r t0 d0 b0 h0 < <(fleet notier3 modules "")
-  read -r t1 d1 b1 h1 < <(fleet tier3 modules "$(tier_url mix)")
-  printf 'without tier: %6.1fs  %3d package downloads  %3d bundle builds\n' "$t0" "$d0" "$b0"
-  printf 'with tier:    %6.1fs  %3d package downloads  %3d bundle builds  %3d from the tier\n' "$t1" "$d1" "$b1" "$h1"
+  fleet_pair 3 modules mix
   echo "wall time ratio $(ratio "$t1" "$t0") (goal <= 0.5), builds per bundle $(ratio "$b1" "${#paths[@]}") with the tier, $(ratio "$b0" "${#paths[@]}") without"
-  paths=("${kernels[@]/#/debian/}"); fleet_args=()
+  debian_paths
 fi
 
 if want hostsmix; then
   prepare_mix
   limited_hosts mix "${#paths[@]} kernels (${#flavours[@]} from source)"
-  paths=("${kernels[@]/#/debian/}"); fleet_args=()
+  debian_paths
 fi
 
 if want publish; then
