@@ -358,6 +358,15 @@ MUTATIONS = [
     ("a reload keeps a slot at another number", "src/manifest/index/build.rs",
      "let at = kept.get_mut(slot as usize)", "let at = kept.get_mut(i)",
      ["--lib", "namespace::served::tests::a_crawl_result_and_a_reload"]),
+    ("a killed publish's scratch is never swept", "src/scratch.rs",
+     "    let removed = sweep(base);", "    let removed: Vec<PathBuf> = Vec::new();",
+     ["--test", "fleet", "publish_is_idempotent_and_resumes_after_kill_9"]),
+    ("a live run's scratch is swept", "src/scratch.rs",
+     "regular_and_ours && flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok()", "regular_and_ours",
+     ["--lib", "scratch::tests::the_sweep_removes"]),
+    ("the sweep follows a link named like a scratch directory", "src/scratch.rs",
+     "let ours = std::fs::symlink_metadata(&dir)", "let ours = std::fs::metadata(&dir)",
+     ["--lib", "scratch::tests::the_sweep_removes"]),
 ]
 
 

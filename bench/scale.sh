@@ -7,7 +7,7 @@
 # Usage: bench/scale.sh [N|shipped ...]   (default: 10000 30000 100000 1000000)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-work=$(mktemp -d /tmp/kpackfs-scale.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/kpackfs-scale.XXXXXX")
 mnt=$work/mnt; mkdir -p "$mnt"
 cleanup() { "$kp" umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -44,6 +44,7 @@ pub mod pack;
 pub mod package;
 pub mod publish;
 pub mod remote;
+pub mod scratch;
 pub mod serve;
 pub mod settings;
 pub mod staging;

@@ -133,7 +133,7 @@ pub async fn publish_one(job: &Job, env: &Env, asked: Asked, pass: Pass) -> Step
         if !need_id && !need_named {
             return Ok(Step::Done(published_or_present(written)));
         }
-        let scratch = crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-publish.")?;
+        let scratch = crate::scratch::system("publish.")?;
         let path = scratch.path().join(format!("{}.tgz", job.id.hex()));
         let out = crate::files::AtomicFile::create_in(&path, scratch.path())?;
         let outputs = Outputs { pack: None, tgz: Some(TgzOut::File(out)) };

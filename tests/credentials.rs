@@ -97,8 +97,12 @@ fn ok(out: Output) -> String {
 }
 
 /// Every file under `dir` (but `secrets/`, where the test keeps them)
-/// whose bytes contain `secret`.
+/// whose bytes contain `secret`. Only `dir`'s own filesystem is searched:
+/// under /tmp, other tests' mounts (a kpackfs of a million bundles, a
+/// tmpfs) are not ours to read, and reading them could build or hang.
 fn files_containing(dir: &Path, secret: &str) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(device) = std::fs::symlink_metadata(dir).map(|m| m.dev()) else { return Vec::new() };
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -107,7 +111,8 @@ fn files_containing(dir: &Path, secret: &str) -> Vec<PathBuf> {
         for e in entries.flatten() {
             let p = e.path();
             let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() && p.file_name().is_some_and(|n| n != "secrets") {
+            let same_filesystem = || std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == device);
+            if ft.is_dir() && p.file_name().is_some_and(|n| n != "secrets") && same_filesystem() {
                 stack.push(p);
             } else if ft.is_file() {
                 let bytes = std::fs::read(&p).unwrap_or_default();

@@ -200,9 +200,10 @@ fn publish_is_idempotent_and_resumes_after_kill_9() {
     let fx = Fixture::new(true);
     let moto = Moto::start();
     let cache = tempdir();
+    let tmp = tempdir();
     let publish = |extra: &[&str]| {
         let mut c = kpackfs();
-        c.envs(moto.env(&moto.writer)).arg("publish").args(extra);
+        c.envs(moto.env(&moto.writer)).env("TMPDIR", tmp.path()).arg("publish").args(extra);
         c.arg("--to").arg(moto.url("pub")).arg("--manifest").arg(&fx.manifest).arg("--cache-dir").arg(cache.path());
         c.args(fx.mirror_args());
         c
@@ -222,10 +223,16 @@ fn publish_is_idempotent_and_resumes_after_kill_9() {
     let _ = child.wait();
     let partial = moto.list("pub/");
     assert!(partial.len() < per_bundle * fx.bundles.len(), "killed midway: {partial:?}");
+    let scratch = || -> Vec<String> {
+        let names = std::fs::read_dir(tmp.path()).unwrap().flatten();
+        names.map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("kpackfs-")).collect()
+    };
+    assert!(scratch().iter().any(|n| n.starts_with("kpackfs-publish.")), "the killed run left its scratch");
     fx.server.clear_faults();
     let out = publish(&[]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(scratch(), Vec::<String>::new(), "the next run removed what the killed one left");
     let objects = moto.list("pub/");
     for b in &fx.bundles {
         let id_layout = ID_OBJECTS.map(|ext| format!("pub/by-id/{}.{ext}", b.id));

@@ -151,12 +151,27 @@ fn phase(env: &Env, id: BundleId, phase: Phase) {
     }
 }
 
-/// A private directory (what the tier sends, a raw image): the cache's
-/// `tmp/`, else the system's temporary directory.
-fn scratch(env: &Env, prefix: &str) -> Result<tempfile::TempDir, BuildError> {
+/// A private directory (what the tier sends, a raw image): in the cache's
+/// `tmp/` (emptied when a mount starts), else in the system's temporary
+/// directory (swept after a kill, see `scratch`).
+pub enum Scratch {
+    Cache(tempfile::TempDir),
+    System(crate::scratch::Scratch),
+}
+
+impl Scratch {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Scratch::Cache(dir) => dir.path(),
+            Scratch::System(dir) => dir.path(),
+        }
+    }
+}
+
+fn scratch(env: &Env, prefix: &str) -> Result<Scratch, BuildError> {
     let made = match &env.cache {
-        Some(cache) => cache.scratch(prefix),
-        None => crate::files::private_temp_dir(&std::env::temp_dir(), &format!("kpackfs-{prefix}")),
+        Some(cache) => cache.scratch(prefix).map(Scratch::Cache),
+        None => crate::scratch::system(prefix).map(Scratch::System),
     };
     made.map_err(|e| BuildError::of(ErrorClass::Internal, &e))
 }

@@ -74,7 +74,7 @@ pub struct Gathered {
     files: Vec<PackageFile>,
     pinned: Option<Pinned>,
     /// A directory kpackfs made for what the recipe unpacks (an image).
-    scratch: Option<tempfile::TempDir>,
+    scratch: Option<super::Scratch>,
     /// The toolchain published beside a COS kernel, when it is needed.
     toolchain: Option<source::cos::Toolchain>,
     /// Where a failed source build's log goes (the cache's).

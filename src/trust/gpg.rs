@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 /// A private working directory: a new random name made exclusively with
 /// mode 0700 (a local user cannot have prepared it), files in it created
 /// exclusively (never through a planted link), removed on drop.
-struct Scratch(tempfile::TempDir);
+struct Scratch(crate::scratch::Scratch);
 
 impl Scratch {
     fn new() -> Result<Scratch> {
-        crate::files::private_temp_dir(&std::env::temp_dir(), "kpackfs-gpgv.").map(Scratch)
+        crate::scratch::system("gpgv.").map(Scratch)
     }
 
     fn path(&self) -> &Path {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Floors, lowest first. A module may import its own floor's modules and
 /// lower floors', never a higher floor's (docs/design.md explains each).
 pub const FLOORS: &[(&str, &[&str])] = &[
-    ("shared", &["files", "ids", "cpu", "error", "util", "defaults"]),
+    ("shared", &["files", "scratch", "ids", "cpu", "error", "util", "defaults"]),
     ("formats", &["manifest", "package", "staging", "trust", "layout", "tgz", "pack"]),
     ("sources", &["fetch", "crawl", "settings"]),
     ("records", &["observe", "namespace", "remote"]),
