@@ -365,7 +365,7 @@ MUTATIONS = [
      "regular_and_ours && flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok()", "regular_and_ours",
      ["--lib", "scratch::tests::the_sweep_removes"]),
     ("the sweep follows a link named like a scratch directory", "src/scratch.rs",
-     "let ours = std::fs::symlink_metadata(&dir)", "let ours = std::fs::metadata(&dir)",
+     "            std::fs::symlink_metadata(&dir).is_ok_and", "            std::fs::metadata(&dir).is_ok_and",
      ["--lib", "scratch::tests::the_sweep_removes"]),
 ]
 
