@@ -34,6 +34,7 @@ if [ -n "${RELOAD:-}" ]; then
   grep -q 'reload: keeping' "$log" && { echo "reload failed: $(grep 'reload: keeping' "$log")" >&2; exit 1; }
   hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
   parsed=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifest_entries_parsed"])' "$status")
-  printf '%s: reload %.2fs, daemon VmHWM %s MiB, %s entries parsed in all; %s\n' "$kp" "$(echo "$t1 - $t0" | bc)" "$hwm" \
-    "$parsed" "$(grep 'indexed the manifest' "$log" | tail -1 | sed 's/.*indexed the manifest: //')"
+  printf '%s: reload %.2fs, daemon VmHWM %s MiB, %s entries parsed in all, %s bytes of index; %s\n' "$kp" \
+    "$(echo "$t1 - $t0" | bc)" "$hwm" "$parsed" "$(stat -c %s "$work/cache/manifest/served.idx")" \
+    "$(grep 'indexed the manifest' "$log" | tail -1 | sed 's/.*indexed the manifest: //')"
 fi

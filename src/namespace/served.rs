@@ -86,11 +86,11 @@ impl Inputs {
                 if sidecar && self.add_sidecar(b, p, kept)? {
                     return Ok(());
                 }
-                index::add_yaml_file(b, p, &mut Lists::near(p, self.lists_dir.as_deref()))
+                index::add_yaml_file(b, p, &mut Lists::near(p, self.lists_dir.as_deref()), kept)
                     .with_context(|| format!("loading manifest {}", p.display()))
                     .map(|_: ParseStats| ())
             }
-            None => index::add_yaml(b, SHIPPED, &PackageLists::default())
+            None => index::add_yaml(b, SHIPPED, &PackageLists::default(), kept)
                 .context("loading the shipped manifest")
                 .map(|_| ()),
         }
@@ -139,7 +139,7 @@ impl Inputs {
         if !self.crawl_result.exists() {
             return;
         }
-        let added = index::add_yaml_file(b, &self.crawl_result, &mut Lists::near(&self.crawl_result, None));
+        let added = index::add_yaml_file(b, &self.crawl_result, &mut Lists::near(&self.crawl_result, None), None);
         if let Err(e) = added {
             log::warn!("ignoring the crawl result {}: {e:#}", self.crawl_result.display());
         }
@@ -291,6 +291,8 @@ mod tests {
         let from_yaml = inputs.index(Some(&index), false).unwrap();
         assert_eq!(parsed() - before, 53);
         assert_eq!(from_yaml.counts.slots, 52);
+        let from_yaml_size = std::fs::metadata(&inputs.index_path).unwrap().len();
+        assert!(from_yaml_size < first_size * 5 / 4, "{first_size} bytes, then {from_yaml_size} from the YAML");
         for n in 1..=52 {
             let id = BundleId::parse(&entry(n).compute_id()).unwrap();
             let (a, b) = (from_yaml.find_id(&id).unwrap(), reloaded.find_id(&id).unwrap());

@@ -170,7 +170,7 @@ fn a_manifest_beyond_the_old_node_budget_loads_and_lists() {
     let parsed = Manifest::parse(&yaml, &kpackfs::manifest::PackageLists::default()).expect("the CLI's loader");
     assert_eq!(parsed.entries.len(), 20_000);
     let mut b = kpackfs::manifest::index::IndexBuilder::new();
-    let n = kpackfs::manifest::index::add_yaml(&mut b, &yaml, &kpackfs::manifest::PackageLists::default())
+    let n = kpackfs::manifest::index::add_yaml(&mut b, &yaml, &kpackfs::manifest::PackageLists::default(), None)
         .expect("the daemon's loader");
     assert_eq!(n.entries, 20_000);
     let ns =

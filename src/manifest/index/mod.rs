@@ -184,52 +184,117 @@ pub fn add_manifest(b: &mut IndexBuilder, m: &super::Manifest) -> Result<()> {
 /// order, so a window of 8,192 slots touches up to 8,192 pages of it.
 pub(super) const RELEASE_EVERY: u32 = 1 << 13;
 
+/// On a reload, what one source gives that the kept index (whose slots
+/// the builder kept) holds unchanged, so it is not added again. The last
+/// copy of an id wins and both are the same, so the result is too; a second
+/// copy of a million entries would double the builder's records and the new
+/// file (package records are copied whole, dead ones included). Every kept
+/// id met is marked: an id twice in one source is still refused when a copy
+/// was skipped (the builder only checks what is added).
+struct Unchanged<'a> {
+    kept: &'a Index,
+    /// One bit per kept slot.
+    seen: Vec<u64>,
+    looked: u32,
+}
+
+impl<'a> Unchanged<'a> {
+    fn new(kept: &'a Index) -> Unchanged<'a> {
+        Unchanged { kept, seen: vec![0; kept.counts.slots.div_ceil(64)], looked: 0 }
+    }
+
+    fn holds(&mut self, id: &BundleId, spec: &BundleSpec, reason: Option<&str>) -> Result<bool> {
+        self.looked = self.looked.wrapping_add(1);
+        if self.looked.is_multiple_of(RELEASE_EVERY) {
+            self.kept.release_pages();
+        }
+        let Some(slot) = self.kept.find_id(id) else { return Ok(false) };
+        let Some(word) = self.seen.get_mut(slot as usize / 64) else { return Ok(false) };
+        let bit = 1u64 << (slot % 64);
+        ensure!(*word & bit == 0, "malformed manifest: entry {id} appears twice");
+        *word |= bit;
+        Ok(self.kept.entry(slot).is_some_and(|(_, s, r)| s == *spec && r.as_deref() == reason))
+    }
+}
+
+impl Drop for Unchanged<'_> {
+    fn drop(&mut self) {
+        self.kept.release_pages();
+    }
+}
+
+/// Add one entry of a source, unless `unchanged` says the builder holds it.
+fn add_new(
+    b: &mut IndexBuilder,
+    unchanged: &mut Option<Unchanged<'_>>,
+    id: BundleId,
+    spec: &BundleSpec,
+    reason: Option<&str>,
+) -> Result<()> {
+    if let Some(u) = unchanged {
+        if u.holds(&id, spec, reason)? {
+            return Ok(());
+        }
+    }
+    b.add(id, spec, reason)
+}
+
 /// Add every entry of `index` (a sidecar: one manifest file's entries,
-/// names derived) as one source, as if its YAML had been read. On a reload
-/// `kept` is the index whose slots the builder kept: an entry it holds
-/// unchanged is not added again. The last copy of an id wins and both are
-/// the same, so the result is too; a second copy of a million entries would
-/// double the builder's records and the new file (package records are
-/// copied whole, dead ones included).
+/// names derived) as one source, as if its YAML had been read. `kept`: on
+/// a reload, the index whose slots the builder kept ([`Unchanged`]).
 pub fn add_index(b: &mut IndexBuilder, index: &Index, kept: Option<&Index>) -> Result<()> {
     let start = b.added();
+    let mut unchanged = kept.map(Unchanged::new);
     for (i, slot) in index.slots_in_file_order().into_iter().enumerate() {
-        let entry = index.entry(slot).context("damaged index: an unreadable slot")?;
-        let unchanged = kept.and_then(|k| k.entry(k.find_id(&entry.0)?)).is_some_and(|k| k == entry);
-        if !unchanged {
-            let (id, spec, reason) = entry;
-            b.add(id, &spec, reason.as_deref())?;
-        }
+        let (id, spec, reason) = index.entry(slot).context("damaged index: an unreadable slot")?;
+        add_new(b, &mut unchanged, id, &spec, reason.as_deref())?;
         if i as u32 % RELEASE_EVERY == RELEASE_EVERY - 1 {
             index.release_pages();
-            kept.inspect(|k| k.release_pages());
         }
     }
     index.release_pages();
-    kept.inspect(|k| k.release_pages());
     b.check_unique_since(start)
 }
 
-/// Stream manifest YAML text into a builder (see [`super::parse_each`]).
-pub fn add_yaml(b: &mut IndexBuilder, text: &str, lists: &super::PackageLists) -> Result<super::ParseStats> {
+/// Stream manifest YAML text into a builder (see [`super::parse_each`]);
+/// `kept` as for [`add_index`].
+pub fn add_yaml(
+    b: &mut IndexBuilder,
+    text: &str,
+    lists: &super::PackageLists,
+    kept: Option<&Index>,
+) -> Result<super::ParseStats> {
     let start = b.added();
-    let stats = super::parse_each(text, lists, |id, spec| add_parsed(b, id, spec))?;
+    let mut unchanged = kept.map(Unchanged::new);
+    let stats = super::parse_each(text, lists, |id, spec| add_parsed(b, &mut unchanged, id, spec))?;
     finish_source(b, start, stats)
 }
 
-/// Stream a manifest file into a builder (see [`super::parse_file_each`]).
+/// Stream a manifest file into a builder (see [`super::parse_file_each`]);
+/// `kept` as for [`add_index`].
 /// One thread: a second one adding entries while this one reads them took
 /// 1.34x the CPU for the same wall time (docs/performance.md).
-pub fn add_yaml_file(b: &mut IndexBuilder, path: &Path, lists: &mut super::Lists<'_>) -> Result<super::ParseStats> {
+pub fn add_yaml_file(
+    b: &mut IndexBuilder,
+    path: &Path,
+    lists: &mut super::Lists<'_>,
+    kept: Option<&Index>,
+) -> Result<super::ParseStats> {
     let start = b.added();
-    let stats = super::parse_file_each(path, lists, |id, spec| add_parsed(b, id, spec))?;
+    let mut unchanged = kept.map(Unchanged::new);
+    let stats = super::parse_file_each(path, lists, |id, spec| add_parsed(b, &mut unchanged, id, spec))?;
     finish_source(b, start, stats)
 }
 
-fn add_parsed(b: &mut IndexBuilder, id: String, mut spec: BundleSpec) -> Result<()> {
+fn add_parsed(
+    b: &mut IndexBuilder,
+    unchanged: &mut Option<Unchanged<'_>>,
+    id: String,
+    mut spec: BundleSpec,
+) -> Result<()> {
     let reason = spec.fill_names().err();
     let bid = BundleId::parse(&id).with_context(|| format!("entry {id} has no valid id"))?;
-    b.add(bid, &spec, reason.as_deref())
+    add_new(b, unchanged, bid, &spec, reason.as_deref())
 }
 
 fn finish_source(b: &IndexBuilder, start: usize, stats: super::ParseStats) -> Result<super::ParseStats> {
@@ -385,13 +450,13 @@ mod tests {
         let first = manifest();
         let (id, old) = first.entries.iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
         let mut b = IndexBuilder::new();
-        add_yaml(&mut b, &first.to_yaml().unwrap(), &super::super::PackageLists::default()).unwrap();
+        add_yaml(&mut b, &first.to_yaml().unwrap(), &super::super::PackageLists::default(), None).unwrap();
         let mut newer = old.clone();
         newer.packages[0].size = Some(4242);
         newer.name = Some("9.9-renamed".into());
         let mut second = Manifest::default();
         second.entries.insert(id.clone(), newer);
-        add_yaml(&mut b, &second.to_yaml().unwrap(), &super::super::PackageLists::default()).unwrap();
+        add_yaml(&mut b, &second.to_yaml().unwrap(), &super::super::PackageLists::default(), None).unwrap();
         let idx = Index::from_bytes(b.finish([0; 32])).unwrap();
         assert_eq!(idx.counts.slots, 5, "replaced, not added");
         let slot = idx.find_id(&BundleId::parse(&id).unwrap()).unwrap();
@@ -403,8 +468,19 @@ mod tests {
         let body = yaml.lines().skip(1).collect::<Vec<_>>().join("\n");
         let twice = format!("{yaml}{body}\n");
         let mut b = IndexBuilder::new();
-        let err = add_yaml(&mut b, &twice, &super::super::PackageLists::default()).unwrap_err();
+        let err = add_yaml(&mut b, &twice, &super::super::PackageLists::default(), None).unwrap_err();
         assert!(format!("{err:#}").contains("appears twice"), "{err:#}");
+        // On a reload too, where both copies equal the kept entry and so
+        // neither is added.
+        let mut b = IndexBuilder::new();
+        add_yaml(&mut b, &yaml, &super::super::PackageLists::default(), None).unwrap();
+        let kept = Index::from_bytes(b.finish([0; 32])).unwrap();
+        let mut b = IndexBuilder::with_prev(&kept).unwrap();
+        let err = add_yaml(&mut b, &twice, &super::super::PackageLists::default(), Some(&kept)).unwrap_err();
+        assert!(format!("{err:#}").contains("appears twice"), "{err:#}");
+        let mut b = IndexBuilder::with_prev(&kept).unwrap();
+        add_yaml(&mut b, &yaml, &super::super::PackageLists::default(), Some(&kept)).unwrap();
+        assert_eq!(b.added(), 5, "once, unchanged: nothing added to the kept slots");
         // So do the in-memory readers, of text and of a file.
         let err = Manifest::parse(&twice, &super::super::PackageLists::default()).unwrap_err();
         assert!(format!("{err:#}").contains("appears twice"), "{err:#}");

@@ -50,7 +50,8 @@ pub fn write(manifest: &Path) -> Result<super::IndexCounts> {
     let mut b = IndexBuilder::for_file(&side)?;
     let mut lists =
         crate::manifest::Lists::Refused("kernel-packer's names need package lists, another input: no index beside it");
-    super::add_yaml_file(&mut b, manifest, &mut lists).with_context(|| format!("indexing {}", manifest.display()))?;
+    super::add_yaml_file(&mut b, manifest, &mut lists, None)
+        .with_context(|| format!("indexing {}", manifest.display()))?;
     let index = b.write(key_for(manifest)?)?;
     Ok(index.counts)
 }
