@@ -65,6 +65,20 @@ pub enum Put {
     Present,
 }
 
+/// The tier holds other bytes under a bundle's id than this host built
+/// (a damaged object, or a digest that does not describe it). That
+/// bundle's write fails; the tier is not failing, so other writes go on.
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
 /// One remote tier.
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
@@ -393,12 +407,14 @@ impl Remote {
                 return if recorded == sha256 {
                     Ok(Put::Present)
                 } else {
-                    bail!("{} records sha256 {recorded}, this build made {sha256}", digest_key(id))
+                    Err(Conflict(format!("{} records sha256 {recorded}, this build made {sha256}", digest_key(id)))
+                        .into())
                 };
             }
             let there = self.fetch_unverified_sha(&id_key(id)).await?;
             if there != sha256 {
-                bail!("{} holds other bytes (sha256 {there}); left for an operator", id_key(id));
+                let held = format!("{} holds other bytes (sha256 {there}); left for an operator", id_key(id));
+                return Err(Conflict(held).into());
             }
         }
         let line = format!("{sha256}  {}.tgz\n", id.hex());

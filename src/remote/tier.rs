@@ -198,6 +198,12 @@ impl Remote {
                 }
                 Wrote::Put(tgz_put.or(pack_put).unwrap_or(Put::Present))
             }
+            // One object in the way: said for this bundle, other writes go on.
+            Err(e) if e.downcast_ref::<super::Conflict>().is_some() => {
+                bump(&counters.remote_errors);
+                log::warn!("bundle {label}: not written to the remote tier {}: {e:#}", self.url());
+                Wrote::Failed(format!("{e:#}"))
+            }
             Err(e) => {
                 bump(&counters.remote_errors);
                 if let Some(wait) = self.health.write_failed(Instant::now()) {

@@ -120,6 +120,41 @@ fn corrupted_objects_are_rejected_and_the_bundle_built_locally() {
     assert_eq!(h.counters().remote_errors.load(std::sync::atomic::Ordering::Relaxed), 1, "BUNDLE_CHECKSUM mismatch");
 }
 
+/// Other bytes under one bundle's id (garbage with its own digest) fail
+/// that bundle's write-back alone: the next bundle the host builds is
+/// written (a write backoff, as for a failing tier, would skip it for 30 s).
+#[test]
+fn an_object_in_the_way_fails_its_own_write_back_and_not_the_next_ones() {
+    let bucket = tempfile::tempdir().unwrap();
+    let other_uname = "9.2.0-1-amd64";
+    let h = Harness::new(
+        &[UNAME, other_uname],
+        20_000,
+        Options { remote: Some(tier(bucket.path())), ..Options::default() },
+    );
+    let (id, next) = (h.bundle_id(0), h.bundle_id(1));
+    let (tgz, digest) = (object(bucket.path(), id_key(&id)), object(bucket.path(), digest_key(&id)));
+    std::fs::create_dir_all(tgz.parent().unwrap()).unwrap();
+    std::fs::write(&tgz, b"not a tgz").unwrap();
+    std::fs::write(&digest, format!("{}  {}.tgz\n", kpackfs::util::sha256_hex(b"not a tgz"), id.hex())).unwrap();
+    assert_eq!(h.read_file(&format!("debian/{UNAME}/BUNDLE_UNAME")).unwrap(), UNAME.as_bytes());
+    // Refused when read, then in the way of the write-back.
+    let errors = || h.counters().remote_errors.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while errors() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(errors(), 2, "the read and the write of the damaged id failed");
+    assert_eq!(std::fs::read(&tgz).unwrap(), b"not a tgz", "left for an operator");
+    assert_eq!(h.read_file(&format!("debian/{other_uname}/BUNDLE_UNAME")).unwrap(), other_uname.as_bytes());
+    let next_digest = object(bucket.path(), digest_key(&next));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !next_digest.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(next_digest.exists(), "the next bundle was written back");
+}
+
 #[test]
 fn a_tier_that_fails_is_skipped_for_a_while() {
     let bucket = tempfile::tempdir().unwrap();
