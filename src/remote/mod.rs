@@ -68,16 +68,9 @@ pub enum Put {
 /// The tier holds other bytes under a bundle's id than this host built
 /// (a damaged object, or a digest that does not describe it). That
 /// bundle's write fails; the tier is not failing, so other writes go on.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Conflict(pub String);
-
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Conflict {}
 
 /// One remote tier.
 pub struct Remote {
