@@ -405,6 +405,31 @@ pub fn read_secret(path: &Path, limit: u64) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// Resident KiB of the mapping that starts at `ptr`, from /proc/self/smaps.
+    fn resident_kib(ptr: *mut libc::c_void) -> u64 {
+        let start = format!("{:x}-", ptr as usize);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start)).skip(1);
+        let rss = lines.find(|l| l.starts_with("Rss:")).expect("the mapping is listed");
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn released_pages_leave_the_process_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let bytes: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let m = Mapping::new(&file, bytes.len() as u64).unwrap();
+        let sum = |m: &Mapping| m.bytes().iter().step_by(4096).map(|b| *b as u64).sum::<u64>();
+        let first = sum(&m);
+        assert!(resident_kib(m.ptr) >= 8 << 10, "every page read is resident: {} KiB", resident_kib(m.ptr));
+        m.release_pages();
+        assert!(resident_kib(m.ptr) < 1 << 10, "released: {} KiB left", resident_kib(m.ptr));
+        assert_eq!(sum(&m), first, "read again, the same bytes");
+    }
+
     #[test]
     fn atomic_writes_never_follow_a_planted_link() {
         let dir = tempfile::tempdir().unwrap();
