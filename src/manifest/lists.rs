@@ -78,15 +78,10 @@ impl<'a> Lists<'a> {
     pub(super) fn resolve(&mut self, name: &str) -> Result<Option<String>> {
         let lists = match self {
             Lists::Given(lists) => *lists,
-            Lists::Near { manifest, dir, loaded } => {
-                if loaded.is_none() {
-                    *loaded = Some(load_lists_near(manifest, *dir)?);
-                }
-                match loaded {
-                    Some(lists) => &*lists,
-                    None => return Ok(None),
-                }
-            }
+            Lists::Near { manifest, dir, loaded } => match loaded {
+                Some(lists) => &*lists,
+                None => &*loaded.insert(load_lists_near(manifest, *dir)?),
+            },
             Lists::Refused(why) => bail!("package {} is a bare name: {why}", super::rules::shown(name)),
         };
         Ok(lists.resolve(name).map(str::to_string))
